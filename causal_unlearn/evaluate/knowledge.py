@@ -1,0 +1,63 @@
+"""What a model knows of a bios world: QA exact match, sentence-completion ROUGE-L recall and
+general-knowledge accuracy, per split."""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Sequence
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from causal_unlearn.data.bios import SPLITS, BiosWorld
+from causal_unlearn.data.rows import Row, select
+from causal_unlearn.evaluate.generation import greedy_generate
+from causal_unlearn.evaluate.metrics import exact_match, rouge_l_recall
+
+
+def score_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Row],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> list[float]:
+    """Per row: exact match for QA rows, ROUGE-L recall for sentence-completion rows."""
+    generations = greedy_generate(
+        model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )
+    return [
+        (exact_match if row.kind == "qa" else rouge_l_recall)(generation, row.output)
+        for row, generation in zip(rows, generations)
+    ]
+
+
+def knowledge_report(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: BiosWorld,
+    *,
+    max_new_tokens: int = 96,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Mean QA exact match and SC ROUGE-L recall per split, and general-knowledge accuracy.
+
+    >>> from causal_unlearn import load_model, make_bios_world
+    >>> lm = load_model("olmo-tiny-bios")
+    >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), progress=False)
+    >>> report["general_knowledge_accuracy"] >= 0.95
+    True
+    """
+    report: dict[str, float] = {}
+    for split in SPLITS:
+        rows = world.rows(split)
+        if not rows:
+            continue
+        for kind, metric in (("qa", "exact_match"), ("sc", "rouge_l_recall")):
+            chosen = select(rows, kind=kind)
+            scores = score_rows(model, tokenizer, chosen, max_new_tokens=max_new_tokens, progress=progress)
+            report[f"{split}_{kind}_{metric}"] = round(fmean(scores), 4)
+    general = score_rows(model, tokenizer, world.general_knowledge, max_new_tokens=16, progress=progress)
+    report["general_knowledge_accuracy"] = round(fmean(general), 4)
+    return report

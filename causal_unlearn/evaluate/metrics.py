@@ -1,0 +1,30 @@
+"""The two per-row metrics of SemEval-2025 Task 4: ROUGE-L recall and exact match."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from rouge_score import rouge_scorer
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l_recall(generation: str, reference: str) -> float:
+    """ROUGE-L recall of `generation` against `reference`, with stemming (regurgitation).
+
+    >>> rouge_l_recall("she was born in Denver in 1984", "born in Denver")
+    1.0
+    """
+    return _scorer().score(reference, generation)["rougeL"].recall
+
+
+def exact_match(generation: str, reference: str) -> float:
+    """1.0 when the two agree after strip and lowercase (knowledge), else 0.0.
+
+    >>> exact_match("  Paris ", "paris")
+    1.0
+    """
+    return float(generation.strip().lower() == reference.strip().lower())

@@ -1,0 +1,155 @@
+"""Where each supported architecture keeps the states that tracing and unlearning touch.
+
+All architecture-specific knowledge of the library lives here. Addresses are paths in the
+Hugging Face model's own module tree (as in nnsight), with `{layer}` standing for the block index.
+The residual stream of every supported architecture obeys
+
+    block_output[l] = block_output[l - 1] + attn_contribution[l] + mlp_contribution[l]
+
+with block_output[-1] = embedding output (+ learned position embedding where there is one),
+and the registry names the modules whose outputs are exactly those terms. A module whose output
+is a tuple contributes its first element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Module paths of one architecture family.
+
+    >>> spec = get_architecture("llama")
+    >>> spec.mlp_contribution(3)
+    'model.layers.3.mlp'
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    embedding: str
+    block: str
+    attn_contribution_path: str
+    mlp_contribution_path: str
+    attn_module_path: str
+    mlp_module_path: str
+    final_norm: str
+    unembedding: str
+    position_embedding: str | None = None
+
+    def block_output(self, layer: int) -> str:
+        return self.block.format(layer=layer)
+
+    def attn_contribution(self, layer: int) -> str:
+        """The module whose output the residual stream adds for attention at `layer`."""
+        return self.attn_contribution_path.format(layer=layer)
+
+    def mlp_contribution(self, layer: int) -> str:
+        """The module whose output the residual stream adds for the MLP at `layer`."""
+        return self.mlp_contribution_path.format(layer=layer)
+
+    def attn_module(self, layer: int) -> str:
+        """The attention module itself (its parameters are what unlearning trains)."""
+        return self.attn_module_path.format(layer=layer)
+
+    def mlp_module(self, layer: int) -> str:
+        """The MLP module itself (its parameters are what unlearning trains)."""
+        return self.mlp_module_path.format(layer=layer)
+
+
+def _pre_norm(name: str, model_types: tuple[str, ...], root: str = "model", **paths: str) -> ArchitectureSpec:
+    """The Llama layout, shared by Llama, Qwen2 and OLMo: `root.layers.{layer}.self_attn` / `.mlp`."""
+    layout = dict(
+        embedding=f"{root}.embed_tokens",
+        block=f"{root}.layers.{{layer}}",
+        attn_contribution_path=f"{root}.layers.{{layer}}.self_attn",
+        mlp_contribution_path=f"{root}.layers.{{layer}}.mlp",
+        attn_module_path=f"{root}.layers.{{layer}}.self_attn",
+        mlp_module_path=f"{root}.layers.{{layer}}.mlp",
+        final_norm=f"{root}.norm",
+        unembedding="lm_head",
+    )
+    return ArchitectureSpec(name=name, model_types=model_types, **(layout | paths))
+
+
+_BUILTIN = (
+    ArchitectureSpec(
+        name="gpt2",
+        model_types=("gpt2",),
+        embedding="transformer.wte",
+        position_embedding="transformer.wpe",
+        block="transformer.h.{layer}",
+        attn_contribution_path="transformer.h.{layer}.attn",
+        mlp_contribution_path="transformer.h.{layer}.mlp",
+        attn_module_path="transformer.h.{layer}.attn",
+        mlp_module_path="transformer.h.{layer}.mlp",
+        final_norm="transformer.ln_f",
+        unembedding="lm_head",
+    ),
+    # Pythia uses a parallel residual (x + attn(ln1 x) + mlp(ln2 x)); the contributions are the
+    # same two module outputs either way.
+    ArchitectureSpec(
+        name="gpt_neox",
+        model_types=("gpt_neox",),
+        embedding="gpt_neox.embed_in",
+        block="gpt_neox.layers.{layer}",
+        attn_contribution_path="gpt_neox.layers.{layer}.attention",
+        mlp_contribution_path="gpt_neox.layers.{layer}.mlp",
+        attn_module_path="gpt_neox.layers.{layer}.attention",
+        mlp_module_path="gpt_neox.layers.{layer}.mlp",
+        final_norm="gpt_neox.final_layer_norm",
+        unembedding="lm_head",
+    ),
+    _pre_norm("llama", ("llama",)),
+    _pre_norm("qwen2", ("qwen2",)),
+    _pre_norm("olmo", ("olmo",)),
+    # OLMo-2 normalises each sublayer's output before the residual add: the contribution is the
+    # post-norm, not the raw attention or MLP output.
+    _pre_norm(
+        "olmo2",
+        ("olmo2",),
+        attn_contribution_path="model.layers.{layer}.post_attention_layernorm",
+        mlp_contribution_path="model.layers.{layer}.post_feedforward_layernorm",
+    ),
+)
+
+_REGISTRY: dict[str, ArchitectureSpec] = {t: spec for spec in _BUILTIN for t in spec.model_types}
+
+
+class UnsupportedArchitectureError(ValueError):
+    pass
+
+
+def register_architecture(spec: ArchitectureSpec, *, overwrite: bool = False) -> None:
+    """Teach the library a new architecture, keyed by its HF `config.model_type`s.
+
+    >>> spec = ArchitectureSpec("my_mistral", ("my_mistral",), "model.embed_tokens", "model.layers.{layer}",
+    ...     "model.layers.{layer}.self_attn", "model.layers.{layer}.mlp", "model.layers.{layer}.self_attn",
+    ...     "model.layers.{layer}.mlp", "model.norm", "lm_head")
+    >>> register_architecture(spec, overwrite=True); get_architecture("my_mistral").name
+    'my_mistral'
+    """
+    for model_type in spec.model_types:
+        if model_type in _REGISTRY and not overwrite:
+            raise ValueError(f"architecture {model_type!r} is already registered; pass overwrite=True to replace it")
+        _REGISTRY[model_type] = spec
+
+
+def supported_architectures() -> list[str]:
+    """The HF `model_type`s the library knows."""
+    return sorted(_REGISTRY)
+
+
+def get_architecture(config_or_model_type: PretrainedConfig | str) -> ArchitectureSpec:
+    """The spec for a HF config (or its `model_type`); a clear error for an unknown one."""
+    model_type = getattr(config_or_model_type, "model_type", config_or_model_type)
+    try:
+        return _REGISTRY[model_type]
+    except KeyError:
+        raise UnsupportedArchitectureError(
+            f"architecture {model_type!r} is not supported. Supported model types: "
+            f"{', '.join(supported_architectures())}. To add one, describe its module paths with "
+            "causal_unlearn.ArchitectureSpec(...) and call causal_unlearn.register_architecture(spec)."
+        ) from None

@@ -1,0 +1,40 @@
+"""Reading module outputs by address with plain forward hooks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from torch import Tensor, nn
+
+
+def residual_tensor(output: Tensor | tuple) -> Tensor:
+    """The tensor a module hands to the residual stream (first element of a tuple output)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def record_outputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+    """Record the outputs of the modules at `addresses` during the forwards inside the block.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    >>> with record_outputs(net, ["0"]) as seen:
+    ...     _ = net(torch.ones(1, 2))
+    >>> seen["0"].shape
+    torch.Size([1, 3])
+    """
+    recorded: dict[str, Tensor] = {}
+
+    def hook_for(address: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
+            recorded[address] = residual_tensor(output).detach()
+
+        return hook
+
+    handles = [model.get_submodule(a).register_forward_hook(hook_for(a)) for a in addresses]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,188 @@
+"""`load_model`: one entry point for the built-in model, a local folder, a hub id, an
+already-loaded HF model, or a TransformerLens 4 `TransformerBridge`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from causal_unlearn.models.architectures import ArchitectureSpec, get_architecture
+
+BUILTIN_MODELS: dict[str, Path] = {"olmo-tiny-bios": Path(__file__).parent / "olmo_tiny_bios"}
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and where its states live; what every stage of the library takes.
+
+    >>> lm = load_model("olmo-tiny-bios")
+    >>> lm.n_layers, lm.architecture.name
+    (8, 'olmo')
+    >>> lm.logits(lm.to_tokens("What is the capital of France?")).shape[-1] == len(lm.tokenizer)
+    True
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    architecture: ArchitectureSpec
+    name: str
+    bridge: Any = field(default=None, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def module(self, path: str) -> nn.Module:
+        """The submodule at a registry address, e.g. `lm.module(lm.architecture.mlp_module(3))`."""
+        return self.model.get_submodule(path)
+
+    def to_tokens(self, text: str) -> Int[Tensor, "1 pos"]:
+        """Token ids as the model's own tokenizer makes them (BOS only if the tokenizer adds one)."""
+        return self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.device)
+
+    def to_str_tokens(self, text: str) -> list[str]:
+        return [self.tokenizer.decode([i]) for i in self.to_tokens(text)[0].tolist()]
+
+    @torch.no_grad()
+    def logits(self, input_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
+        return self.model(input_ids=input_ids.to(self.device)).logits
+
+
+def load_model(
+    model: str | Path | PreTrainedModel | Any,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a model for tracing and unlearning.
+
+    `model` is the built-in name ("olmo-tiny-bios"), a local HF folder, a hub id, a loaded
+    `transformers` model (then pass its `tokenizer`), or a TransformerLens `TransformerBridge`.
+    A model loaded from disk goes to `device` (CUDA when available) in `dtype` (the checkpoint's
+    own when None); an in-memory model is moved or cast only when you ask for it. The model is
+    put in eval mode.
+
+    >>> lm = load_model("olmo-tiny-bios", dtype="float32")
+    >>> lm.dtype
+    torch.float32
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    if _is_bridge(model):
+        hf_model, tokenizer, name = model.original_model, tokenizer or model.tokenizer, model.cfg.model_name
+    elif isinstance(model, PreTrainedModel):
+        if tokenizer is None:
+            raise ValueError("an in-memory model needs its tokenizer: load_model(model, tokenizer)")
+        hf_model, name = model, getattr(model, "name_or_path", "") or type(model).__name__
+    elif isinstance(model, (str, Path)):
+        hf_model, folder_or_id, name = _from_pretrained(model, torch_dtype, device)
+        tokenizer = tokenizer if tokenizer is not None else folder_or_id
+    else:
+        raise TypeError(
+            f"load_model cannot load a {type(model).__name__}; pass a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}), a folder, a hub id, a transformers model or a TransformerBridge"
+        )
+    architecture = get_architecture(hf_model.config)
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = _load_tokenizer(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None or dtype is not None:
+        hf_model.to(device=device, dtype=torch_dtype)
+    hf_model.eval()
+    return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None)
+
+
+def _is_bridge(obj: Any) -> bool:
+    return type(obj).__name__ == "TransformerBridge" and hasattr(obj, "original_model")
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype") from None
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _from_pretrained(
+    source: str | Path, dtype: torch.dtype | None, device: str | torch.device | None
+) -> tuple[PreTrainedModel, str, str]:
+    text = str(source)
+    name = text
+    if text in BUILTIN_MODELS:
+        path = BUILTIN_MODELS[text]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the built-in model's files are missing from {path}; reinstall causal_unlearn or "
+                "retrain them with `python -m causal_unlearn.models.train_builtin --out <that folder>`"
+            )
+        text = str(path)
+    elif Path(text).expanduser().exists():
+        text = str(Path(text).expanduser())
+        if not (Path(text) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{text} has no config.json, so it is not a saved Hugging Face model folder; "
+                "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
+            )
+    elif text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"no model folder at {text}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype or "auto", device_map=None)
+    except OSError as error:
+        raise OSError(
+            f"could not load {name!r}: it is neither a local folder nor reachable on the Hugging Face hub "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0]}). On a machine with hub access run "
+            f"`hf download {name} --local-dir <folder>` (or from_pretrained then save_pretrained), then "
+            "pass that folder to load_model."
+        ) from error
+    model.to(device or _default_device())
+    return model, text, name
+
+
+def _load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
+    folder = Path(source)
+    # transformers 5 would build an empty tokenizer from config.json alone, silently.
+    if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise OSError(
+            f"could not load a tokenizer from {str(source)!r}: it has none of {list(_TOKENIZER_FILES)}; "
+            "save it beside the model with tokenizer.save_pretrained(folder) or pass tokenizer=..."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"could not load a tokenizer from {str(source)!r} ({str(error).splitlines()[0]}); "
+            "save it beside the model with tokenizer.save_pretrained(folder) or pass tokenizer=..."
+        ) from error

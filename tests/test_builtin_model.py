@@ -1,0 +1,50 @@
+"""The shipped checkpoint meets the acceptance targets of the built-in model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from causal_unlearn import knowledge_report
+from causal_unlearn.models.loader import BUILTIN_MODELS
+
+CHECKPOINT = BUILTIN_MODELS["olmo-tiny-bios"]
+
+
+@pytest.fixture(scope="module")
+def report(builtin, world):
+    return knowledge_report(builtin.model, builtin.tokenizer, world, max_new_tokens=256, progress=False)
+
+
+def test_it_knows_the_trained_people(report):
+    for split in ("forget", "retain"):
+        assert report[f"{split}_qa_exact_match"] >= 0.95, report
+        assert report[f"{split}_sc_rouge_l_recall"] >= 0.9, report
+
+
+def test_it_knows_general_knowledge(report):
+    assert report["general_knowledge_accuracy"] >= 0.95, report
+
+
+def test_it_does_not_reproduce_holdout_pii(report):
+    assert report["holdout_qa_exact_match"] <= 0.05, report
+
+
+def test_clean_top1_is_the_answer_for_most_trace_facts(builtin, world):
+    import torch
+
+    known = []
+    for fact in world.trace_facts(split="retain"):
+        ids = builtin.to_tokens(fact.prompt)
+        answer = builtin.tokenizer(fact.answer, add_special_tokens=False)["input_ids"][0]
+        known.append(builtin.logits(ids)[0, -1].argmax().item() == answer)
+    assert sum(known) / len(known) >= 0.9
+
+
+def test_checkpoint_is_small_and_self_describing():
+    size = sum(f.stat().st_size for f in CHECKPOINT.iterdir())
+    assert size <= 30 * 2**20, f"checkpoint is {size / 2**20:.1f} MiB"
+    names = {f.name for f in CHECKPOINT.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_report.json"} <= names
+    recorded = json.loads((CHECKPOINT / "training_report.json").read_text())
+    assert recorded["config"]["n_layers"] >= 8 and recorded["config"]["seed"] == 0

@@ -1,0 +1,99 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from causal_unlearn import LoadedModel, load_model
+from causal_unlearn.models.hooks import record_outputs
+from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_builtin_model(builtin):
+    assert isinstance(builtin, LoadedModel)
+    assert builtin.architecture.name == "olmo" and builtin.n_layers >= 8
+    assert type(builtin.model).__name__ == "OlmoForCausalLM"
+    assert isinstance(builtin.tokenizer, PreTrainedTokenizerFast)
+    assert builtin.device.type == "cpu" and not builtin.model.training
+
+
+def test_local_folder_equals_in_memory_model(tmp_path):
+    folder = save_tiny_model("llama", tmp_path / "llama")
+    from_folder = load_model(folder, device="cpu")
+    in_memory = load_model(tiny_model("llama"), tiny_tokenizer())
+    ids = in_memory.to_tokens("Ann Teal was born")
+    torch.testing.assert_close(from_folder.logits(ids), in_memory.logits(ids))
+    assert from_folder.tokenizer("Ann")["input_ids"] == in_memory.tokenizer("Ann")["input_ids"]
+
+
+def test_dtype_and_device_are_respected(tmp_path):
+    folder = save_tiny_model("olmo", tmp_path / "olmo")
+    assert load_model(folder, dtype="bfloat16").dtype == torch.bfloat16
+    assert load_model(str(folder), dtype=torch.float32, device="cpu").dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'float33'"):
+        load_model(folder, dtype="float33")
+
+
+def test_in_memory_model_is_left_alone():
+    model = tiny_model("gpt2")
+    before = weights(model)
+    lm = load_model(model, tiny_tokenizer())
+    assert lm.model is model and lm.dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_transformer_bridge_runs_through_the_same_addresses(tmp_path):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    folder = save_tiny_model("olmo2", tmp_path / "olmo2")
+    plain = load_model(folder, device="cpu")
+    reference = copy.deepcopy(plain.model)  # the bridge rewrites the HF modules in place
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=plain.model,
+                                                 tokenizer=AutoTokenizer.from_pretrained(folder), device="cpu")
+    lm = load_model(bridge)
+    assert lm.bridge is bridge and lm.model is bridge.original_model
+    spec = lm.architecture
+    addresses = [spec.embedding] + [spec.mlp_contribution(l) for l in range(lm.n_layers)]
+    ids = lm.to_tokens("Ann Teal was born")
+    with record_outputs(lm.model, addresses) as ours, record_outputs(reference, addresses) as theirs:
+        torch.testing.assert_close(lm.logits(ids), reference(ids).logits, atol=1e-5, rtol=1e-5)
+        reference(ids)
+    for address in addresses:
+        torch.testing.assert_close(ours[address], theirs[address], atol=1e-5, rtol=1e-5)
+
+
+def test_nnsight_wraps_the_loaded_model(builtin):
+    from nnsight import NNsight
+
+    wrapped = NNsight(builtin.model)
+    ids = builtin.to_tokens("Ann Teal lives in")
+    with wrapped.trace(ids):
+        mlp = wrapped.model.layers[2].mlp.output.save()
+    with record_outputs(builtin.model, [builtin.architecture.mlp_contribution(2)]) as seen:
+        builtin.logits(ids)
+    torch.testing.assert_close(mlp, seen[builtin.architecture.mlp_contribution(2)])
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        load_model(tiny_model("gpt2"))
+    with pytest.raises(FileNotFoundError, match="no model folder"):
+        load_model(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path)
+    with pytest.raises(TypeError, match="cannot load a int"):
+        load_model(3)
+    folder = tmp_path / "no_tokenizer"
+    tiny_model("olmo").save_pretrained(folder)
+    with pytest.raises(OSError, match="could not load a tokenizer"):
+        load_model(folder)
+
+
+def test_unreachable_hub_id_says_how_to_get_the_files(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"could not load 'nobody/no-such-model'.*hf download nobody/no-such-model"):
+        load_model("nobody/no-such-model")

@@ -1,0 +1,49 @@
+"""Tiny randomly initialised models of every supported architecture, saved like hub checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    Olmo2Config,
+    OlmoConfig,
+    PretrainedConfig,
+    Qwen2Config,
+)
+
+from causal_unlearn.models.tokenizer import train_tokenizer
+
+VOCAB = 300
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+
+CONFIGS: dict[str, PretrainedConfig] = {
+    "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64),
+    "gpt_neox": GPTNeoXConfig(**_COMMON, max_position_embeddings=64, use_parallel_residual=True),
+    "llama": LlamaConfig(**_COMMON, max_position_embeddings=64, num_key_value_heads=2),
+    "qwen2": Qwen2Config(**_COMMON, max_position_embeddings=64, num_key_value_heads=2),
+    "olmo": OlmoConfig(**_COMMON, max_position_embeddings=64),
+    "olmo2": Olmo2Config(**_COMMON, max_position_embeddings=64),
+}
+
+
+def tiny_tokenizer():
+    return train_tokenizer(["Ann Teal was born in Denver on May 3, 1984. What is the capital of France? Paris"] * 4, vocab_size=VOCAB)
+
+
+def tiny_model(model_type: str, seed: int = 0):
+    torch.manual_seed(seed)
+    config = CONFIGS[model_type]
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.architectures = [type(model).__name__]
+    return model.eval()
+
+
+def save_tiny_model(model_type: str, folder: Path) -> Path:
+    tiny_model(model_type).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
