@@ -17,7 +17,7 @@ demo: setup
 	$(BIN)/causal-unlearn demo
 
 test: setup
-	$(BIN)/python -m pytest -q causal_unlearn tests
+	$(BIN)/python -m pytest -q causal_unlearn tests notebooks --nbmake
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,6 +5,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from causal_unlearn import LoadedModel, load_model
+from causal_unlearn.models.loader import BUILTIN_MODELS
 from causal_unlearn.models.hooks import record_outputs
 from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
 
@@ -66,12 +67,12 @@ def test_transformer_bridge_runs_through_the_same_addresses(tmp_path):
         torch.testing.assert_close(ours[address], theirs[address], atol=1e-5, rtol=1e-5)
 
 
-def test_nnsight_wraps_the_loaded_model(builtin):
-    from nnsight import NNsight
+def test_nnsight_accepts_the_model_and_its_tokenizer(builtin):
+    import nnsight
 
-    wrapped = NNsight(builtin.model)
+    wrapped = nnsight.TransformersModel(builtin.model, tokenizer=builtin.tokenizer)
     ids = builtin.to_tokens("Ann Teal lives in")
-    with wrapped.trace(ids):
+    with wrapped.trace("Ann Teal lives in"):
         mlp = wrapped.model.layers[2].mlp.output.save()
     with record_outputs(builtin.model, [builtin.architecture.mlp_contribution(2)]) as seen:
         builtin.logits(ids)
@@ -94,6 +95,21 @@ def test_bad_inputs(tmp_path):
 
 
 def test_unreachable_hub_id_says_how_to_get_the_files(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    # offline as on a machine without hub access, without waiting on network time-outs
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match=r"could not load 'nobody/no-such-model'.*hf download nobody/no-such-model"):
         load_model("nobody/no-such-model")
+
+
+def test_builtin_model_and_tokenizer_boot_in_transformer_lens(builtin):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    folder = str(BUILTIN_MODELS["olmo-tiny-bios"])
+    bridge = TransformerBridge.boot_transformers(folder, hf_model=copy.deepcopy(builtin.model),
+                                                 tokenizer=builtin.tokenizer, device="cpu")
+    prompt = "What is the capital of France?"
+    assert torch.equal(bridge.to_tokens(prompt).cpu(), builtin.to_tokens(prompt).cpu())  # one BOS, not two
+    torch.testing.assert_close(bridge(builtin.to_tokens(prompt)), builtin.logits(builtin.to_tokens(prompt)),
+                               atol=1e-5, rtol=1e-5)

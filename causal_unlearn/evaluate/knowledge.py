@@ -23,7 +23,13 @@ def score_rows(
     batch_size: int = 32,
     progress: bool = True,
 ) -> list[float]:
-    """Per row: exact match for QA rows, ROUGE-L recall for sentence-completion rows."""
+    """Per row: exact match for QA rows, ROUGE-L recall for sentence-completion rows.
+
+    >>> from causal_unlearn import load_model, make_bios_world
+    >>> lm = load_model("olmo-tiny-bios")
+    >>> score_rows(lm.model, lm.tokenizer, make_bios_world().general_knowledge[:3], progress=False)
+    [1.0, 1.0, 1.0]
+    """
     generations = greedy_generate(
         model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
     )
@@ -43,11 +49,9 @@ def knowledge_report(
 ) -> dict[str, float]:
     """Mean QA exact match and SC ROUGE-L recall per split, and general-knowledge accuracy.
 
-    >>> from causal_unlearn import load_model, make_bios_world
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), progress=False)
-    >>> report["general_knowledge_accuracy"] >= 0.95
-    True
+    >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world())  # doctest: +SKIP
+    >>> report["forget_qa_exact_match"]  # doctest: +SKIP
+    1.0
     """
     report: dict[str, float] = {}
     for split in SPLITS:

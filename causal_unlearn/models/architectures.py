@@ -59,60 +59,48 @@ class ArchitectureSpec:
         return self.mlp_module_path.format(layer=layer)
 
 
-def _pre_norm(name: str, model_types: tuple[str, ...], root: str = "model", **paths: str) -> ArchitectureSpec:
-    """The Llama layout, shared by Llama, Qwen2 and OLMo: `root.layers.{layer}.self_attn` / `.mlp`."""
-    layout = dict(
-        embedding=f"{root}.embed_tokens",
-        block=f"{root}.layers.{{layer}}",
-        attn_contribution_path=f"{root}.layers.{{layer}}.self_attn",
-        mlp_contribution_path=f"{root}.layers.{{layer}}.mlp",
-        attn_module_path=f"{root}.layers.{{layer}}.self_attn",
-        mlp_module_path=f"{root}.layers.{{layer}}.mlp",
-        final_norm=f"{root}.norm",
+def _spec(
+    name: str,
+    *,
+    embedding: str = "model.embed_tokens",
+    blocks: str = "model.layers",
+    attn: str = "self_attn",
+    mlp: str = "mlp",
+    attn_out: str | None = None,
+    mlp_out: str | None = None,
+    final_norm: str = "model.norm",
+    position_embedding: str | None = None,
+) -> ArchitectureSpec:
+    """A spec from block-relative module names; the defaults are the Llama layout."""
+    block = f"{blocks}.{{layer}}"
+    return ArchitectureSpec(
+        name=name,
+        model_types=(name,),
+        embedding=embedding,
+        block=block,
+        attn_contribution_path=f"{block}.{attn_out or attn}",
+        mlp_contribution_path=f"{block}.{mlp_out or mlp}",
+        attn_module_path=f"{block}.{attn}",
+        mlp_module_path=f"{block}.{mlp}",
+        final_norm=final_norm,
         unembedding="lm_head",
+        position_embedding=position_embedding,
     )
-    return ArchitectureSpec(name=name, model_types=model_types, **(layout | paths))
 
 
 _BUILTIN = (
-    ArchitectureSpec(
-        name="gpt2",
-        model_types=("gpt2",),
-        embedding="transformer.wte",
-        position_embedding="transformer.wpe",
-        block="transformer.h.{layer}",
-        attn_contribution_path="transformer.h.{layer}.attn",
-        mlp_contribution_path="transformer.h.{layer}.mlp",
-        attn_module_path="transformer.h.{layer}.attn",
-        mlp_module_path="transformer.h.{layer}.mlp",
-        final_norm="transformer.ln_f",
-        unembedding="lm_head",
-    ),
+    _spec("gpt2", embedding="transformer.wte", position_embedding="transformer.wpe", blocks="transformer.h",
+          attn="attn", final_norm="transformer.ln_f"),
     # Pythia uses a parallel residual (x + attn(ln1 x) + mlp(ln2 x)); the contributions are the
     # same two module outputs either way.
-    ArchitectureSpec(
-        name="gpt_neox",
-        model_types=("gpt_neox",),
-        embedding="gpt_neox.embed_in",
-        block="gpt_neox.layers.{layer}",
-        attn_contribution_path="gpt_neox.layers.{layer}.attention",
-        mlp_contribution_path="gpt_neox.layers.{layer}.mlp",
-        attn_module_path="gpt_neox.layers.{layer}.attention",
-        mlp_module_path="gpt_neox.layers.{layer}.mlp",
-        final_norm="gpt_neox.final_layer_norm",
-        unembedding="lm_head",
-    ),
-    _pre_norm("llama", ("llama",)),
-    _pre_norm("qwen2", ("qwen2",)),
-    _pre_norm("olmo", ("olmo",)),
+    _spec("gpt_neox", embedding="gpt_neox.embed_in", blocks="gpt_neox.layers", attn="attention",
+          final_norm="gpt_neox.final_layer_norm"),
+    _spec("llama"),
+    _spec("qwen2"),
+    _spec("olmo"),
     # OLMo-2 normalises each sublayer's output before the residual add: the contribution is the
     # post-norm, not the raw attention or MLP output.
-    _pre_norm(
-        "olmo2",
-        ("olmo2",),
-        attn_contribution_path="model.layers.{layer}.post_attention_layernorm",
-        mlp_contribution_path="model.layers.{layer}.post_feedforward_layernorm",
-    ),
+    _spec("olmo2", attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm"),
 )
 
 _REGISTRY: dict[str, ArchitectureSpec] = {t: spec for spec in _BUILTIN for t in spec.model_types}

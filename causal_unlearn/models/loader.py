@@ -58,6 +58,12 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def __repr__(self) -> str:
+        return (
+            f"LoadedModel({self.name!r}, architecture={self.architecture.name!r}, n_layers={self.n_layers}, "
+            f"d_model={self.d_model}, device={str(self.device)!r}, dtype={self.dtype})"
+        )
+
     def module(self, path: str) -> nn.Module:
         """The submodule at a registry address, e.g. `lm.module(lm.architecture.mlp_module(3))`."""
         return self.model.get_submodule(path)
@@ -86,12 +92,12 @@ def load_model(
     `model` is the built-in name ("olmo-tiny-bios"), a local HF folder, a hub id, a loaded
     `transformers` model (then pass its `tokenizer`), or a TransformerLens `TransformerBridge`.
     A model loaded from disk goes to `device` (CUDA when available) in `dtype` (the checkpoint's
-    own when None); an in-memory model is moved or cast only when you ask for it. The model is
-    put in eval mode.
+    own when None); an in-memory model is moved or cast only when you ask for it, and its weights
+    are never changed. The model is put in eval mode; a tokenizer without a pad token gets its EOS
+    token as pad (left padding is applied only inside generation).
 
-    >>> lm = load_model("olmo-tiny-bios", dtype="float32")
-    >>> lm.dtype
-    torch.float32
+    >>> load_model("olmo-tiny-bios", device="cpu", dtype="float32")
+    LoadedModel('olmo-tiny-bios', architecture='olmo', n_layers=8, d_model=128, device='cpu', dtype=torch.float32)
     """
     torch_dtype = _resolve_dtype(dtype)
     if _is_bridge(model):
