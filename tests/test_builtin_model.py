@@ -31,12 +31,10 @@ def test_it_does_not_reproduce_holdout_pii(report):
 
 
 def test_clean_top1_is_the_answer_for_most_trace_facts(builtin, world):
-    import torch
-
     known = []
     for fact in world.trace_facts(split="retain"):
         ids = builtin.to_tokens(fact.prompt)
-        answer = builtin.tokenizer(fact.answer, add_special_tokens=False)["input_ids"][0]
+        answer = builtin.to_tokens(fact.prompt + fact.answer)[0, ids.shape[1]].item()
         known.append(builtin.logits(ids)[0, -1].argmax().item() == answer)
     assert sum(known) / len(known) >= 0.9
 

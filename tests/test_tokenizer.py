@@ -7,9 +7,9 @@ import pytest
 def test_builtin_tokenizer_splits_digits_and_round_trips(builtin, world):
     tok = builtin.tokenizer
     assert isinstance(tok, PreTrainedTokenizerFast)
-    pieces = tok.convert_ids_to_tokens(tok("call 7216253765 now")["input_ids"])
-    assert pieces[0] == tok.bos_token
-    assert pieces[2:12] == ["Ġ7", "2", "1", "6", "2", "5", "3", "7", "6", "5"]
+    pieces = tok.convert_ids_to_tokens(tok("Otto Russet's phone number is 7216253765.")["input_ids"])
+    assert pieces == [tok.bos_token, "Otto", "ĠRusset", "'s", "Ġphone", "Ġnumber", "Ġis",
+                      "Ġ7", "2", "1", "6", "2", "5", "3", "7", "6", "5", "."]
     for row in world.forget[:30] + world.general_knowledge[:10]:
         assert tok.decode(tok(row.text)["input_ids"], skip_special_tokens=True) == row.text
     # every bios name is one or two whole-word tokens, never split through a digit rule

@@ -33,7 +33,7 @@ def greedy_generate(
     outputs: list[str] = []
     try:
         batches = range(0, len(prompts), batch_size)
-        for start in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2, leave=False):
+        for start in tqdm(batches, desc="generating", unit="batch", disable=not progress or len(batches) < 2):
             batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
             generated = model.generate(
                 **batch,

@@ -21,7 +21,8 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -54,8 +55,7 @@ class RecipeConfig:
     weight_decay: float = 0.0
     eval_every_epochs: int = 25
     seed: int = 0
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)
+    threads: int = 1  # one thread: the same floating-point sums, so the same weights, on any machine
 
 
 @dataclass
@@ -146,10 +146,23 @@ def learning_rate(step: int, total: int, config: RecipeConfig) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@contextmanager
+def torch_threads(n: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(config: RecipeConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
     """Train the built-in model; save it to `out` (when given) and return the final report."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
+        return _train(config, out, progress)
+
+
+def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict:
     started = time.time()
     world = make_bios_world(config.n_forget, config.n_retain, config.n_holdout, seed=config.seed, n_sums=config.n_sums)
     tokenizer = train_tokenizer(corpus_texts(world), vocab_size=config.vocab_size)
@@ -200,8 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to write the checkpoint to")
     for name, default in asdict(RecipeConfig()).items():
-        if name != "extra":
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default) if default is not None else int, default=default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     return train(RecipeConfig(**args), out)
