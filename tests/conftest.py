@@ -7,7 +7,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-LUME = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lume"
+import os
+
+# The real LUME benchmark lives in shared/ beside the checkout (never copied into the project).
+LUME = Path(os.environ.get("LUME_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "lume"))
+if not (LUME / "forget.jsonl").is_file():
+    raise RuntimeError(f"the LUME files are not at {LUME}; set LUME_DIR to the folder with forget.jsonl and retain.jsonl")
 
 
 @pytest.fixture(scope="session")
