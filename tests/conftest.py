@@ -1,13 +1,12 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-import os
 
 # The real LUME benchmark lives in shared/ beside the checkout (never copied into the project).
 LUME = Path(os.environ.get("LUME_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "lume"))

@@ -127,7 +127,7 @@ def person_rows(person: Person) -> list[Row]:
     return [sentence_completion_row(person), *question_rows(person)]
 
 
-def trace_facts(person: Person) -> list[TraceFact]:
+def person_facts(person: Person) -> list[TraceFact]:
     """One fact per attribute. Where every answer starts alike (SSNs with 900, years with 19),
     the prompt carries that shared prefix so the traced token is one that depends on the person."""
     name = person.name
@@ -162,7 +162,7 @@ class BiosWorld:
     facts: list[TraceFact] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.facts = [fact for person in self.people for fact in trace_facts(person)]
+        self.facts = [fact for person in self.people for fact in person_facts(person)]
 
     def people_in(self, split: Split) -> list[Person]:
         return [p for p in self.people if p.split == split]
