@@ -70,12 +70,13 @@ def test_transformer_bridge_runs_through_the_same_addresses(tmp_path):
 def test_nnsight_accepts_the_model_and_its_tokenizer(builtin):
     import nnsight
 
-    wrapped = nnsight.TransformersModel(builtin.model, tokenizer=builtin.tokenizer)
+    model = copy.deepcopy(builtin.model)  # nnsight patches the modules it wraps
+    wrapped = nnsight.TransformersModel(model, tokenizer=builtin.tokenizer)
     ids = builtin.to_tokens("Ann Teal lives in")
     with wrapped.trace("Ann Teal lives in"):
         mlp = wrapped.model.layers[2].mlp.output.save()
-    with record_outputs(builtin.model, [builtin.architecture.mlp_contribution(2)]) as seen:
-        builtin.logits(ids)
+    with record_outputs(model, [builtin.architecture.mlp_contribution(2)]) as seen:
+        model(ids)
     torch.testing.assert_close(mlp, seen[builtin.architecture.mlp_contribution(2)])
 
 

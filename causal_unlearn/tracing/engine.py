@@ -1,0 +1,208 @@
+"""The exact tracing engine.
+
+Every cell (kind, token t, layer l) of a ROME heatmap is the mean metric over the corrupted
+copies when the clean state is restored at token t in the cell's layers. The textbook loop runs
+one full forward of batch samples + 1 per cell. This engine gives the same numbers while
+- running the clean and the corrupted pass once each;
+- batching many cells (x samples) per forward, under `max_batch_tokens`;
+- never recomputing positions before t: causal attention leaves them as in the corrupted run,
+  so their keys and values come from that run's cache and only positions t.. are fed;
+- never recomputing layers below the lowest restored layer of a batch: their outputs are the
+  corrupted run's, so those blocks return the cached states instead of running.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from causal_unlearn.models.architectures import ArchitectureSpec
+from causal_unlearn.models.hooks import record_outputs, residual_tensor
+from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.tracing.metrics import Metric
+
+KINDS = ("hidden", "mlp", "attn")
+
+
+def restored_layers(kind: str, layer: int, window: int, n_layers: int) -> range:
+    """The layers a cell restores: one block output for `hidden`, ROME's window
+    [layer - window // 2, layer + ceil(window / 2)) clipped to the model for `mlp` and `attn`.
+
+    >>> restored_layers("mlp", 3, 10, 8), restored_layers("attn", 3, 1, 8), restored_layers("hidden", 3, 10, 8)
+    (range(0, 8), range(3, 4), range(3, 4))
+    """
+    if kind == "hidden":
+        return range(layer, layer + 1)
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+def state_address(spec: ArchitectureSpec, kind: str, layer: int) -> str:
+    """The module whose output a `kind` cell restores."""
+    return {"hidden": spec.block_output, "mlp": spec.mlp_contribution, "attn": spec.attn_contribution}[kind](layer)
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str
+    token: int
+    layer: int
+    restored: range
+
+
+@dataclass
+class ExactTrace:
+    high: float
+    low: float
+    clean_top1: int
+    scores: dict[str, Float[Tensor, "pos layer"]]
+
+
+@torch.no_grad()
+def run_exact(
+    lm: LoadedModel,
+    input_ids: Int[Tensor, " pos"],
+    corrupted: Float[Tensor, "samples pos d_model"],
+    metric: Metric,
+    *,
+    kinds: tuple[str, ...],
+    window: int,
+    max_batch_tokens: int = 8192,
+    progress: bool = True,
+) -> ExactTrace:
+    spec, n_layers, n_tokens = lm.architecture, lm.n_layers, input_ids.shape[0]
+    samples = corrupted.shape[0]
+    input_ids = input_ids.to(lm.device)
+    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(n_layers)})
+    with record_outputs(lm.model, addresses) as clean:
+        clean_logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
+    clean_states = {a: s[0] for a, s in clean.items()}
+
+    blocks = [spec.block_output(l) for l in range(n_layers)]
+    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks) as corrupted_run:
+        output = lm.model(input_ids=input_ids[None].expand(samples, -1), **{_cache_argument(lm.model): None}, use_cache=True)
+    prefix_cache = _keys_and_values(output)
+    corrupted_blocks = [corrupted_run[b] for b in blocks]
+
+    cells = [
+        Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers))
+        for kind in kinds for t in range(n_tokens) for layer in range(n_layers)
+    ]
+    chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
+    scores = {kind: torch.zeros(n_tokens, n_layers) for kind in kinds}
+    # A bridged model's attention may not fill the cache; then every batch is fed from position 0.
+    reuse_prefix = all(k is not None and v is not None for k, v in prefix_cache)
+    for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
+        t = chunk[0].token
+        start = t if reuse_prefix else 0
+        rows = len(chunk) * samples
+        restore = _rows_by_address(spec, chunk, samples)
+        lowest = min(cell.restored.start for cell in chunk)
+        with ExitStack() as stack:
+            stack.enter_context(_replace_embeddings(lm, corrupted[:, start:].repeat(len(chunk), 1, 1)))
+            stack.enter_context(_restore_position(lm.model, t - start, restore, {a: clean_states[a][t] for a in restore}))
+            stack.enter_context(_skip_blocks(lm.model, blocks[:lowest], corrupted_blocks, start, len(chunk)))
+            cache = _repeated_prefix_cache(prefix_cache, start, len(chunk)) if start > 0 else None
+            logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **{_cache_argument(lm.model): cache},
+                              use_cache=cache is not None).logits[:, -1]
+        per_cell = metric(logits).view(len(chunk), samples).mean(dim=1).cpu()
+        for cell, value in zip(chunk, per_cell):
+            scores[cell.kind][cell.token, cell.layer] = value
+    low = metric(output.logits[:, -1]).mean().item()
+    return ExactTrace(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
+
+
+def _chunks(cells: list[Cell], samples: int, n_tokens: int, max_batch_tokens: int) -> Iterator[list[Cell]]:
+    """Cells of one token per batch, sorted by lowest restored layer so that a batch can skip
+    the blocks below its first cell."""
+    for t in range(n_tokens):
+        at_t = sorted((c for c in cells if c.token == t), key=lambda c: c.restored.start)
+        per_batch = max(1, max_batch_tokens // ((n_tokens - t) * samples))
+        for start in range(0, len(at_t), per_batch):
+            yield at_t[start : start + per_batch]
+
+
+def _rows_by_address(spec: ArchitectureSpec, chunk: list[Cell], samples: int) -> dict[str, Tensor]:
+    rows: dict[str, list[int]] = {}
+    for index, cell in enumerate(chunk):
+        for layer in cell.restored:
+            rows.setdefault(state_address(spec, cell.kind, layer), []).extend(range(index * samples, (index + 1) * samples))
+    return {address: torch.tensor(r) for address, r in rows.items()}
+
+
+@contextmanager
+def _hooks(model: nn.Module, hooks: dict[str, callable]) -> Iterator[None]:
+    handles = [model.get_submodule(a).register_forward_hook(h) for a, h in hooks.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _with_tensor(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+def _replace_embeddings(lm: LoadedModel, embeddings: Float[Tensor, "batch pos d_model"]):
+    """The embedding module outputs `embeddings` (the corrupted input) instead."""
+    return _hooks(lm.model, {lm.architecture.embedding: lambda m, a, out: _with_tensor(out, embeddings)})
+
+
+def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], clean: dict[str, Tensor]):
+    """At each address, the given rows get the clean state at `position` (of the fed positions)."""
+
+    def hook_for(address: str):
+        def hook(module, args, output):
+            patched = residual_tensor(output).clone()
+            patched[rows[address], position] = clean[address]
+            return _with_tensor(output, patched)
+
+        return hook
+
+    return _hooks(model, {a: hook_for(a) for a in rows})
+
+
+@contextmanager
+def _skip_blocks(model: nn.Module, skipped: list[str], corrupted_blocks: list[Tensor], start: int, copies: int):
+    """Blocks below the lowest restored layer return the corrupted run's states without running."""
+    if not skipped:
+        yield
+        return
+    last = corrupted_blocks[len(skipped) - 1][:, start:].repeat(copies, 1, 1)
+    modules = [model.get_submodule(a) for a in skipped]
+
+    def passthrough(hidden_states, *args, **kwargs):
+        return hidden_states
+
+    for module in modules[:-1]:
+        module.forward = passthrough
+    modules[-1].forward = lambda *args, **kwargs: last
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """transformers >= 5.2x names the KV cache `cache`; earlier releases `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:
+    cache = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _repeated_prefix_cache(prefix: list[tuple[Tensor, Tensor]], t: int, copies: int):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(k[:, :, :t].repeat(copies, 1, 1, 1), v[:, :, :t].repeat(copies, 1, 1, 1))
+                                        for k, v in prefix])

@@ -1,0 +1,103 @@
+"""`TraceResult`: one traced fact, with everything needed to plot, compare and reproduce it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """How a trace was made: enough to reproduce it."""
+
+    model: str
+    corruption: str
+    noise_scale: float | None
+    samples: int
+    window: int
+    seed: int
+    metric: str
+    method: str
+
+
+@dataclass
+class TraceResult:
+    """Scores of one fact's causal trace.
+
+    `scores[kind][t, l]` is the metric (p(answer) by default) averaged over the corrupted copies
+    when the clean state of `kind` is restored at token t and layer l (for `mlp`/`attn`, a window
+    of layers around l). `low` is the corrupted score, `high` the clean one.
+
+    >>> import causal_unlearn as cu
+    >>> lm = cu.load_model("olmo-tiny-bios")
+    >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=2)
+    >>> result.scores["hidden"].shape == (len(result.tokens), lm.n_layers), result.known
+    (True, True)
+    """
+
+    prompt: str
+    subject: str
+    tokens: list[str]
+    input_ids: Int[Tensor, " pos"]
+    subject_range: tuple[int, int]
+    answer: str
+    answer_id: int
+    high: float
+    low: float
+    known: bool
+    scores: dict[str, Float[Tensor, "pos layer"]]
+    settings: TraceSettings
+    clean_prediction: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.scores)
+
+    def indirect_effects(self, kind: str) -> Float[Tensor, "pos layer"]:
+        """score - low: how much restoring the cell recovers."""
+        return self.scores[kind] - self.low
+
+    def save(self, path: str | Path) -> Path:
+        """Write one .safetensors file (tensors, with the rest as JSON metadata)."""
+        path = Path(path)
+        tensors = {f"scores.{k}": v.contiguous() for k, v in self.scores.items()}
+        tensors["input_ids"] = self.input_ids.contiguous()
+        info = {k: v for k, v in asdict(self).items() if k not in ("scores", "input_ids")}
+        save_file(tensors, str(path), metadata={"trace_result": json.dumps(info)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TraceResult":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if "trace_result" not in metadata:
+            raise ValueError(f"{path} is not a saved TraceResult (no trace_result metadata)")
+        info = json.loads(metadata["trace_result"])
+        tensors = load_file(str(path))
+        scores = {k.removeprefix("scores."): v for k, v in tensors.items() if k.startswith("scores.")}
+        info["settings"] = TraceSettings(**info["settings"])
+        info["subject_range"] = tuple(info["subject_range"])
+        return cls(input_ids=tensors["input_ids"], scores=scores, **info)
+
+    def to_dataframe(self):
+        """One row per (kind, position, layer): token, score and indirect effect."""
+        import pandas as pd
+
+        start, end = self.subject_range
+        records = [
+            dict(kind=kind, position=t, token=self.tokens[t], in_subject=start <= t < end, layer=l,
+                 score=float(scores[t, l]), indirect_effect=float(scores[t, l] - self.low))
+            for kind, scores in self.scores.items()
+            for t in range(scores.shape[0])
+            for l in range(scores.shape[1])
+        ]
+        return pd.DataFrame.from_records(records)

@@ -1,0 +1,57 @@
+"""Locating the subject and the answer in token space."""
+
+from __future__ import annotations
+
+import warnings
+
+from causal_unlearn.models.loader import LoadedModel
+
+
+def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int, int]:
+    """[start, end) of the tokens that cover the first occurrence of `subject` in `prompt`.
+
+    >>> from causal_unlearn import load_model
+    >>> lm = load_model("olmo-tiny-bios")
+    >>> subject_token_range(lm, "What is Otto Russet's phone number?", "Otto Russet")
+    (3, 5)
+    """
+    start_char = prompt.find(subject) if subject else -1
+    encoding = lm.tokenizer(prompt, return_offsets_mapping=True)
+    if start_char < 0:
+        tokens = lm.tokenizer.convert_ids_to_tokens(encoding["input_ids"])
+        raise ValueError(
+            f"subject {subject!r} does not occur in prompt {prompt!r} (searched the prompt text; the prompt "
+            f"tokenizes as {tokens}). Pass the subject exactly as it is written in the prompt."
+        )
+    end_char = start_char + len(subject)
+    covering = [
+        i for i, (a, b) in enumerate(encoding["offset_mapping"])
+        if b > a and a < end_char and b > start_char  # special tokens have empty spans
+    ]
+    return covering[0], covering[-1] + 1
+
+
+def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
+    """The token the trace scores: an id as given, or the first token of `answer` as it follows
+    `prompt` (tokenized together, so a leading space is handled as the model sees it)."""
+    if isinstance(answer, int):
+        if not 0 <= answer < len(lm.tokenizer):
+            raise ValueError(f"answer token id {answer} is outside the vocabulary (size {len(lm.tokenizer)})")
+        return answer
+    if not answer:
+        raise ValueError("the answer is an empty string; give the text that follows the prompt, e.g. ' Paris'")
+    prompt_ids = lm.tokenizer(prompt)["input_ids"]
+    full_ids = lm.tokenizer(prompt + answer)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError(
+            f"appending answer {answer!r} changes how the prompt tokenizes; start the answer at a token "
+            "boundary (usually with a leading space) or pass the answer token id"
+        )
+    answer_ids = full_ids[len(prompt_ids):]
+    if len(answer_ids) > 1:
+        pieces = lm.tokenizer.convert_ids_to_tokens(answer_ids)
+        warnings.warn(
+            f"answer {answer!r} is {len(answer_ids)} tokens {pieces}; tracing scores the first, {pieces[0]!r}",
+            stacklevel=3,
+        )
+    return answer_ids[0]

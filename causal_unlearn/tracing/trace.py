@@ -1,0 +1,187 @@
+"""`trace` and `trace_facts`: ROME's causal tracing of facts."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from causal_unlearn.data.facts import TraceFact
+from causal_unlearn.models.loader import LoadedModel, load_model
+from causal_unlearn.tracing.corruption import (
+    Corruption,
+    GaussianNoise,
+    TokenReplacement,
+    UniformNoise,
+    corrupted_embeddings,
+    embeddings_of,
+    noise_scale,
+    resolve_corruption,
+    subject_embedding_std,
+)
+from causal_unlearn.tracing.engine import KINDS, run_exact
+from causal_unlearn.tracing.metrics import make_metric
+from causal_unlearn.tracing.result import TraceResult, TraceSettings
+from causal_unlearn.tracing.tokens import answer_token_id, subject_token_range
+
+METHODS = ("exact",)
+
+
+def trace(
+    model: LoadedModel | str,
+    prompt: str,
+    subject: str,
+    *,
+    answer: str | int | None = None,
+    kinds: Sequence[str] = KINDS,
+    samples: int = 10,
+    noise: str | float | Corruption = "s3",
+    window: int = 10,
+    metric: str = "prob",
+    foil: str | int | None = None,
+    seed: int = 0,
+    method: str = "exact",
+    max_batch_tokens: int = 8192,
+    progress: bool = True,
+    subject_std: float | None = None,
+) -> TraceResult:
+    """Causally trace where `model` recalls the answer to `prompt` about `subject`.
+
+    The answer is the clean top-1 next token unless given (text that follows the prompt, or a
+    token id). `noise` corrupts the subject's token embeddings ("s3": Gaussian with 3 x the std of
+    the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
+    function). `subject_std` overrides the std the s3 rule uses (`trace_facts` pools it over all
+    facts, as ROME does).
+
+    >>> import causal_unlearn as cu
+    >>> lm = cu.load_model("olmo-tiny-bios")
+    >>> result = cu.trace(lm, "Otto Russet was born on", "Otto Russet", answer=" February", samples=3, window=3)
+    >>> result.tokens[result.subject_range[0]:result.subject_range[1]], result.high > result.low
+    (['Otto', ' Russet'], True)
+    """
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    kinds = _check_settings(kinds, samples, window, method)
+    corruption = resolve_corruption(noise)
+    input_ids = lm.to_tokens(prompt)[0]
+    _check_length(lm, input_ids)
+    subject_range = subject_token_range(lm, prompt, subject)
+    answer_id = answer_token_id(lm, prompt, answer) if answer is not None else int(lm.logits(input_ids[None])[0, -1].argmax())
+    foil_id = answer_token_id(lm, prompt, foil) if foil is not None else None
+    metric_fn = make_metric(metric, answer_id, foil_id)
+
+    replacement = None
+    if isinstance(corruption, TokenReplacement):
+        replacement = embeddings_of(lm, _replacement_ids(lm, prompt, corruption.prompt, input_ids))
+        samples = 1  # no randomness: every copy would be the same
+    if subject_std is None and isinstance(corruption, (GaussianNoise, UniformNoise)) and corruption.scale == "s3":
+        subject_std = subject_embedding_std(lm, [input_ids[slice(*subject_range)]])
+    scale = noise_scale(corruption, subject_std)
+    corrupted = corrupted_embeddings(
+        embeddings_of(lm, input_ids), subject_range, corruption, samples=samples, scale=scale, seed=seed,
+        replacement=replacement,
+    )
+    exact = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
+                      max_batch_tokens=max_batch_tokens, progress=progress)
+    tokens = lm.to_str_tokens(prompt)
+    return TraceResult(
+        prompt=prompt,
+        subject=subject,
+        tokens=tokens,
+        input_ids=input_ids.cpu(),
+        subject_range=subject_range,
+        answer=lm.tokenizer.decode([answer_id]),
+        answer_id=answer_id,
+        high=exact.high,
+        low=exact.low,
+        known=exact.clean_top1 == answer_id,
+        scores=exact.scores,
+        settings=TraceSettings(
+            model=lm.name, corruption=_describe(corruption), noise_scale=scale, samples=samples, window=window,
+            seed=seed, metric=metric, method=method,
+        ),
+        clean_prediction=lm.tokenizer.decode([exact.clean_top1]),
+    )
+
+
+def trace_facts(
+    model: LoadedModel | str,
+    facts: Iterable[TraceFact | tuple[str, str, str]],
+    *,
+    require_known: bool = False,
+    noise: str | float | Corruption = "s3",
+    progress: bool = True,
+    **settings,
+) -> list[TraceResult]:
+    """Trace many facts with one noise scale: the s3 rule's std is pooled over all their subjects.
+
+    `facts` are `TraceFact`s or (prompt, subject, answer) triples. With `require_known=True`, facts
+    whose clean top-1 is not the answer are dropped, with a warning saying how many.
+
+    >>> import causal_unlearn as cu
+    >>> lm = cu.load_model("olmo-tiny-bios")
+    >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:2]
+    >>> results = cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False)
+    >>> len({r.settings.noise_scale for r in results})
+    1
+    """
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    facts = [f if isinstance(f, TraceFact) else TraceFact(*f) for f in facts]
+    if not facts:
+        raise ValueError("no facts to trace")
+    corruption = resolve_corruption(noise)
+    subject_std = settings.pop("subject_std", None)
+    if subject_std is None and isinstance(corruption, (GaussianNoise, UniformNoise)) and corruption.scale == "s3":
+        subject_std = subject_embedding_std(
+            lm, [lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))] for f in facts]
+        )
+    results = [
+        trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption, subject_std=subject_std, progress=False, **settings)
+        for f in tqdm(facts, desc="tracing facts", unit="fact", disable=not progress)
+    ]
+    for fact, result in zip(facts, results):
+        result.meta.update(attribute=fact.attribute, person_id=fact.person_id, split=fact.split)
+    if require_known:
+        known = [r for r in results if r.known]
+        if len(known) < len(results):
+            warnings.warn(f"dropped {len(results) - len(known)} of {len(results)} facts whose clean top-1 is not the answer",
+                          stacklevel=2)
+        results = known
+    return results
+
+
+def _check_settings(kinds: Sequence[str], samples: int, window: int, method: str) -> tuple[str, ...]:
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown kinds {unknown or kinds!r}; choose from {KINDS}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    return kinds
+
+
+def _check_length(lm: LoadedModel, input_ids: torch.Tensor) -> None:
+    context = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+    if context is not None and input_ids.shape[0] > context:
+        raise ValueError(f"the prompt is {input_ids.shape[0]} tokens, longer than the model's context of {context}")
+
+
+def _replacement_ids(lm: LoadedModel, prompt: str, other: str, input_ids: torch.Tensor) -> torch.Tensor:
+    other_ids = lm.to_tokens(other)[0]
+    if other_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"token replacement needs prompts of equal token length: {prompt!r} is {input_ids.shape[0]} tokens "
+            f"{lm.to_str_tokens(prompt)}, {other!r} is {other_ids.shape[0]} {lm.to_str_tokens(other)}"
+        )
+    return other_ids
+
+
+def _describe(corruption: Corruption) -> str:
+    if isinstance(corruption, (GaussianNoise, UniformNoise, TokenReplacement)):
+        return repr(corruption)
+    return f"custom:{getattr(corruption, '__name__', type(corruption).__name__)}"

@@ -1,0 +1,201 @@
+"""The tracing engine against an independent naive reference, TransformerLens patching, and
+the invariants of the recipe."""
+
+import copy
+
+import pytest
+import torch
+
+import causal_unlearn as cu
+from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult, trace, trace_facts
+from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
+from causal_unlearn.tracing.metrics import make_metric
+from naive_trace import naive_trace
+from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
+
+TOL = 1e-5
+
+
+def assert_matches_naive(lm, result, kinds=None):
+    scale = result.settings.noise_scale
+    corrupted = corrupted_embeddings(embeddings_of(lm, result.input_ids), result.subject_range, GaussianNoise(scale),
+                                     samples=result.settings.samples, scale=scale, seed=result.settings.seed)
+    score = make_metric(result.settings.metric, result.answer_id)
+    for kind in kinds or result.kinds:
+        table, low, high = naive_trace(lm, result.input_ids.to(lm.device), corrupted, score, kind, result.settings.window)
+        torch.testing.assert_close(result.scores[kind], table, atol=TOL, rtol=0)
+        assert result.low == pytest.approx(low, abs=TOL) and result.high == pytest.approx(high, abs=TOL)
+
+
+@pytest.mark.parametrize("fact_index, window", [(1, 10), (4, 3)])
+def test_builtin_model_equals_naive_reference(builtin, world, fact_index, window):
+    fact = world.trace_facts(split="forget")[fact_index]
+    result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, window=window, samples=4, progress=False)
+    assert result.known and result.high > 0.9 and result.low < result.high
+    assert_matches_naive(builtin, result)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "olmo2", "gpt_neox", "qwen2"])
+def test_tiny_random_models_equal_naive_reference(model_type):
+    lm = cu.load_model(tiny_model(model_type), tiny_tokenizer())
+    result = trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", answer=" 3", samples=3, window=2,
+                   noise=0.5, max_batch_tokens=64, progress=False)
+    assert_matches_naive(lm, result)
+
+
+def test_recipe_invariants(builtin, world):
+    fact = world.trace_facts(split="retain", attribute="birth_month")[0]
+    result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("hidden",), samples=3, progress=False)
+    last_token, last_layer = len(result.tokens) - 1, builtin.n_layers - 1
+    # the last position's final state decides the output: restoring it gives the clean score
+    assert result.scores["hidden"][last_token, last_layer].item() == pytest.approx(result.high, abs=TOL)
+    # tokens before the subject were never corrupted: restoring them changes nothing
+    assert torch.allclose(result.scores["hidden"][0], torch.full((builtin.n_layers,), result.low), atol=TOL)
+    again = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("hidden",), samples=3, progress=False)
+    assert torch.equal(again.scores["hidden"], result.scores["hidden"])
+    other_seed = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("hidden",), samples=3, seed=1,
+                       progress=False)
+    assert not torch.equal(other_seed.scores["hidden"], result.scores["hidden"])
+
+
+def test_window_one_restores_exactly_one_layer(builtin, world):
+    fact = world.trace_facts(split="forget", attribute="city")[2]
+    one = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("mlp", "attn"), window=1, samples=2,
+                progress=False)
+    assert_matches_naive(builtin, one)
+    wide = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("mlp",), window=4, samples=2,
+                 progress=False)
+    assert not torch.allclose(one.scores["mlp"], wide.scores["mlp"])
+
+
+def test_token_replacement_equals_transformer_lens_patching(tmp_path):
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    folder = save_tiny_model("llama", tmp_path / "llama")
+    lm = cu.load_model(folder, device="cpu")
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer,
+                                                 device="cpu")
+    clean_prompt, other_prompt = "Ann Teal was born in Denver", "Ann Paris was born in Denver"
+    ours = trace(lm, clean_prompt, "Teal", answer=" on", noise=TokenReplacement(other_prompt), window=1, progress=False)
+    clean_tokens, corrupted_tokens = lm.to_tokens(clean_prompt), lm.to_tokens(other_prompt)
+    assert ours.settings.samples == 1
+    _, clean_cache = bridge.run_with_cache(clean_tokens)
+
+    def metric(logits):
+        return torch.softmax(logits[0, -1].float(), dim=-1)[ours.answer_id]
+
+    resid_pre = patching.get_act_patch_resid_pre(bridge, corrupted_tokens, clean_cache, metric)
+    mlp_out = patching.get_act_patch_mlp_out(bridge, corrupted_tokens, clean_cache, metric)
+    attn_out = patching.get_act_patch_attn_out(bridge, corrupted_tokens, clean_cache, metric)
+    # our hidden state after layer l is TransformerLens's resid_pre of layer l + 1
+    torch.testing.assert_close(ours.scores["hidden"][:, :-1], resid_pre[1:].T.float(), atol=TOL, rtol=0)
+    torch.testing.assert_close(ours.scores["mlp"], mlp_out.T.float(), atol=TOL, rtol=0)
+    torch.testing.assert_close(ours.scores["attn"], attn_out.T.float(), atol=TOL, rtol=0)
+
+
+def test_tracing_through_a_bridge_equals_the_plain_model(tmp_path, builtin, world):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from causal_unlearn.models.loader import BUILTIN_MODELS
+
+    bridge = TransformerBridge.boot_transformers(str(BUILTIN_MODELS["olmo-tiny-bios"]),
+                                                 hf_model=copy.deepcopy(builtin.model), tokenizer=builtin.tokenizer,
+                                                 device="cpu")
+    fact = world.trace_facts(split="forget", attribute="phone")[0]
+    plain = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, samples=2, window=3, progress=False)
+    bridged = trace(cu.load_model(bridge), fact.prompt, fact.subject, answer=fact.answer, samples=2, window=3,
+                    progress=False)
+    for kind in plain.kinds:
+        torch.testing.assert_close(bridged.scores[kind], plain.scores[kind], atol=TOL, rtol=0)
+
+
+def test_tracing_leaves_the_weights_untouched(builtin, world):
+    def patched_forwards():
+        return {name for name, m in builtin.model.named_modules() if "forward" in m.__dict__}
+
+    before, forwards = {k: v.clone() for k, v in builtin.model.state_dict().items()}, patched_forwards()
+    hooks = sum(len(m._forward_hooks) for m in builtin.model.modules())
+    fact = world.trace_facts(attribute="ssn")[0]
+    trace(builtin, fact.prompt, fact.subject, answer=fact.answer, samples=2, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in builtin.model.state_dict().items())
+    assert patched_forwards() == forwards  # skipped blocks got their own forward back
+    assert sum(len(m._forward_hooks) for m in builtin.model.modules()) == hooks
+
+
+def test_metrics_and_corruptions(builtin):
+    prompt, subject = "What is the capital of France?", "France"
+    prob = trace(builtin, prompt, subject, kinds=("mlp",), samples=2, progress=False)
+    logprob = trace(builtin, prompt, subject, kinds=("mlp",), samples=1, metric="logprob", progress=False)
+    assert prob.answer == " Paris" and logprob.high == pytest.approx(torch.tensor(prob.high).log().item(), abs=1e-4)
+    diff = trace(builtin, prompt, subject, kinds=("mlp",), samples=2, metric="logit_diff", foil=" Berlin",
+                 progress=False)
+    assert diff.high > 0
+    uniform = trace(builtin, prompt, subject, kinds=("mlp",), samples=2, noise="uniform", progress=False)
+    assert uniform.settings.corruption.startswith("UniformNoise") and uniform.low < uniform.high
+
+    def zero_subject(embeddings, subject_range):
+        embeddings[:, subject_range[0]:subject_range[1]] = 0
+        return embeddings
+
+    custom = trace(builtin, prompt, subject, kinds=("mlp",), samples=1, noise=zero_subject, progress=False)
+    assert custom.settings.corruption == "custom:zero_subject" and custom.low < custom.high
+
+
+def test_trace_facts_pools_the_noise_scale(builtin, world):
+    facts = world.trace_facts(split="forget", attribute="city")[:3]
+    results = trace_facts(builtin, facts, kinds=("hidden",), samples=2, progress=False)
+    subject_ids = torch.cat([builtin.to_tokens(f.prompt)[0][slice(*r.subject_range)] for f, r in zip(facts, results)])
+    expected = 3 * builtin.module("model.embed_tokens")(subject_ids).float().std().item()
+    assert all(r.settings.noise_scale == pytest.approx(expected) for r in results)
+    assert [r.meta["attribute"] for r in results] == ["city"] * 3
+
+
+def test_unknown_facts_are_flagged_and_can_be_dropped(builtin, world):
+    fact = world.trace_facts(split="forget", attribute="city")[0]
+    wrong = cu.TraceFact(fact.prompt, fact.subject, " Paris")
+    flagged = trace(builtin, wrong.prompt, wrong.subject, answer=wrong.answer, kinds=("hidden",), samples=1,
+                    progress=False)
+    assert not flagged.known and flagged.clean_prediction == fact.answer
+    with pytest.warns(UserWarning, match="dropped 1 of 2 facts"):
+        kept = trace_facts(builtin, [fact, wrong], kinds=("hidden",), samples=1, require_known=True, progress=False)
+    assert [r.answer for r in kept] == [fact.answer]
+
+
+def test_result_round_trip(builtin, world, tmp_path):
+    fact = world.trace_facts(attribute="phone")[0]
+    result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("mlp", "attn"), samples=2,
+                   progress=False)
+    loaded = TraceResult.load(result.save(tmp_path / "trace.safetensors"))
+    assert loaded.settings == result.settings and loaded.tokens == result.tokens and loaded.known == result.known
+    for kind in result.kinds:
+        assert torch.equal(loaded.scores[kind], result.scores[kind])
+    frame = result.to_dataframe()
+    assert len(frame) == 2 * len(result.tokens) * builtin.n_layers
+    row = frame[(frame.kind == "mlp") & (frame.position == 1) & (frame.layer == 2)].iloc[0]
+    assert row.score == pytest.approx(result.scores["mlp"][1, 2].item())
+    assert row.indirect_effect == pytest.approx(result.scores["mlp"][1, 2].item() - result.low)
+
+
+def test_bad_inputs(builtin):
+    prompt = "Otto Russet lives in"
+    with pytest.raises(ValueError, match=r"'Anna' does not occur in prompt .*tokenizes as \['<\|endoftext\|>', 'Otto'"):
+        trace(builtin, prompt, "Anna")
+    for kwargs, message in [
+        (dict(kinds=("resid",)), "unknown kinds"),
+        (dict(metric="accuracy"), "unknown metric"),
+        (dict(method="magic"), "unknown method"),
+        (dict(samples=0), "samples must be an integer >= 1"),
+        (dict(window=0), "window must be an integer >= 1"),
+        (dict(noise="pink"), "unknown noise"),
+        (dict(metric="logit_diff"), "needs a foil"),
+        (dict(noise=TokenReplacement("Otto lives in")), "equal token length"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            trace(builtin, prompt, "Otto Russet", progress=False, **kwargs)
+    with pytest.raises(ValueError, match="longer than the model's context of 512"):
+        trace(builtin, "word " * 600 + prompt, "Otto Russet")
+    with pytest.warns(UserWarning, match=r"answer ' Houston TX' is 2 tokens .* scores the first, 'ĠHouston'"):
+        trace(builtin, prompt, "Otto Russet", answer=" Houston TX", kinds=("hidden",), samples=1, progress=False)
+    with pytest.raises(ValueError, match="no facts"):
+        trace_facts(builtin, [])
