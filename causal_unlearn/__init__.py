@@ -9,6 +9,7 @@ True
 
 from causal_unlearn.data import BiosWorld, Row, SemEvalData, TraceFact, load_semeval, make_bios_world
 from causal_unlearn.evaluate import exact_match, greedy_generate, knowledge_report, rouge_l_recall
+from causal_unlearn.tracing import AveragedEffects, average_effects
 from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult, UniformNoise, trace, trace_facts
 from causal_unlearn.models import (
     ArchitectureSpec,
@@ -27,5 +28,5 @@ __all__ = [
     "UnsupportedArchitectureError", "exact_match", "get_architecture", "greedy_generate", "knowledge_report",
     "load_model", "load_semeval", "make_bios_world", "register_architecture", "rouge_l_recall",
     "supported_architectures", "GaussianNoise", "TokenReplacement", "TraceResult", "UniformNoise", "trace",
-    "trace_facts",
+    "trace_facts", "AveragedEffects", "average_effects",
 ]

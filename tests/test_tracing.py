@@ -10,6 +10,7 @@ import causal_unlearn as cu
 from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult, trace, trace_facts
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
 from causal_unlearn.tracing.metrics import make_metric
+from causal_unlearn.models.hooks import record_outputs
 from naive_trace import naive_trace
 from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
 
@@ -199,3 +200,50 @@ def test_bad_inputs(builtin):
         trace(builtin, prompt, "Otto Russet", answer=" Houston TX", kinds=("hidden",), samples=1, progress=False)
     with pytest.raises(ValueError, match="no facts"):
         trace_facts(builtin, [])
+
+
+def test_attribution_is_the_first_order_effect_of_restoring():
+    """A finite difference along (clean - corrupted) at one cell equals the attribution score."""
+    # GPT-2 in float64 computes every step in float64 (rotary models keep their angles in float32)
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer(), dtype=torch.float64)
+    prompt, subject, answer = "Ann Teal was born in Denver on May", "Ann Teal", " 3"
+    attribution = trace(lm, prompt, subject, answer=answer, samples=3, window=1, noise=0.5, method="attribution",
+                        progress=False)
+    exact = trace(lm, prompt, subject, answer=answer, samples=3, window=1, noise=0.5, progress=False)
+    assert attribution.low == pytest.approx(exact.low) and attribution.high == pytest.approx(exact.high)
+    scale = exact.settings.noise_scale
+    corrupted = corrupted_embeddings(embeddings_of(lm, exact.input_ids), exact.subject_range, GaussianNoise(scale),
+                                     samples=3, scale=scale, seed=0)
+    score = make_metric("prob", exact.answer_id)
+    epsilon, token, layer = 1e-4, exact.subject_range[1] - 1, 1
+    for kind, address in [("hidden", lm.architecture.block_output(layer)), ("mlp", lm.architecture.mlp_contribution(layer))]:
+        with record_outputs(lm.model, [address]) as seen:
+            lm.logits(exact.input_ids[None])
+        clean = {"x": seen[address][0, token]}
+
+        def nudged_score(step):
+            def nudge(module, args, output):
+                output = output.clone()
+                output[:, token] += step * (clean["x"] - output[:, token])
+                return output
+
+            hooks = [lm.module(lm.architecture.embedding).register_forward_hook(lambda m, a, out: corrupted),
+                     lm.module(address).register_forward_hook(nudge)]
+            try:
+                return score(lm.logits(exact.input_ids[None].expand(3, -1))[:, -1]).mean().item()
+            finally:
+                for h in hooks:
+                    h.remove()
+
+        slope = (nudged_score(epsilon) - nudged_score(-epsilon)) / (2 * epsilon)
+        assert attribution.scores[kind][token, layer].item() - attribution.low == pytest.approx(slope, rel=1e-5)
+
+
+def test_attribution_window_sums_its_layers(builtin, world):
+    fact = world.trace_facts(split="forget", attribute="phone")[1]
+    kwargs = dict(answer=fact.answer, kinds=("mlp",), samples=2, method="attribution", progress=False)
+    one = trace(builtin, fact.prompt, fact.subject, window=1, **kwargs)
+    three = trace(builtin, fact.prompt, fact.subject, window=3, **kwargs)
+    per_layer = one.indirect_effects("mlp")
+    expected = per_layer[:, 0:2].sum(1)  # layer 0, window 3 restores layers 0 and 1
+    torch.testing.assert_close(three.indirect_effects("mlp")[:, 0], expected, atol=1e-6, rtol=1e-5)

@@ -19,10 +19,11 @@ from transformers import (
 from causal_unlearn.models.tokenizer import train_tokenizer
 
 VOCAB = 300
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+_IDS = dict(bos_token_id=0, eos_token_id=0, pad_token_id=1)
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, **_IDS)
 
 CONFIGS: dict[str, PretrainedConfig] = {
-    "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64),
+    "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64, **_IDS),
     "gpt_neox": GPTNeoXConfig(**_COMMON, max_position_embeddings=64, use_parallel_residual=True),
     "llama": LlamaConfig(**_COMMON, max_position_embeddings=64, num_key_value_heads=2),
     "qwen2": Qwen2Config(**_COMMON, max_position_embeddings=64, num_key_value_heads=2),

@@ -95,7 +95,8 @@ def run_exact(
         for kind in kinds for t in range(n_tokens) for layer in range(n_layers)
     ]
     chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
-    scores = {kind: torch.zeros(n_tokens, n_layers) for kind in kinds}
+    score_dtype = torch.promote_types(lm.dtype, torch.float32)
+    scores = {kind: torch.zeros(n_tokens, n_layers, dtype=score_dtype) for kind in kinds}
     # A bridged model's attention may not fill the cache; then every batch is fed from position 0.
     reuse_prefix = all(k is not None and v is not None for k, v in prefix_cache)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):

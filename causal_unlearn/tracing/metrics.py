@@ -20,11 +20,16 @@ def make_metric(name: str, answer_id: int, foil_id: int | None = None) -> Metric
     tensor([0.5000])
     """
     if name == "prob":
-        return lambda logits: torch.softmax(logits.float(), dim=-1)[:, answer_id]
+        return lambda logits: torch.softmax(_at_least_fp32(logits), dim=-1)[:, answer_id]
     if name == "logprob":
-        return lambda logits: torch.log_softmax(logits.float(), dim=-1)[:, answer_id]
+        return lambda logits: torch.log_softmax(_at_least_fp32(logits), dim=-1)[:, answer_id]
     if name == "logit_diff":
         if foil_id is None:
             raise ValueError("metric='logit_diff' needs a foil: trace(..., foil=' Paris') or a foil token id")
-        return lambda logits: logits[:, answer_id].float() - logits[:, foil_id].float()
+        return lambda logits: _at_least_fp32(logits[:, answer_id] - logits[:, foil_id])
     raise ValueError(f"unknown metric {name!r}; use one of {METRICS}")
+
+
+def _at_least_fp32(logits: Tensor) -> Tensor:
+    """bf16/fp16 logits are scored in fp32; fp64 stays fp64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.models.loader import LoadedModel, load_model
+from causal_unlearn.tracing.attribution import run_attribution
 from causal_unlearn.tracing.corruption import (
     Corruption,
     GaussianNoise,
@@ -26,7 +27,7 @@ from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
 from causal_unlearn.tracing.tokens import answer_token_id, subject_token_range
 
-METHODS = ("exact",)
+METHODS = ("exact", "attribution")
 
 
 def trace(
@@ -52,7 +53,8 @@ def trace(
     The answer is the clean top-1 next token unless given (text that follows the prompt, or a
     token id). `noise` corrupts the subject's token embeddings ("s3": Gaussian with 3 x the std of
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
-    function). `subject_std` overrides the std the s3 rule uses (`trace_facts` pools it over all
+    function). `method="attribution"` estimates the same heatmap to first order from one
+    backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses (`trace_facts` pools it over all
     facts, as ROME does).
 
     >>> import causal_unlearn as cu
@@ -82,8 +84,11 @@ def trace(
         embeddings_of(lm, input_ids), subject_range, corruption, samples=samples, scale=scale, seed=seed,
         replacement=replacement,
     )
-    exact = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
-                      max_batch_tokens=max_batch_tokens, progress=progress)
+    if method == "exact":
+        exact = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
+                          max_batch_tokens=max_batch_tokens, progress=progress)
+    else:
+        exact = run_attribution(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window)
     tokens = lm.to_str_tokens(prompt)
     return TraceResult(
         prompt=prompt,

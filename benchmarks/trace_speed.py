@@ -1,0 +1,157 @@
+"""Speed of causal tracing: the textbook ROME loop, a loop over TransformerLens patching, and
+our engine, on a GPT-2-small-sized random model (12 layers, d_model 768), one ~12-token prompt,
+all three kinds, 10 noise samples, window 1 (TransformerLens patches one layer per cell).
+
+    python benchmarks/trace_speed.py [--samples 10] [--layers 12] [--d-model 768]
+
+Each method runs in its own process (so peak memory is its own); the table checks that every
+method's numbers equal the engine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the naive reference lives with the tests
+
+PROMPT, SUBJECT = "Otto Russet was born on February 23, 1952, in", "Otto Russet"
+KINDS = ("hidden", "mlp", "attn")
+METHODS = ("naive", "transformer_lens", "engine")
+
+
+def build(layers: int, d_model: int):
+    import causal_unlearn as cu
+    from causal_unlearn.models.loader import BUILTIN_MODELS
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = cu.load_model("olmo-tiny-bios", device="cpu").tokenizer
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=d_model, n_layer=layers, n_head=d_model // 64, n_positions=256,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    model.config.architectures = ["GPT2LMHeadModel"]
+    return cu.load_model(model, tokenizer), BUILTIN_MODELS["olmo-tiny-bios"]
+
+
+class Counter:
+    """Forwards, rows and token positions pushed through a module."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.forwards = self.rows = self.positions = 0
+        module.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = ids if ids is not None else kwargs.get("input")
+        self.forwards += 1
+        self.rows += ids.shape[0]
+        self.positions += ids.shape[0] * ids.shape[1]
+
+
+def run(method: str, args: argparse.Namespace) -> dict:
+    from causal_unlearn.tracing import trace
+    from causal_unlearn.tracing.corruption import GaussianNoise, corrupted_embeddings, embeddings_of
+    from causal_unlearn.tracing.metrics import make_metric
+
+    lm, tokenizer_folder = build(args.layers, args.d_model)
+    ids = lm.to_tokens(PROMPT)[0]
+    setup = trace(lm, PROMPT, SUBJECT, kinds=("hidden",), samples=1, window=1, progress=False)  # answer, scale, range
+    scale, answer = setup.settings.noise_scale, setup.answer_id
+    corrupted = corrupted_embeddings(embeddings_of(lm, ids), setup.subject_range, GaussianNoise(scale),
+                                     samples=args.samples, scale=scale, seed=0)
+    metric = make_metric("prob", answer)
+    torch.set_num_threads(torch.get_num_threads())
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if method == "engine":
+        counter = Counter(lm.model)
+        started = time.perf_counter()
+        result = trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
+                       progress=False)
+        scores = result.scores
+    elif method == "naive":
+        from naive_trace import naive_trace
+
+        counter = Counter(lm.model)
+        started = time.perf_counter()
+        scores = {kind: naive_trace(lm, ids, corrupted, metric, kind, 1)[0] for kind in KINDS}
+    else:
+        from transformer_lens import patching
+        from transformer_lens.model_bridge import TransformerBridge
+
+        folder = Path(tempfile.mkdtemp())
+        lm.model.save_pretrained(folder)
+        lm.tokenizer.save_pretrained(folder)
+        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=copy.deepcopy(lm.model),
+                                                     tokenizer=lm.tokenizer, device="cpu")
+        # the same noise on the subject embeddings of every corrupted row
+        bridge.original_model.get_submodule(lm.architecture.embedding).register_forward_hook(
+            lambda module, inputs, output: corrupted if output.shape[0] == args.samples else output)
+        counter = Counter(bridge)
+        started = time.perf_counter()
+        _, clean_cache = bridge.run_with_cache(ids[None])
+        corrupted_tokens = ids[None].repeat(args.samples, 1)
+
+        def mean_prob(logits):
+            return metric(logits[:, -1]).mean()
+
+        scores = {
+            "hidden": patching.get_act_patch_resid_pre(bridge, corrupted_tokens, clean_cache, mean_prob)[1:].T,
+            "mlp": patching.get_act_patch_mlp_out(bridge, corrupted_tokens, clean_cache, mean_prob).T,
+            "attn": patching.get_act_patch_attn_out(bridge, corrupted_tokens, clean_cache, mean_prob).T,
+        }
+        # resid_pre of layer l + 1 is our hidden state after layer l; the last layer has no successor
+        scores["hidden"] = torch.cat([scores["hidden"], torch.full((ids.shape[0], 1), float("nan"))], dim=1)
+    seconds = time.perf_counter() - started
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_rss) / 1024
+    return dict(method=method, seconds=seconds, forwards=counter.forwards, rows=counter.rows,
+                positions=counter.positions, peak_extra_mb=peak_mb, tokens=int(ids.shape[0]),
+                scores={k: v.float().tolist() for k, v in scores.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(run(args.run, args)))
+        return
+    rows = {}
+    for method in args.methods.split(","):
+        command = [sys.executable, __file__, "--run", method, "--samples", str(args.samples), "--layers",
+                   str(args.layers), "--d-model", str(args.d_model)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows[method] = json.loads(output.strip().splitlines()[-1])
+        print(f"  ran {method}: {rows[method]['seconds']:.1f} s", file=sys.stderr)
+    reference = rows.get("engine")
+    print(f"\ncausal tracing, {args.layers} layers x d_model {args.d_model}, {next(iter(rows.values()))['tokens']} tokens, "
+          f"kinds {'/'.join(KINDS)}, samples {args.samples}, window 1, {torch.get_num_threads()} CPU threads\n")
+    print(f"{'method':<18}{'seconds':>9}{'forwards':>10}{'rows':>8}{'positions':>11}{'peak MB':>9}"
+          f"{'x engine':>10}{'max |diff|':>12}")
+    for method, row in rows.items():
+        diff = float("nan")
+        if reference:
+            diffs = [(torch.tensor(row["scores"][k]) - torch.tensor(reference["scores"][k])).abs().nan_to_num(0).max()
+                     for k in KINDS]
+            diff = max(d.item() for d in diffs)
+        ratio = row["seconds"] / reference["seconds"] if reference else float("nan")
+        print(f"{method:<18}{row['seconds']:>9.1f}{row['forwards']:>10}{row['rows']:>8}{row['positions']:>11}"
+              f"{row['peak_extra_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Averaging traces over many facts by token group, as in ROME's Figure 2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from scipy import stats
+from torch import Tensor
+
+from causal_unlearn.tracing.result import TraceResult
+
+TOKEN_GROUPS = (
+    "before subject",
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first after subject",
+    "further tokens",
+    "last token",
+)
+
+
+def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, list[int]]:
+    """The positions of each token group; the last token belongs to "last token" only (unless it
+    is also a subject token).
+
+    >>> token_groups(8, (2, 5))["middle subject tokens"], token_groups(8, (2, 5))["further tokens"]
+    ([3], [6])
+    """
+    start, end = subject_range
+    last = n_tokens - 1
+    return {
+        "before subject": list(range(0, start)),
+        "first subject token": [start],
+        "middle subject tokens": list(range(start + 1, end - 1)),
+        "last subject token": [end - 1],
+        "first after subject": [end] if end < last else [],
+        "further tokens": list(range(end + 1, last)),
+        "last token": [last],
+    }
+
+
+@dataclass
+class AveragedEffects:
+    """Mean effect per token group x layer with a t-based confidence interval, per kind.
+
+    `count[kind][g, l]` is the number of facts behind a cell (facts without that group, e.g.
+    one-token subjects have no middle tokens, do not count); intervals need two facts or more.
+    """
+
+    groups: tuple[str, ...]
+    value: str
+    confidence: float
+    mean: dict[str, Float[Tensor, "group layer"]]
+    lower: dict[str, Float[Tensor, "group layer"]]
+    upper: dict[str, Float[Tensor, "group layer"]]
+    count: dict[str, Int[Tensor, "group layer"]]
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.mean)
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(
+            dict(kind=kind, group=group, layer=layer, mean=float(self.mean[kind][g, layer]),
+                 lower=float(self.lower[kind][g, layer]), upper=float(self.upper[kind][g, layer]),
+                 n_facts=int(self.count[kind][g, layer]))
+            for kind in self.mean
+            for g, group in enumerate(self.groups)
+            for layer in range(self.mean[kind].shape[1])
+        )
+
+
+def average_effects(
+    traces: Sequence[TraceResult],
+    *,
+    value: Literal["indirect_effect", "score"] = "indirect_effect",
+    confidence: float = 0.95,
+) -> AveragedEffects:
+    """Average traces by token group and layer (the mean over a group's positions per fact, then
+    over facts), with a `confidence` interval from Student's t.
+
+    >>> import causal_unlearn as cu
+    >>> lm = cu.load_model("olmo-tiny-bios")
+    >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
+    >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
+    >>> effects.mean["mlp"].shape, int(effects.count["mlp"][1, 0])
+    (torch.Size([7, 8]), 3)
+    """
+    if not traces:
+        raise ValueError("no traces to average")
+    if value not in ("indirect_effect", "score"):
+        raise ValueError(f"unknown value {value!r}; use 'indirect_effect' or 'score'")
+    kinds = [k for k in traces[0].kinds if all(k in t.scores for t in traces)]
+    if not kinds:
+        raise ValueError("the traces share no kind of state")
+    n_layers = {t.scores[kinds[0]].shape[1] for t in traces}
+    if len(n_layers) != 1:
+        raise ValueError(f"traces come from models with different layer counts {sorted(n_layers)}")
+    result = AveragedEffects(TOKEN_GROUPS, value, confidence, {}, {}, {}, {})
+    for kind in kinds:
+        per_fact = torch.stack([_group_means(t, kind, value) for t in traces])  # fact group layer, NaN if absent
+        present = ~per_fact.isnan()
+        count = present.sum(0)
+        mean = per_fact.nanmean(0)
+        centered = torch.where(present, per_fact - mean, torch.zeros(()))
+        std = (centered.pow(2).sum(0) / (count - 1).clamp(min=1)).sqrt()
+        critical = torch.tensor(stats.t.ppf(0.5 + confidence / 2, (count - 1).clamp(min=1).numpy()), dtype=mean.dtype)
+        half = torch.where(count > 1, critical * std / count.clamp(min=1).sqrt(), torch.tensor(float("nan")))
+        result.mean[kind], result.lower[kind], result.upper[kind], result.count[kind] = mean, mean - half, mean + half, count
+    return result
+
+
+def _group_means(trace: TraceResult, kind: str, value: str) -> Float[Tensor, "group layer"]:
+    table = trace.indirect_effects(kind) if value == "indirect_effect" else trace.scores[kind]
+    groups = token_groups(table.shape[0], trace.subject_range)
+    nan_row = torch.full((table.shape[1],), float("nan"))
+    return torch.stack([table[positions].mean(0) if positions else nan_row for positions in groups.values()])
