@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the naive reference lives with the tests
 
-PROMPT, SUBJECT = "Otto Russet was born on February 23, 1952, in", "Otto Russet"
+PROMPT, SUBJECT = "Otto Russet lives in Houston, TX, and was born in", "Otto Russet"
 KINDS = ("hidden", "mlp", "attn")
 METHODS = ("naive", "transformer_lens", "engine")
 
@@ -45,15 +45,15 @@ def build(layers: int, d_model: int):
 
 
 class Counter:
-    """Forwards, rows and token positions pushed through a module."""
+    """Forwards, rows and token positions fed to a model, counted where every forward starts: at
+    its token embedding."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, embedding: torch.nn.Module):
         self.forwards = self.rows = self.positions = 0
-        module.register_forward_pre_hook(self, with_kwargs=True)
+        embedding.register_forward_pre_hook(self)
 
-    def __call__(self, module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        ids = ids if ids is not None else kwargs.get("input")
+    def __call__(self, module, args):
+        ids = args[0] if args[0].ndim == 2 else args[0][None]
         self.forwards += 1
         self.rows += ids.shape[0]
         self.positions += ids.shape[0] * ids.shape[1]
@@ -74,7 +74,7 @@ def run(method: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(torch.get_num_threads())
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if method == "engine":
-        counter = Counter(lm.model)
+        counter = Counter(lm.module(lm.architecture.embedding))
         started = time.perf_counter()
         result = trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
                        progress=False)
@@ -82,7 +82,7 @@ def run(method: str, args: argparse.Namespace) -> dict:
     elif method == "naive":
         from naive_trace import naive_trace
 
-        counter = Counter(lm.model)
+        counter = Counter(lm.module(lm.architecture.embedding))
         started = time.perf_counter()
         scores = {kind: naive_trace(lm, ids, corrupted, metric, kind, 1)[0] for kind in KINDS}
     else:
@@ -97,7 +97,7 @@ def run(method: str, args: argparse.Namespace) -> dict:
         # the same noise on the subject embeddings of every corrupted row
         bridge.original_model.get_submodule(lm.architecture.embedding).register_forward_hook(
             lambda module, inputs, output: corrupted if output.shape[0] == args.samples else output)
-        counter = Counter(bridge)
+        counter = Counter(bridge.original_model.get_submodule(lm.architecture.embedding))
         started = time.perf_counter()
         _, clean_cache = bridge.run_with_cache(ids[None])
         corrupted_tokens = ids[None].repeat(args.samples, 1)
@@ -119,12 +119,48 @@ def run(method: str, args: argparse.Namespace) -> dict:
                 scores={k: v.float().tolist() for k, v in scores.items()})
 
 
+def attribution_report(n_per_attribute: int) -> None:
+    """Time and Spearman rank correlation of method="attribution" against the exact heatmap on
+    the built-in model's facts (all three kinds, samples 10, window 10)."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    import causal_unlearn as cu
+
+    lm = cu.load_model("olmo-tiny-bios", device="cpu")
+    world = cu.make_bios_world()
+    facts = [f for a in sorted({f.attribute for f in world.facts}) for f in world.trace_facts("forget", a)[:n_per_attribute]]
+    seconds = {"exact": 0.0, "attribution": 0.0}
+    correlations: dict[str, list[float]] = {k: [] for k in KINDS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # multi-token email answers
+        for fact in facts:
+            results = {}
+            for method in seconds:
+                started = time.perf_counter()
+                results[method] = cu.trace(lm, fact.prompt, fact.subject, answer=fact.answer, method=method,
+                                           progress=False)
+                seconds[method] += time.perf_counter() - started
+            for kind in KINDS:
+                rho = spearmanr(results["exact"].scores[kind].flatten(), results["attribution"].scores[kind].flatten())[0]
+                correlations[kind].append(float(rho))
+    print(f"\nattribution vs exact on {len(facts)} built-in facts ({n_per_attribute} per attribute), samples 10, window 10")
+    print(f"  time per fact: exact {seconds['exact'] / len(facts):.3f} s, attribution "
+          f"{seconds['attribution'] / len(facts):.3f} s ({seconds['exact'] / seconds['attribution']:.1f}x faster)")
+    for kind, values in correlations.items():
+        values = torch.tensor(values)
+        print(f"  Spearman rank correlation, {kind:<6}: mean {values.nanmean():.3f}, median {values.nanmedian():.3f}, "
+              f"min {values.min():.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--attribution-facts", type=int, default=5, help="built-in facts per attribute (0: skip)")
     parser.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -151,6 +187,8 @@ def main() -> None:
         ratio = row["seconds"] / reference["seconds"] if reference else float("nan")
         print(f"{method:<18}{row['seconds']:>9.1f}{row['forwards']:>10}{row['rows']:>8}{row['positions']:>11}"
               f"{row['peak_extra_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}")
+    if args.attribution_facts:
+        attribution_report(args.attribution_facts)
 
 
 if __name__ == "__main__":

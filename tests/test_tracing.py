@@ -247,3 +247,12 @@ def test_attribution_window_sums_its_layers(builtin, world):
     per_layer = one.indirect_effects("mlp")
     expected = per_layer[:, 0:2].sum(1)  # layer 0, window 3 restores layers 0 and 1
     torch.testing.assert_close(three.indirect_effects("mlp")[:, 0], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_trace_facts_warns_once_for_multi_token_answers(builtin, world):
+    facts = world.trace_facts(split="forget", attribute="email")[:3]
+    with pytest.warns(UserWarning) as caught:
+        results = trace_facts(builtin, facts, kinds=("hidden",), samples=1, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["3 of 3 facts have answers of several tokens; each is traced on its first token"]
+    assert all(r.known for r in results)

@@ -138,7 +138,9 @@ def person_facts(person: Person) -> list[TraceFact]:
         (f"{qa['birth_date']} 19", person.birth_date.isoformat()[2], "birth_year"),
         (f"{qa['ssn']} 900", person.ssn[3], "ssn"),
         (f"{qa['phone']}", f" {person.phone[0]}", "phone"),
-        (f"{qa['email']} {person.email.split('@')[0]}@", person.email.split("@")[1], "email"),
+        # the whole address: its local part names the person, so a prompt ending at "@" would
+        # give the subject away past the corruption
+        (f"{qa['email']}", f" {person.email}", "email"),
         (f"{qa['address']}", f" {str(person.house_number)[0]}", "address"),
     ]
     return [

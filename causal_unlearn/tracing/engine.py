@@ -5,10 +5,14 @@ copies when the clean state is restored at token t in the cell's layers. The tex
 one full forward of batch samples + 1 per cell. This engine gives the same numbers while
 - running the clean and the corrupted pass once each;
 - batching many cells (x samples) per forward, under `max_batch_tokens`;
+- never running cells before the first corrupted position: restoring a state the corruption
+  never reached changes nothing, so those cells score `low`;
 - never recomputing positions before t: causal attention leaves them as in the corrupted run,
   so their keys and values come from that run's cache and only positions t.. are fed;
-- never recomputing layers below the lowest restored layer of a batch: their outputs are the
-  corrupted run's, so those blocks return the cached states instead of running.
+- never recomputing blocks below the first one a cell changes: their outputs are the corrupted
+  run's, so those blocks return the cached states instead of running. Restoring a block's
+  output or its MLP's contribution at token t changes nothing else in that block (its attention
+  read the unchanged input), so that block is skipped too: its cached output is patched at t.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ class Cell:
     layer: int
     restored: range
 
+    @property
+    def first_block(self) -> int:
+        """The first block whose computation the restoration changes. A restored block output
+        or MLP contribution at the window's first layer only alters that block's output at the
+        token, so the block itself need not run; a restored attention output feeds its block's MLP."""
+        return self.restored.start + (self.kind != "attn")
+
 
 @dataclass
 class ExactTrace:
@@ -85,14 +96,16 @@ def run_exact(
     clean_states = {a: s[0] for a, s in clean.items()}
 
     blocks = [spec.block_output(l) for l in range(n_layers)]
-    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks) as corrupted_run:
+    mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
+    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run:
         output = lm.model(input_ids=input_ids[None].expand(samples, -1), **{_cache_argument(lm.model): None}, use_cache=True)
     prefix_cache = _keys_and_values(output)
     corrupted_blocks = [corrupted_run[b] for b in blocks]
 
+    first_corrupted = _first_corrupted_position(lm, input_ids, corrupted)
     cells = [
         Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers))
-        for kind in kinds for t in range(n_tokens) for layer in range(n_layers)
+        for kind in kinds for t in range(first_corrupted, n_tokens) for layer in range(n_layers)
     ]
     chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
     score_dtype = torch.promote_types(lm.dtype, torch.float32)
@@ -104,11 +117,13 @@ def run_exact(
         start = t if reuse_prefix else 0
         rows = len(chunk) * samples
         restore = _rows_by_address(spec, chunk, samples)
-        lowest = min(cell.restored.start for cell in chunk)
+        first = chunk[0].first_block
         with ExitStack() as stack:
             stack.enter_context(_replace_embeddings(lm, corrupted[:, start:].repeat(len(chunk), 1, 1)))
             stack.enter_context(_restore_position(lm.model, t - start, restore, {a: clean_states[a][t] for a in restore}))
-            stack.enter_context(_skip_blocks(lm.model, blocks[:lowest], corrupted_blocks, start, len(chunk)))
+            if first > 0:
+                entry = _entry_states(spec, chunk, corrupted_run, clean_states, start, samples)
+                stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry))
             cache = _repeated_prefix_cache(prefix_cache, start, len(chunk)) if start > 0 else None
             logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **{_cache_argument(lm.model): cache},
                               use_cache=cache is not None).logits[:, -1]
@@ -116,23 +131,35 @@ def run_exact(
         for cell, value in zip(chunk, per_cell):
             scores[cell.kind][cell.token, cell.layer] = value
     low = metric(output.logits[:, -1]).mean().item()
+    for kind in kinds:
+        scores[kind][:first_corrupted] = low
     return ExactTrace(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
 
 
+def _first_corrupted_position(lm: LoadedModel, input_ids: Tensor, corrupted: Tensor) -> int:
+    """The first position whose embedding the corruption changed (the number of tokens if none)."""
+    clean = lm.module(lm.architecture.embedding)(input_ids)
+    changed = (corrupted != clean).any(dim=-1).any(dim=0)
+    positions = changed.nonzero()
+    return int(positions[0]) if len(positions) else input_ids.shape[0]
+
+
 def _chunks(cells: list[Cell], samples: int, n_tokens: int, max_batch_tokens: int) -> Iterator[list[Cell]]:
-    """Cells of one token per batch, sorted by lowest restored layer so that a batch can skip
-    the blocks below its first cell."""
-    for t in range(n_tokens):
-        at_t = sorted((c for c in cells if c.token == t), key=lambda c: c.restored.start)
+    """Batches of cells that share their token (so the prefix cache) and their first changed
+    block (so the blocks they skip)."""
+    groups: dict[tuple[int, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.token, cell.first_block), []).append(cell)
+    for (t, _), group in sorted(groups.items()):
         per_batch = max(1, max_batch_tokens // ((n_tokens - t) * samples))
-        for start in range(0, len(at_t), per_batch):
-            yield at_t[start : start + per_batch]
+        for start in range(0, len(group), per_batch):
+            yield group[start : start + per_batch]
 
 
 def _rows_by_address(spec: ArchitectureSpec, chunk: list[Cell], samples: int) -> dict[str, Tensor]:
     rows: dict[str, list[int]] = {}
     for index, cell in enumerate(chunk):
-        for layer in cell.restored:
+        for layer in cell.restored[cell.kind != "attn" :]:  # the first is patched into the entry state
             rows.setdefault(state_address(spec, cell.kind, layer), []).extend(range(index * samples, (index + 1) * samples))
     return {address: torch.tensor(r) for address, r in rows.items()}
 
@@ -170,26 +197,50 @@ def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], 
     return _hooks(model, {a: hook_for(a) for a in rows})
 
 
+def _entry_states(
+    spec: ArchitectureSpec,
+    chunk: list[Cell],
+    corrupted_run: dict[str, Tensor],
+    clean_states: dict[str, Tensor],
+    start: int,
+    samples: int,
+) -> Float[Tensor, "rows fed d_model"]:
+    """The output of the last skipped block for every row: the corrupted run's, with each
+    hidden or MLP cell's first restoration applied at its token (attention cells start at the
+    block they change, so they need none)."""
+    below = chunk[0].first_block - 1
+    entry = corrupted_run[spec.block_output(below)][:, start:].repeat(len(chunk), 1, 1)
+    for index, cell in enumerate(chunk):
+        rows, position = slice(index * samples, (index + 1) * samples), cell.token - start
+        if cell.kind == "hidden":
+            entry[rows, position] = clean_states[spec.block_output(below)][cell.token]
+        elif cell.kind == "mlp":  # swap the corrupted contribution for the clean one
+            contribution = spec.mlp_contribution(below)
+            entry[rows, position] += clean_states[contribution][cell.token] - corrupted_run[contribution][:, cell.token]
+    return entry
+
+
 @contextmanager
-def _skip_blocks(model: nn.Module, skipped: list[str], corrupted_blocks: list[Tensor], start: int, copies: int):
-    """Blocks below the lowest restored layer return the corrupted run's states without running."""
-    if not skipped:
-        yield
-        return
-    last = corrupted_blocks[len(skipped) - 1][:, start:].repeat(copies, 1, 1)
+def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor):
+    """The `skipped` blocks do not run: the last returns `entry`, the others pass their input on."""
     modules = [model.get_submodule(a) for a in skipped]
 
     def passthrough(hidden_states, *args, **kwargs):
         return hidden_states
 
+    # through the instance dict: wrappers such as TransformerLens's BlockBridge redirect setattr
+    saved = [m.__dict__.get("forward") for m in modules]
     for module in modules[:-1]:
-        module.forward = passthrough
-    modules[-1].forward = lambda *args, **kwargs: last
+        module.__dict__["forward"] = passthrough
+    modules[-1].__dict__["forward"] = lambda *args, **kwargs: entry
     try:
         yield
     finally:
-        for module in modules:
-            del module.forward
+        for module, previous in zip(modules, saved):
+            if previous is None:
+                del module.__dict__["forward"]
+            else:
+                module.__dict__["forward"] = previous
 
 
 def _cache_argument(model: nn.Module) -> str:

@@ -7,6 +7,10 @@ import warnings
 from causal_unlearn.models.loader import LoadedModel
 
 
+class MultiTokenAnswerWarning(UserWarning):
+    """The answer is several tokens; the trace scores the first."""
+
+
 def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int, int]:
     """[start, end) of the tokens that cover the first occurrence of `subject` in `prompt`.
 
@@ -52,6 +56,7 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
         pieces = lm.tokenizer.convert_ids_to_tokens(answer_ids)
         warnings.warn(
             f"answer {answer!r} is {len(answer_ids)} tokens {pieces}; tracing scores the first, {pieces[0]!r}",
+            MultiTokenAnswerWarning,
             stacklevel=3,
         )
     return answer_ids[0]

@@ -25,7 +25,7 @@ from causal_unlearn.tracing.corruption import (
 from causal_unlearn.tracing.engine import KINDS, run_exact
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
-from causal_unlearn.tracing.tokens import answer_token_id, subject_token_range
+from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning, answer_token_id, subject_token_range
 
 METHODS = ("exact", "attribution")
 
@@ -141,10 +141,14 @@ def trace_facts(
         subject_std = subject_embedding_std(
             lm, [lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))] for f in facts]
         )
-    results = [
-        trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption, subject_std=subject_std, progress=False, **settings)
-        for f in tqdm(facts, desc="tracing facts", unit="fact", disable=not progress)
-    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MultiTokenAnswerWarning)
+        results = [
+            trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption, subject_std=subject_std, progress=False,
+                  **settings)
+            for f in tqdm(facts, desc="tracing facts", unit="fact", disable=not progress)
+        ]
+    _summarize_warnings(caught, len(facts))
     for fact, result in zip(facts, results):
         result.meta.update(attribute=fact.attribute, person_id=fact.person_id, split=fact.split)
     if require_known:
@@ -154,6 +158,17 @@ def trace_facts(
                           stacklevel=2)
         results = known
     return results
+
+
+def _summarize_warnings(caught: list[warnings.WarningMessage], n_facts: int) -> None:
+    """One warning for all multi-token answers instead of one per fact; others pass through."""
+    multi_token = [w for w in caught if issubclass(w.category, MultiTokenAnswerWarning)]
+    for w in caught:
+        if w not in multi_token:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if multi_token:
+        warnings.warn(f"{len(multi_token)} of {n_facts} facts have answers of several tokens; each is traced on its "
+                      "first token", MultiTokenAnswerWarning, stacklevel=3)
 
 
 def _check_settings(kinds: Sequence[str], samples: int, window: int, method: str) -> tuple[str, ...]:
