@@ -1,6 +1,6 @@
 """Trace every known fact of the built-in model and print the averaged effects (ROME Fig. 2).
 
-    python benchmarks/average_trace.py [--split forget] [--samples 10] [--limit N]
+    python benchmarks/average_trace.py [--split forget] [--samples 10] [--window 10] [--limit N]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default=None, help="forget, retain or holdout (default: forget and retain)")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--window", type=int, default=10, help="layers restored around each MLP/attention cell")
     parser.add_argument("--limit", type=int, default=None, help="trace only the first N facts")
     args = parser.parse_args()
     lm = cu.load_model("olmo-tiny-bios", device="cpu")
@@ -22,9 +23,9 @@ def main() -> None:
     facts = world.trace_facts(args.split) if args.split else world.trace_facts("forget") + world.trace_facts("retain")
     facts = facts[: args.limit]
     started = time.perf_counter()
-    traces = cu.trace_facts(lm, facts, samples=args.samples, require_known=True)
+    traces = cu.trace_facts(lm, facts, samples=args.samples, window=args.window, require_known=True)
     print(f"traced {len(facts)} facts ({len(traces)} known) in {time.perf_counter() - started:.0f} s, "
-          f"noise scale {traces[0].settings.noise_scale:.4f}, samples {args.samples}, window 10\n")
+          f"noise scale {traces[0].settings.noise_scale:.4f}, samples {args.samples}, window {args.window}\n")
     effects = cu.average_effects(traces)
     for kind in effects.kinds:
         print(f"mean indirect effect on p(answer), {kind} (rows: token group, columns: layer)")

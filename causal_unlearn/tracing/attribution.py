@@ -11,9 +11,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from causal_unlearn.models.hooks import record_outputs, residual_tensor
+from causal_unlearn.models.hooks import residual_tensor
 from causal_unlearn.models.loader import LoadedModel
-from causal_unlearn.tracing.engine import ExactTrace, restored_layers, state_address
+from causal_unlearn.tracing.engine import TraceScores, clean_run, restored_layers, state_address
 from causal_unlearn.tracing.metrics import Metric
 
 
@@ -25,12 +25,11 @@ def run_attribution(
     *,
     kinds: tuple[str, ...],
     window: int,
-) -> ExactTrace:
+) -> TraceScores:
     spec, n_layers, samples = lm.architecture, lm.n_layers, corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
-    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(n_layers)})
-    with torch.no_grad(), record_outputs(lm.model, addresses) as clean:
-        clean_logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
+    clean, clean_logits = clean_run(lm, input_ids, kinds)
+    addresses = sorted(clean)
 
     captured: dict[str, Tensor] = {}
 
@@ -66,4 +65,4 @@ def run_attribution(
         ) + low
         for kind in kinds
     }
-    return ExactTrace(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
+    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)

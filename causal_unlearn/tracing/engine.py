@@ -68,11 +68,25 @@ class Cell:
 
 
 @dataclass
-class ExactTrace:
+class TraceScores:
+    """What a tracing method computes; `trace` wraps it into a `TraceResult`."""
+
     high: float
     low: float
     clean_top1: int
     scores: dict[str, Float[Tensor, "pos layer"]]
+
+
+@torch.no_grad()
+def clean_run(
+    lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str, ...]
+) -> tuple[dict[str, Float[Tensor, "pos d_model"]], Float[Tensor, "1 vocab"]]:
+    """The clean states every cell of `kinds` may restore, by address, and the last logits."""
+    spec = lm.architecture
+    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(lm.n_layers)})
+    with record_outputs(lm.model, addresses) as clean:
+        logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
+    return {a: state[0] for a, state in clean.items()}, logits
 
 
 @torch.no_grad()
@@ -86,14 +100,11 @@ def run_exact(
     window: int,
     max_batch_tokens: int = 8192,
     progress: bool = True,
-) -> ExactTrace:
+) -> TraceScores:
     spec, n_layers, n_tokens = lm.architecture, lm.n_layers, input_ids.shape[0]
     samples = corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
-    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(n_layers)})
-    with record_outputs(lm.model, addresses) as clean:
-        clean_logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
-    clean_states = {a: s[0] for a, s in clean.items()}
+    clean_states, clean_logits = clean_run(lm, input_ids, kinds)
 
     blocks = [spec.block_output(l) for l in range(n_layers)]
     mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
@@ -133,7 +144,7 @@ def run_exact(
     low = metric(output.logits[:, -1]).mean().item()
     for kind in kinds:
         scores[kind][:first_corrupted] = low
-    return ExactTrace(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
+    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
 
 
 def _first_corrupted_position(lm: LoadedModel, input_ids: Tensor, corrupted: Tensor) -> int:

@@ -85,28 +85,27 @@ def trace(
         replacement=replacement,
     )
     if method == "exact":
-        exact = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
-                          max_batch_tokens=max_batch_tokens, progress=progress)
+        computed = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
+                             max_batch_tokens=max_batch_tokens, progress=progress)
     else:
-        exact = run_attribution(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window)
-    tokens = lm.to_str_tokens(prompt)
+        computed = run_attribution(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window)
     return TraceResult(
         prompt=prompt,
         subject=subject,
-        tokens=tokens,
+        tokens=lm.to_str_tokens(prompt),
         input_ids=input_ids.cpu(),
         subject_range=subject_range,
         answer=lm.tokenizer.decode([answer_id]),
         answer_id=answer_id,
-        high=exact.high,
-        low=exact.low,
-        known=exact.clean_top1 == answer_id,
-        scores=exact.scores,
+        high=computed.high,
+        low=computed.low,
+        known=computed.clean_top1 == answer_id,
+        scores=computed.scores,
         settings=TraceSettings(
             model=lm.name, corruption=_describe(corruption), noise_scale=scale, samples=samples, window=window,
             seed=seed, metric=metric, method=method,
         ),
-        clean_prediction=lm.tokenizer.decode([exact.clean_top1]),
+        clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
     )
 
 
