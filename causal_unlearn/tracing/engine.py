@@ -200,7 +200,7 @@ def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], 
     def hook_for(address: str):
         def hook(module, args, output):
             patched = residual_tensor(output).clone()
-            patched[rows[address], position] = clean[address]
+            patched[rows[address].to(patched.device), position] = clean[address]
             return _with_tensor(output, patched)
 
         return hook
