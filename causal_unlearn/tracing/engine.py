@@ -111,7 +111,6 @@ def run_exact(
     with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run:
         output = lm.model(input_ids=input_ids[None].expand(samples, -1), **{_cache_argument(lm.model): None}, use_cache=True)
     prefix_cache = _keys_and_values(output)
-    corrupted_blocks = [corrupted_run[b] for b in blocks]
 
     first_corrupted = _first_corrupted_position(lm, input_ids, corrupted)
     cells = [
