@@ -1,5 +1,5 @@
 """Speed of causal tracing: the textbook ROME loop, a loop over TransformerLens patching, and
-our engine, on a GPT-2-small-sized random model (12 layers, d_model 768), one ~12-token prompt,
+our engine, on a GPT-2-small-sized random model (12 layers, d_model 768, vocabulary 50,257), one ~12-token prompt,
 all three kinds, 10 noise samples, window 1 (TransformerLens patches one layer per cell).
 
     python benchmarks/trace_speed.py [--samples 10] [--layers 12] [--d-model 768]
@@ -37,7 +37,8 @@ def build(layers: int, d_model: int):
 
     tokenizer = cu.load_model("olmo-tiny-bios", device="cpu").tokenizer
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=d_model, n_layer=layers, n_head=d_model // 64, n_positions=256,
+    # GPT-2's own vocabulary size; the built-in tokenizer uses the first ids of it
+    config = GPT2Config(vocab_size=50257, n_embd=d_model, n_layer=layers, n_head=d_model // 64, n_positions=256,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config).eval()
     model.config.architectures = ["GPT2LMHeadModel"]

@@ -109,7 +109,7 @@ def run_exact(
     blocks = [spec.block_output(l) for l in range(n_layers)]
     mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
     with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run:
-        output = lm.model(input_ids=input_ids[None].expand(samples, -1), **{_cache_argument(lm.model): None}, use_cache=True)
+        output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
     prefix_cache = _keys_and_values(output)
 
     first_corrupted = _first_corrupted_position(lm, input_ids, corrupted)
@@ -135,8 +135,7 @@ def run_exact(
                 entry = _entry_states(spec, chunk, corrupted_run, clean_states, start, samples)
                 stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry))
             cache = _repeated_prefix_cache(prefix_cache, start, len(chunk)) if start > 0 else None
-            logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **{_cache_argument(lm.model): cache},
-                              use_cache=cache is not None).logits[:, -1]
+            logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **_forward_kwargs(lm.model, cache, use_cache=cache is not None)).logits[:, -1]
         per_cell = metric(logits).view(len(chunk), samples).mean(dim=1).cpu()
         for cell, value in zip(chunk, per_cell):
             scores[cell.kind][cell.token, cell.layer] = value
@@ -253,9 +252,15 @@ def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor):
                 module.__dict__["forward"] = previous
 
 
-def _cache_argument(model: nn.Module) -> str:
-    """transformers >= 5.2x names the KV cache `cache`; earlier releases `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:
+    """The KV cache under the name this transformers release uses (`cache` in 5.2x, earlier
+    `past_key_values`), and logits for the last position only where the model supports it: with
+    a large vocabulary the unembedding is a good part of a forward."""
+    parameters = inspect.signature(model.forward).parameters
+    kwargs = {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": use_cache}
+    if "logits_to_keep" in parameters:
+        kwargs["logits_to_keep"] = 1
+    return kwargs
 
 
 def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:
