@@ -256,3 +256,12 @@ def test_trace_facts_warns_once_for_multi_token_answers(builtin, world):
     messages = [str(w.message) for w in caught]
     assert messages == ["3 of 3 facts have answers of several tokens; each is traced on its first token"]
     assert all(r.known for r in results)
+
+
+def test_answer_token_ids(builtin):
+    prompt = "What is the capital of France?"
+    paris = trace(builtin, prompt, "France", kinds=("hidden",), samples=1, progress=False)
+    by_id = trace(builtin, prompt, "France", answer=paris.answer_id, kinds=("hidden",), samples=1, progress=False)
+    assert by_id.answer == " Paris" and torch.equal(by_id.scores["hidden"], paris.scores["hidden"])
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        trace(builtin, prompt, "France", answer=10**6)

@@ -78,6 +78,11 @@ def subject_embedding_std(lm: LoadedModel, subject_token_ids: list[Tensor]) -> f
     return pooled.std().item()
 
 
+def uses_noise_rule(corruption: Corruption) -> bool:
+    """Whether the corruption's scale comes from the s3 rule (so needs the subject std)."""
+    return isinstance(corruption, (GaussianNoise, UniformNoise)) and corruption.scale == "s3"
+
+
 def noise_scale(corruption: Corruption, s3_std: float | None) -> float | None:
     """The numeric scale of a noise corruption (None for the others)."""
     if not isinstance(corruption, (GaussianNoise, UniformNoise)):

@@ -39,8 +39,9 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
     """The token the trace scores: an id as given, or the first token of `answer` as it follows
     `prompt` (tokenized together, so a leading space is handled as the model sees it)."""
     if isinstance(answer, int):
-        if not 0 <= answer < len(lm.tokenizer):
-            raise ValueError(f"answer token id {answer} is outside the vocabulary (size {len(lm.tokenizer)})")
+        vocabulary = getattr(lm.model.config, "vocab_size", None) or len(lm.tokenizer)
+        if not 0 <= answer < vocabulary:
+            raise ValueError(f"answer token id {answer} is outside the model's vocabulary (size {vocabulary})")
         return answer
     if not answer:
         raise ValueError("the answer is an empty string; give the text that follows the prompt, e.g. ' Paris'")

@@ -21,6 +21,7 @@ from causal_unlearn.tracing.corruption import (
     noise_scale,
     resolve_corruption,
     subject_embedding_std,
+    uses_noise_rule,
 )
 from causal_unlearn.tracing.engine import KINDS, run_exact
 from causal_unlearn.tracing.metrics import make_metric
@@ -54,8 +55,8 @@ def trace(
     token id). `noise` corrupts the subject's token embeddings ("s3": Gaussian with 3 x the std of
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
     function). `method="attribution"` estimates the same heatmap to first order from one
-    backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses (`trace_facts` pools it over all
-    facts, as ROME does).
+    backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
+    (`trace_facts` pools it over all facts, as ROME does).
 
     >>> import causal_unlearn as cu
     >>> lm = cu.load_model("olmo-tiny-bios")
@@ -77,7 +78,7 @@ def trace(
     if isinstance(corruption, TokenReplacement):
         replacement = embeddings_of(lm, _replacement_ids(lm, prompt, corruption.prompt, input_ids))
         samples = 1  # no randomness: every copy would be the same
-    if subject_std is None and isinstance(corruption, (GaussianNoise, UniformNoise)) and corruption.scale == "s3":
+    if subject_std is None and uses_noise_rule(corruption):
         subject_std = subject_embedding_std(lm, [input_ids[slice(*subject_range)]])
     scale = noise_scale(corruption, subject_std)
     corrupted = corrupted_embeddings(
@@ -136,7 +137,7 @@ def trace_facts(
         raise ValueError("no facts to trace")
     corruption = resolve_corruption(noise)
     subject_std = settings.pop("subject_std", None)
-    if subject_std is None and isinstance(corruption, (GaussianNoise, UniformNoise)) and corruption.scale == "s3":
+    if subject_std is None and uses_noise_rule(corruption):
         subject_std = subject_embedding_std(
             lm, [lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))] for f in facts]
         )
