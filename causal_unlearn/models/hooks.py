@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
@@ -11,6 +11,27 @@ from torch import Tensor, nn
 def residual_tensor(output: Tensor | tuple) -> Tensor:
     """The tensor a module hands to the residual stream (first element of a tuple output)."""
     return output[0] if isinstance(output, tuple) else output
+
+
+ForwardHook = Callable[[nn.Module, tuple, "Tensor | tuple"], "Tensor | tuple | None"]
+
+
+@contextmanager
+def forward_hooks(model: nn.Module, hooks: dict[str, ForwardHook]) -> Iterator[None]:
+    """Forward hooks on the modules at the given addresses, removed when the block ends.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    >>> with forward_hooks(net, {"0": lambda module, args, output: output * 0}):
+    ...     net(torch.ones(1, 2)).abs().sum().item()
+    0.0
+    """
+    handles = [model.get_submodule(a).register_forward_hook(h) for a, h in hooks.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -32,9 +53,5 @@ def record_outputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[
 
         return hook
 
-    handles = [model.get_submodule(a).register_forward_hook(hook_for(a)) for a in addresses]
-    try:
+    with forward_hooks(model, {a: hook_for(a) for a in addresses}):
         yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from causal_unlearn.models.hooks import residual_tensor
+from causal_unlearn.models.hooks import forward_hooks, residual_tensor
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.engine import TraceScores, clean_run, restored_layers, state_address
 from causal_unlearn.tracing.metrics import Metric
@@ -41,16 +41,11 @@ def run_attribution(
 
     # a leaf of our own, so gradients flow even through a frozen model and no parameter gets a .grad
     embeddings = corrupted.detach().clone().requires_grad_(True)
-    handles = [lm.module(spec.embedding).register_forward_hook(lambda m, a, out: embeddings)]
-    handles += [lm.module(a).register_forward_hook(capture(a)) for a in addresses]
-    try:
-        with torch.enable_grad():
-            logits = lm.model(input_ids=input_ids[None].expand(samples, -1)).logits[:, -1]
-            per_sample = metric(logits)
-            grads = torch.autograd.grad(per_sample.sum(), [captured[a] for a in addresses])
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = {spec.embedding: lambda m, a, out: embeddings} | {a: capture(a) for a in addresses}
+    with forward_hooks(lm.model, hooks), torch.enable_grad():
+        logits = lm.model(input_ids=input_ids[None].expand(samples, -1)).logits[:, -1]
+        per_sample = metric(logits)
+        grads = torch.autograd.grad(per_sample.sum(), [captured[a] for a in addresses])
     # per (address): mean over samples of (clean - corrupted) . gradient, for every position
     effect = {
         a: ((clean[a] - captured[a].detach()) * g).sum(-1).mean(0).to(torch.promote_types(lm.dtype, torch.float32)).cpu()

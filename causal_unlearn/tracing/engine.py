@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from causal_unlearn.models.architectures import ArchitectureSpec
-from causal_unlearn.models.hooks import record_outputs, residual_tensor
+from causal_unlearn.models.hooks import forward_hooks, record_outputs, residual_tensor
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.metrics import Metric
 
@@ -173,23 +173,13 @@ def _rows_by_address(spec: ArchitectureSpec, chunk: list[Cell], samples: int) ->
     return {address: torch.tensor(r) for address, r in rows.items()}
 
 
-@contextmanager
-def _hooks(model: nn.Module, hooks: dict[str, callable]) -> Iterator[None]:
-    handles = [model.get_submodule(a).register_forward_hook(h) for a, h in hooks.items()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _with_tensor(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
     return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
 
 
 def _replace_embeddings(lm: LoadedModel, embeddings: Float[Tensor, "batch pos d_model"]):
     """The embedding module outputs `embeddings` (the corrupted input) instead."""
-    return _hooks(lm.model, {lm.architecture.embedding: lambda m, a, out: _with_tensor(out, embeddings)})
+    return forward_hooks(lm.model, {lm.architecture.embedding: lambda m, a, out: _with_tensor(out, embeddings)})
 
 
 def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], clean: dict[str, Tensor]):
@@ -203,7 +193,7 @@ def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], 
 
         return hook
 
-    return _hooks(model, {a: hook_for(a) for a in rows})
+    return forward_hooks(model, {a: hook_for(a) for a in rows})
 
 
 def _entry_states(
