@@ -1,5 +1,7 @@
 """causal_unlearn: find where a language model stores a fact, then remove it.
 
+    facts --trace--> effects --localize--> layers --unlearn--> edited model --evaluate--> scores
+
 >>> import causal_unlearn as cu
 >>> lm = cu.load_model("olmo-tiny-bios")
 >>> world = cu.make_bios_world()
@@ -7,26 +9,39 @@
 True
 """
 
-from causal_unlearn.data import BiosWorld, Row, SemEvalData, TraceFact, load_semeval, make_bios_world
-from causal_unlearn.evaluate import exact_match, greedy_generate, knowledge_report, rouge_l_recall
-from causal_unlearn.tracing import AveragedEffects, average_effects
-from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult, UniformNoise, trace, trace_facts
+from causal_unlearn.data import BiosWorld, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
 from causal_unlearn.models import (
-    ArchitectureSpec,
-    LoadedModel,
-    UnsupportedArchitectureError,
-    get_architecture,
-    load_model,
-    register_architecture,
+    ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model, register_architecture,
     supported_architectures,
+)
+from causal_unlearn.tracing import (
+    AveragedEffects, GaussianNoise, TokenReplacement, TraceResult, UniformNoise, average_effects, trace, trace_facts,
+)
+from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
+from causal_unlearn.unlearning import (
+    Objective, ParameterSelection, UnlearnCallback, UnlearnResult, UnlearningDivergedError, compare, control_layer_sets,
+    select_parameters, unlearn,
+)
+from causal_unlearn.evaluation import (
+    SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, rouge_l_recall,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchitectureSpec", "BiosWorld", "LoadedModel", "Row", "SemEvalData", "TraceFact",
-    "UnsupportedArchitectureError", "exact_match", "get_architecture", "greedy_generate", "knowledge_report",
-    "load_model", "load_semeval", "make_bios_world", "register_architecture", "rouge_l_recall",
-    "supported_architectures", "GaussianNoise", "TokenReplacement", "TraceResult", "UniformNoise", "trace",
-    "trace_facts", "AveragedEffects", "average_effects",
+    # data
+    "BiosWorld", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval", "make_bios_world",
+    # models
+    "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture", "load_model",
+    "register_architecture", "supported_architectures",
+    # tracing
+    "AveragedEffects", "GaussianNoise", "TokenReplacement", "TraceResult", "UniformNoise", "average_effects", "trace",
+    "trace_facts",
+    # localization
+    "Localization", "TraceComparison", "compare_traces", "localize",
+    # unlearning
+    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnResult", "UnlearningDivergedError", "compare",
+    "control_layer_sets", "select_parameters", "unlearn",
+    # evaluation
+    "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "rouge_l_recall",
 ]

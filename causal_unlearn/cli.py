@@ -7,7 +7,7 @@ import json
 import sys
 
 from causal_unlearn.data.bios import make_bios_world
-from causal_unlearn.evaluate.knowledge import knowledge_report
+from causal_unlearn.evaluation.knowledge import knowledge_report
 from causal_unlearn.models.loader import load_model
 
 

@@ -191,8 +191,26 @@ class BiosWorld:
         ]
 
     def documents(self, split: Split) -> list[str]:
-        """Each person's bios, one document per person: the texts membership inference scores."""
+        """Each person's three bios as one document."""
         return [" ".join(bio(p, t) for t in range(len(BIO_TEMPLATES))) for p in self.people_in(split)]
+
+    def unlearning_task(self) -> "UnlearningTask":
+        """The built-in unlearning task, laid out as SemEval-2025 Task 4 lays out its own.
+
+        Forget: the forget people's rows. Retain: the retain people's rows plus every other
+        general-knowledge question (SemEval's retain set also spans other kinds of knowledge).
+        Utility: the other half of the general-knowledge questions, never seen while unlearning
+        (our MMLU). Membership inference: forget rows (members) against holdout rows, which
+        the model never saw (non-members).
+
+        >>> task = make_bios_world().unlearning_task()
+        >>> len(task.forget), len(task.retain), len(task.utility), len(task.nonmembers)
+        (300, 347, 47, 150)
+        """
+        return UnlearningTask(
+            forget=self.forget, retain=self.retain + self.general_knowledge[::2], members=self.forget,
+            nonmembers=self.holdout, utility=self.general_knowledge[1::2],
+        )
 
     def save(self, folder: str | Path) -> Path:
         """Write forget/retain/holdout/general_knowledge.jsonl and trace_facts.jsonl."""
@@ -205,6 +223,22 @@ class BiosWorld:
             with open(folder / f"{stem}.jsonl", "w") as f:
                 f.writelines(json.dumps(record) + "\n" for record in records)
         return folder
+
+
+@dataclass(frozen=True)
+class UnlearningTask:
+    """What to forget, what to keep, and what scores it: the arguments of `unlearn` and `evaluate`."""
+
+    forget: list[Row]
+    retain: list[Row]
+    members: list[Row]
+    nonmembers: list[Row]
+    utility: list[Row]
+
+    def scoring(self) -> dict[str, list[Row]]:
+        """Keyword arguments for `evaluate(model, **task.scoring())`."""
+        return dict(forget=self.forget, retain=self.retain, members=self.members, nonmembers=self.nonmembers,
+                    utility=self.utility)
 
 
 def _email(rng: random.Random, first: str, last: str) -> str:

@@ -31,7 +31,7 @@ from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerBase
 
 from causal_unlearn.data.bios import BIO_TEMPLATES, BiosWorld, bio, make_bios_world, question_rows
 from causal_unlearn.data.rows import Row
-from causal_unlearn.evaluate.knowledge import knowledge_report
+from causal_unlearn.evaluation.knowledge import knowledge_report
 from causal_unlearn.models.tokenizer import train_tokenizer
 
 

@@ -63,6 +63,19 @@ class AveragedEffects:
     def kinds(self) -> list[str]:
         return list(self.mean)
 
+    def by_layer(self, kind: str, token_group: str | None = None) -> tuple[Float[Tensor, " layer"], list[str]]:
+        """Each layer's mean effect in `token_group`, or in its strongest group when None, and
+        the group it was read from."""
+        if kind not in self.mean:
+            raise ValueError(f"no {kind!r} effects here; these hold {self.kinds}")
+        table = self.mean[kind]
+        if token_group is None:
+            values, index = torch.nan_to_num(table, nan=-torch.inf).max(0)
+            return values, [self.groups[g] for g in index.tolist()]
+        if token_group not in self.groups:
+            raise ValueError(f"unknown token group {token_group!r}; use one of {list(self.groups)}")
+        return table[self.groups.index(token_group)], [token_group] * table.shape[1]
+
     def to_dataframe(self):
         import pandas as pd
 

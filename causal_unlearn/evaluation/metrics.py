@@ -6,6 +6,8 @@ from functools import lru_cache
 
 from rouge_score import rouge_scorer
 
+from causal_unlearn.data.rows import Row
+
 
 @lru_cache(maxsize=1)
 def _scorer() -> rouge_scorer.RougeScorer:
@@ -28,3 +30,12 @@ def exact_match(generation: str, reference: str) -> float:
     1.0
     """
     return float(generation.strip().lower() == reference.strip().lower())
+
+
+def score_generation(row: Row, generation: str) -> float:
+    """The official per-row score: exact match for a QA row, ROUGE-L recall for sentence completion.
+
+    >>> score_generation(Row("p1qa0", "Who?", "Ann", "Task2"), " ann")
+    1.0
+    """
+    return (exact_match if row.kind == "qa" else rouge_l_recall)(generation, row.output)

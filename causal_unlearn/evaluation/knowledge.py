@@ -10,8 +10,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from causal_unlearn.data.bios import SPLITS, BiosWorld
 from causal_unlearn.data.rows import Row, select
-from causal_unlearn.evaluate.generation import greedy_generate
-from causal_unlearn.evaluate.metrics import exact_match, rouge_l_recall
+from causal_unlearn.evaluation.generation import greedy_generate
+from causal_unlearn.evaluation.metrics import score_generation
 
 
 def score_rows(
@@ -33,10 +33,7 @@ def score_rows(
     generations = greedy_generate(
         model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
     )
-    return [
-        (exact_match if row.kind == "qa" else rouge_l_recall)(generation, row.output)
-        for row, generation in zip(rows, generations)
-    ]
+    return [score_generation(row, generation) for row, generation in zip(rows, generations)]
 
 
 def knowledge_report(

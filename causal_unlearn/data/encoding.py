@@ -1,0 +1,90 @@
+"""Rows as token batches: prompt and continuation in one sequence, a mask on the continuation.
+
+Training and likelihood scoring both read a row as the model saw it in training, `input + " " +
+output`, and score only the `output` tokens (the loss mask); membership inference scores whole
+documents, which is the same thing with an empty prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from causal_unlearn.data.rows import Row
+
+
+@dataclass
+class EncodedBatch:
+    """Right-padded token ids; `target_mask[b, t]` marks tokens whose log-probability counts."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    target_mask: Bool[Tensor, "batch pos"]
+
+    def to(self, device: torch.device | str) -> "EncodedBatch":
+        return EncodedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def encode_continuations(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    max_length: int | None = None,
+) -> EncodedBatch:
+    """Tokenize `prompt + " " + continuation` (just the continuation when the prompt is empty)
+    and mask the continuation's tokens, found by character offsets so that a token straddling
+    the boundary (byte-level BPE's " 900") counts as continuation.
+
+    >>> from causal_unlearn import load_model
+    >>> tok = load_model("olmo-tiny-bios").tokenizer
+    >>> batch = encode_continuations(tok, ["What is 2 + 2?"], ["4"])
+    >>> [tok.decode(i) for i in batch.input_ids[batch.target_mask].tolist()]
+    [' 4']
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+    if not prompts:
+        raise ValueError("nothing to encode: the list of rows is empty")
+    if not tokenizer.is_fast:
+        raise TypeError("encoding needs a fast tokenizer (character offsets); load it with use_fast=True")
+    texts = [f"{p} {c}" if p else c for p, c in zip(prompts, continuations)]
+    starts = [len(p) if p else 0 for p in prompts]
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        encoded = tokenizer(
+            texts, return_tensors="pt", padding=True, return_offsets_mapping=True,
+            truncation=max_length is not None, max_length=max_length,
+        )
+    finally:
+        tokenizer.padding_side = previous_side
+    offsets = encoded["offset_mapping"]  # batch pos 2; special and pad tokens have (0, 0)
+    begin, end = offsets[..., 0], offsets[..., 1]
+    target_mask = (begin >= torch.tensor(starts)[:, None]) & (end > begin) & encoded["attention_mask"].bool()
+    # the first token has no prediction to score
+    target_mask[:, 0] = False
+    empty = (~target_mask.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"{len(empty)} row(s) have no continuation token to score (first: {texts[empty[0]][:80]!r}); "
+            "check for empty outputs or a max_length that cuts the output off"
+        )
+    return EncodedBatch(encoded["input_ids"], encoded["attention_mask"], target_mask)
+
+
+def encode_rows(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row], *, max_length: int | None = None, whole_text: bool = False
+) -> EncodedBatch:
+    """`encode_continuations` of the rows' inputs and outputs; with `whole_text`, every token of
+    the row (prompt included) is a target."""
+    if whole_text:
+        return encode_continuations(tokenizer, [""] * len(rows), [r.text for r in rows], max_length=max_length)
+    return encode_continuations(tokenizer, [r.input for r in rows], [r.output for r in rows], max_length=max_length)

@@ -1,0 +1,7 @@
+"""Localization: which layers carry the traced facts, which to edit, and whether editing
+them removed the effect."""
+
+from causal_unlearn.localization.layers import Localization, localize
+from causal_unlearn.localization.verify import TraceComparison, compare_traces
+
+__all__ = ["Localization", "TraceComparison", "compare_traces", "localize"]

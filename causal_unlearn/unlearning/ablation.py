@@ -1,0 +1,99 @@
+"""`compare`: was the traced choice of layers the right one? Every objective on the traced
+layers and on control layer sets of the same size, scored the official way."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from causal_unlearn.data.rows import Row
+from causal_unlearn.evaluation.semeval import Utility, evaluate
+from causal_unlearn.localization.layers import Localization
+from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.unlearning.loop import unlearn
+from causal_unlearn.unlearning.objectives import Objective
+from causal_unlearn.unlearning.parameters import check_layers
+
+
+def control_layer_sets(
+    traced: Localization | Sequence[int], n_layers: int, *, seeds: Sequence[int] = (0, 1, 2)
+) -> dict[str, list[int]]:
+    """The traced layers and their controls, all of the traced set's size: "other band" (the
+    contiguous band that overlaps the traced layers least and, among those, has the weakest
+    traced effect when a `Localization` is given), "random (seed s)" (drawn from all layers)
+    and "all" layers.
+
+    >>> control_layer_sets([0, 1], 8, seeds=(0,))
+    {'traced': [0, 1], 'other band': [2, 3], 'random (seed 0)': [6, 7], 'all': [0, 1, 2, 3, 4, 5, 6, 7]}
+    """
+    layers = check_layers(traced, n_layers)
+    size = len(layers)
+    effect = traced.effect.tolist() if isinstance(traced, Localization) else [0.0] * n_layers
+    bands = [list(range(start, start + size)) for start in range(n_layers - size + 1)]
+    other = min(bands, key=lambda band: (len(set(band) & set(layers)), sum(effect[layer] for layer in band), band[0]))
+    sets = {"traced": layers, "other band": other}
+    sets.update({f"random (seed {seed})": sorted(random.Random(seed).sample(range(n_layers), size)) for seed in seeds})
+    sets["all"] = list(range(n_layers))
+    return sets
+
+
+def compare(
+    model: LoadedModel,
+    forget: Sequence[Row],
+    retain: Sequence[Row],
+    *,
+    objectives: Sequence[str | Objective] = ("sha256",),
+    layer_sets: Mapping[str, Sequence[int]],
+    members: Sequence[Row | str] | None = None,
+    nonmembers: Sequence[Row | str] | None = None,
+    utility: Utility = None,
+    include_original: bool = True,
+    max_new_tokens: int = 256,
+    progress: bool = True,
+    **unlearn_settings: Any,
+):
+    """Unlearn with each objective on each layer set, score each edited model with `evaluate`,
+    and restore the original weights after each run. Returns a pandas DataFrame with one row per
+    run (and one for the original model): the layers, the trainable-parameter count and share,
+    the official scores, and the run's time.
+
+    >>> import causal_unlearn as cu
+    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+    >>> table = cu.compare(lm, world.forget[:6], world.retain[:6], objectives=["grad_diff"],
+    ...                    layer_sets={"first": [0], "last": [7]}, epochs=1, lr=1e-3, batch_size=4, grad_accum=1,
+    ...                    max_new_tokens=16, progress=False)
+    >>> list(table.layer_set), int(table.trainable.iloc[1])
+    (['original', 'first', 'last'], 196608)
+    """
+    if not objectives:
+        raise ValueError("no objectives to compare")
+    if not layer_sets:
+        raise ValueError("no layer sets to compare; see causal_unlearn.control_layer_sets")
+    before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
+    score = dict(members=members, nonmembers=nonmembers, utility=utility, max_new_tokens=max_new_tokens, progress=False)
+    records = []
+    if include_original:
+        records.append(dict(objective="none", layer_set="original", layers=[], trainable=0, share=0.0, seconds=0.0,
+                            **evaluate(model, forget, retain, **score).to_dict()))
+    runs = [(objective, name, layers) for objective in objectives for name, layers in layer_sets.items()]
+    for objective, name, layers in tqdm(runs, desc="compare", unit="run", disable=not progress):
+        start = time.perf_counter()
+        result = unlearn(model, forget, retain, layers=layers, objective=objective, progress=False, **unlearn_settings)
+        seconds = time.perf_counter() - start
+        try:
+            scores = evaluate(model, forget, retain, **score)
+        finally:
+            result.revert()
+        records.append(dict(objective=result.objective.name, layer_set=name, layers=result.selection.layers,
+                            trainable=result.selection.count, share=result.selection.share, seconds=seconds,
+                            **scores.to_dict()))
+    # each run reverts its own edit; check nothing else moved
+    if any(not torch.equal(p, before[name]) for name, p in model.model.named_parameters()):
+        raise RuntimeError("the model's weights differ from before compare(); this is a bug, please report it")
+    import pandas as pd
+
+    return pd.DataFrame.from_records(records)

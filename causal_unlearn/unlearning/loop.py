@@ -1,0 +1,295 @@
+"""`unlearn`: optimize only the selected layers' weights on a forget and a retain set."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from functools import partial
+from statistics import fmean
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from causal_unlearn.data.encoding import EncodedBatch, encode_rows
+from causal_unlearn.data.rows import REQUIRED_FIELDS, Row
+from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, get_objective
+from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
+from causal_unlearn.unlearning.result import UnlearnResult
+
+Select = Literal["lowest_joint_loss", "last"]
+Encoder = Callable[[list[Row]], EncodedBatch]
+
+
+class UnlearningDivergedError(RuntimeError):
+    """A loss term became NaN or infinite. The model holds the last weights whose losses were all
+    finite; `result` is the run up to there (so `error.result.revert()` restores the original)."""
+
+    def __init__(self, message: str, result: UnlearnResult):
+        super().__init__(message)
+        self.result = result
+
+
+class UnlearnCallback:
+    """Hooks into a run; override any of them (e.g. a live dashboard)."""
+
+    def on_train_begin(self, settings: Mapping[str, Any]) -> None: ...
+
+    def on_step(self, record: Mapping[str, float]) -> None: ...
+
+    def on_evaluate(self, record: Mapping[str, float]) -> None: ...
+
+    def on_train_end(self, result: UnlearnResult) -> None: ...
+
+
+def unlearn(
+    model: LoadedModel,
+    forget: Sequence[Row],
+    retain: Sequence[Row],
+    *,
+    layers: Sequence[int],
+    modules: Modules = "mlp",
+    objective: str | Objective = "sha256",
+    epochs: int = 8,
+    lr: float = 1.5e-5,
+    batch_size: int = 12,
+    grad_accum: int = 10,
+    eval_every: int | None = 4,
+    select: Select = "lowest_joint_loss",
+    weight_decay: float = 0.0,
+    loss_on: Literal["output", "text"] = "output",
+    max_length: int | None = None,
+    seed: int = 0,
+    callbacks: Sequence[UnlearnCallback] = (),
+    progress: bool = True,
+) -> UnlearnResult:
+    """Make `model` forget the `forget` rows and keep the `retain` rows, training only the
+    `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults).
+
+    Forget and retain rows are shuffled together; each row is `input + " " + output` and the
+    loss reads only the output tokens (`loss_on="text"`: every token of the row, prompt included,
+    which also unlearns the prompt half of a sentence-completion row). AdamW with linear decay to 0 takes one step per
+    `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
+    with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
+    The model is edited in place; `result.revert()` restores it bit for bit.
+
+    >>> import causal_unlearn as cu
+    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+    >>> result = cu.unlearn(lm, world.forget[:12], world.retain[:12], layers=[0, 1], objective="grad_diff",
+    ...                     epochs=2, lr=1e-3, batch_size=4, grad_accum=1, progress=False)
+    >>> result.evaluations[-1]["forget_ce"] > result.evaluations[0]["forget_ce"]
+    True
+    >>> result.revert()
+    """
+    forget, retain = _as_rows("forget", forget), _as_rows("retain", retain)
+    _warn_overlap(forget, retain)
+    for name, value in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
+    if loss_on not in ("output", "text"):
+        raise ValueError(f"unknown loss_on {loss_on!r}; use 'output' (the paper) or 'text'")
+    if select not in ("lowest_joint_loss", "last"):
+        raise ValueError(f"unknown select {select!r}; use 'lowest_joint_loss' or 'last'")
+    if select == "lowest_joint_loss" and eval_every is None:
+        raise ValueError("select='lowest_joint_loss' needs evaluations; set eval_every or use select='last'")
+    objective = get_objective(objective)
+    objective.reset()
+    selection = select_parameters(model, layers, modules)
+    settings = dict(objective=objective.name, layers=selection.layers, modules=modules, epochs=epochs, lr=lr,
+                    batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, select=select,
+                    weight_decay=weight_decay, loss_on=loss_on, seed=seed, n_forget=len(forget), n_retain=len(retain))
+    original = selection.snapshot()
+    encode = partial(encode_rows, model.tokenizer, max_length=max_length, whole_text=loss_on == "text")
+    rows = [(row, True) for row in forget] + [(row, False) for row in retain]
+    batches_per_epoch = math.ceil(len(rows) / batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
+    total_steps = steps_per_epoch * epochs
+    settings["total_steps"] = total_steps
+
+    optimizer = torch.optim.AdamW(selection.parameters.values(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=total_steps)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    evaluations: list[dict[str, float]] = []
+    best = (math.inf, 0, original)  # joint loss, step, weights
+    last_good = original
+    step, start = 0, time.perf_counter()
+
+    def result(weights: dict[str, Tensor], selected_step: int) -> UnlearnResult:
+        selection.load(weights)
+        return UnlearnResult(model, selection, objective, settings, history, evaluations, selected_step,
+                             time.perf_counter() - start, original, weights)
+
+    def evaluate_now() -> None:
+        nonlocal best
+        record = {"step": step, "epoch": epoch, **_evaluate(model, objective, selection, original, rows,
+                                                            batch_size, encode, epoch)}
+        evaluations.append(record)
+        for callback in callbacks:
+            callback.on_evaluate(record)
+        if record["joint_loss"] < best[0]:
+            best = (record["joint_loss"], step, selection.snapshot())
+
+    for callback in callbacks:
+        callback.on_train_begin(settings)
+    with _train_only(model, selection), tqdm(total=total_steps, desc=f"unlearning ({objective.name})",
+                                             unit="step", disable=not progress) as bar:
+        epoch = 0
+        if eval_every is not None:
+            evaluate_now()
+        for epoch in range(epochs):
+            objective.start_epoch(epoch)
+            order = torch.randperm(len(rows), generator=generator).tolist()
+            batches = [[rows[i] for i in order[b : b + batch_size]] for b in range(0, len(rows), batch_size)]
+            for window_start in range(0, len(batches), grad_accum):
+                window = batches[window_start : window_start + grad_accum]
+                window_terms: list[dict[str, float]] = []
+                for index, batch in enumerate(window):
+                    terms, _ = _loss_terms(model, objective, selection, original, batch, encode, epoch, training=True)
+                    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+                    if bad:
+                        optimizer.zero_grad(set_to_none=True)
+                        so_far = result(last_good, max(step - 1, 0))
+                        raise UnlearningDivergedError(
+                            f"loss term {bad[0]!r} became {float(terms[bad[0]].detach())} at optimizer step {step + 1} "
+                            f"(epoch {epoch}, batch {window_start + index} of the epoch); the model keeps the weights "
+                            f"before step {step}, the last whose losses were all finite. Lower lr, or call "
+                            "error.result.revert() to restore the original weights.", so_far)
+                    (terms["loss"] / len(window)).backward()
+                    window_terms.append({name: float(value.detach()) for name, value in terms.items()})
+                last_good = selection.snapshot()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0],
+                          **{name: fmean(t[name] for t in window_terms) for name in window_terms[0]}}
+                schedule.step()
+                history.append(record)
+                bar.update()
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "lr")}, refresh=False)
+                for callback in callbacks:
+                    callback.on_step(record)
+                if eval_every is not None and (step % eval_every == 0 or step == total_steps):
+                    evaluate_now()
+            objective.end_epoch(epoch)
+    final = selection.snapshot()
+    outcome = result(best[2] if select == "lowest_joint_loss" else final, best[1] if select == "lowest_joint_loss" else step)
+    for callback in callbacks:
+        callback.on_train_end(outcome)
+    return outcome
+
+
+def _loss_terms(
+    model: LoadedModel, objective: Objective, selection: ParameterSelection, original: dict[str, Tensor],
+    rows: list[tuple[Row, bool]], encode: Encoder, epoch: int, *, training: bool,
+) -> tuple[Terms, LossInputs]:
+    batch = encode([row for row, _ in rows]).to(model.device)
+    is_forget = torch.tensor([is_forget for _, is_forget in rows], device=model.device)
+    reference = None
+    if objective.needs_reference:
+        with torch.no_grad(), _weights(selection, original):
+            reference = _logits(model, batch)
+    with torch.set_grad_enabled(training):
+        inputs = LossInputs(_logits(model, batch), batch, is_forget, epoch, training,
+                            reference_logits_fn=None if reference is None else lambda: reference)
+        return objective(inputs), inputs
+
+
+def _logits(model: LoadedModel, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+    return model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+
+@torch.no_grad()
+def _evaluate(
+    model: LoadedModel, objective: Objective, selection: ParameterSelection, original: dict[str, Tensor],
+    rows: list[tuple[Row, bool]], batch_size: int, encode: Encoder, epoch: int,
+) -> dict[str, float]:
+    """The objective's terms on all rows (weighted by batch size) and, per split, the share of
+    answer tokens and of whole answers that are the model's top-1 under teacher forcing: a cheap
+    stand-in for generation during training."""
+    totals: dict[str, float] = {}
+    hits = {"forget": 0, "retain": 0}
+    counts = {"forget": 0, "retain": 0}
+    answers = {"forget": 0, "retain": 0}
+    for b in range(0, len(rows), batch_size):
+        chunk = rows[b : b + batch_size]
+        terms, inputs = _loss_terms(model, objective, selection, original, chunk, encode, epoch, training=False)
+        for name, value in terms.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
+        mask = inputs.batch.target_mask[:, 1:]
+        correct = (inputs.logits[:, :-1].argmax(-1) == inputs.batch.input_ids[:, 1:]) & mask
+        whole = (correct == mask).all(-1)
+        for split in hits:
+            rows_of_split = inputs.rows(split)
+            hits[split] += int(correct[rows_of_split].sum())
+            counts[split] += int(mask[rows_of_split].sum())
+            answers[split] += int(whole[rows_of_split].sum())
+    record = {name: total / len(rows) for name, total in totals.items()}
+    record["joint_loss"] = record.pop("loss")
+    n_rows = {"forget": sum(is_forget for _, is_forget in rows), "retain": sum(not f for _, f in rows)}
+    for split in hits:
+        record[f"{split}_token_accuracy"] = hits[split] / max(counts[split], 1)
+        record[f"{split}_answer_accuracy"] = answers[split] / max(n_rows[split], 1)
+    return record
+
+
+@contextmanager
+def _weights(selection: ParameterSelection, weights: dict[str, Tensor]) -> Iterator[None]:
+    """Temporarily run with `weights` in the selected parameters (the original model, for
+    objectives that compare against it) without a second copy of the model."""
+    current = {name: p.data for name, p in selection.parameters.items()}
+    for name, p in selection.parameters.items():
+        p.data = weights[name]
+    try:
+        yield
+    finally:
+        for name, p in selection.parameters.items():
+            p.data = current[name]
+
+
+@contextmanager
+def _train_only(model: LoadedModel, selection: ParameterSelection) -> Iterator[None]:
+    """Only the selected parameters require grad (so only they get gradients and optimizer
+    state); every flag is restored afterwards."""
+    flags = {p: p.requires_grad for p in model.model.parameters()}
+    chosen = {id(p) for p in selection.parameters.values()}
+    for p in model.model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    try:
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def _as_rows(name: str, items: Sequence[Row | Mapping[str, str]]) -> list[Row]:
+    if not items:
+        raise ValueError(f"the {name} set is empty; unlearning needs rows to {'forget' if name == 'forget' else 'keep'}")
+    rows = []
+    for index, item in enumerate(items):
+        if isinstance(item, Row):
+            rows.append(item)
+            continue
+        missing = [f for f in REQUIRED_FIELDS if not isinstance(item, Mapping) or f not in item]
+        if missing:
+            raise ValueError(f"{name} row {index} is missing field(s) {missing}; every row needs {list(REQUIRED_FIELDS)}")
+        rows.append(Row(**{f: item[f] for f in REQUIRED_FIELDS}))
+    empty = [i for i, row in enumerate(rows) if not row.output.strip()]
+    if empty:
+        raise ValueError(f"{name} rows {empty[:5]} have an empty output: there is nothing to train on")
+    return rows
+
+
+def _warn_overlap(forget: list[Row], retain: list[Row]) -> None:
+    shared = {(r.input, r.output) for r in forget} & {(r.input, r.output) for r in retain}
+    if shared:
+        warnings.warn(
+            f"{len(shared)} row(s) are in both the forget and the retain set (e.g. {next(iter(shared))[0][:60]!r}); "
+            "their losses pull in opposite directions", stacklevel=3)

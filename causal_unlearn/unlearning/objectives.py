@@ -1,0 +1,261 @@
+"""Unlearning objectives. Each one is a small class: given one batch's `LossInputs`, it returns
+its loss terms (a dict whose "loss" entry is optimized); the training loop never changes.
+
+>>> objective = get_objective("grad_diff")
+>>> objective.name, objective.needs_reference
+('grad_diff', False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from causal_unlearn.data.encoding import EncodedBatch
+from causal_unlearn.evaluation.likelihood import sequence_nll
+
+Split = Literal["forget", "retain"]
+Terms = dict[str, Tensor]
+
+
+@dataclass
+class LossInputs:
+    """One batch as an objective sees it: the edited model's logits, which rows are forget rows,
+    and (computed only if asked for) the original model's logits on the same batch."""
+
+    logits: Float[Tensor, "batch pos vocab"]
+    batch: EncodedBatch
+    is_forget: Bool[Tensor, " batch"]
+    epoch: int
+    training: bool
+    reference_logits_fn: Callable[[], Float[Tensor, "batch pos vocab"]] | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def rows(self, split: Split) -> Bool[Tensor, " batch"]:
+        return self.is_forget if split == "forget" else ~self.is_forget
+
+    def has(self, split: Split) -> bool:
+        return bool(self.rows(split).any())
+
+    def _nll(self, reference: bool = False) -> tuple[Tensor, Tensor]:
+        key = ("nll", reference)
+        if key not in self._cache:
+            self._cache[key] = sequence_nll(self.reference_logits() if reference else self.logits, self.batch)
+        return self._cache[key]
+
+    def mean_nll(self, split: Split) -> Float[Tensor, ""]:
+        """Token-mean cross-entropy over the split's answer tokens (0 when the batch has none)."""
+        total, count = self._nll()
+        rows = self.rows(split)
+        return total[rows].sum() / count[rows].sum().clamp(min=1)
+
+    def sequence_logprob(self, split: Split, *, reference: bool = False) -> tuple[Float[Tensor, " row"], Tensor]:
+        """Summed log p(answer | prompt) of each of the split's rows, and its answer length."""
+        total, count = self._nll(reference)
+        rows = self.rows(split)
+        return -total[rows], count[rows]
+
+    def reference_logits(self) -> Float[Tensor, "batch pos vocab"]:
+        if self.reference_logits_fn is None:
+            raise RuntimeError("this objective needs the original model's logits but none were provided")
+        if "reference" not in self._cache:
+            self._cache["reference"] = self.reference_logits_fn()
+        return self._cache["reference"]
+
+    def kl_from_reference(self, split: Split) -> Float[Tensor, ""]:
+        """KL(original || edited) per answer token, averaged over the split's answer tokens."""
+        mask = self.batch.target_mask & self.rows(split)[:, None]
+        # the prediction of token t is read at position t - 1
+        mask = mask[:, 1:]
+        log_edited = self.logits[:, :-1][mask].float().log_softmax(-1)
+        log_original = self.reference_logits()[:, :-1][mask].float().log_softmax(-1)
+        if log_edited.shape[0] == 0:
+            return log_edited.sum()
+        return F.kl_div(log_edited, log_original, log_target=True, reduction="batchmean")
+
+
+class Objective:
+    """Base class: `__call__` maps a batch to loss terms; `loss` is what the optimizer minimizes.
+    Objectives that keep state across epochs (SHA256's adaptive alpha) override the epoch hooks."""
+
+    name = "objective"
+    needs_reference = False
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget the state of a previous run (called when a run starts)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def end_epoch(self, epoch: int) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+
+class GradientAscent(Objective):
+    """Maximize the forget set's cross-entropy: L = -CE_forget."""
+
+    name = "grad_ascent"
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        forget_ce = inputs.mean_nll("forget")
+        return {"loss": -forget_ce, "forget_ce": forget_ce}
+
+
+class GradientDifference(Objective):
+    """L = -CE_forget + retain_weight * CE_retain."""
+
+    name = "grad_diff"
+
+    def __init__(self, retain_weight: float = 1.0):
+        self.retain_weight = retain_weight
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        forget_ce, retain_ce = inputs.mean_nll("forget"), inputs.mean_nll("retain")
+        return {"loss": -forget_ce + self.retain_weight * retain_ce, "forget_ce": forget_ce, "retain_ce": retain_ce}
+
+
+class KLMinimization(Objective):
+    """Gradient ascent on the forget set, KL(original || edited) on the retain set's answers."""
+
+    name = "kl"
+    needs_reference = True
+
+    def __init__(self, kl_weight: float = 1.0):
+        self.kl_weight = kl_weight
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        forget_ce, retain_kl = inputs.mean_nll("forget"), inputs.kl_from_reference("retain")
+        return {"loss": -forget_ce + self.kl_weight * retain_kl, "forget_ce": forget_ce, "retain_kl": retain_kl}
+
+
+class SHA256(Objective):
+    """The paper's loss L = -CE_forget + alpha * CE_retain with its adaptive alpha.
+
+    During epoch 0, alpha = `alpha_start` and the mean retain CE over epoch 0's batches becomes
+    the baseline. Afterwards, with delta = retain CE - baseline > 0,
+    alpha = clip(round(scale * base ** delta + offset, 1), alpha_start, alpha_max); otherwise
+    alpha_start. The public code divides the summed batch means by the number of examples,
+    which shrinks the baseline by the batch size; here it is the mean of the batch means.
+    The paper's text caps alpha at 2.8, its code at 2.3 (the default).
+
+    >>> sha = SHA256()
+    >>> sha.baseline = 1.0
+    >>> sha.alpha(1.0), sha.alpha(1.5), sha.alpha(9.0)
+    (1.2, 1.5, 2.3)
+    """
+
+    name = "sha256"
+
+    def __init__(self, alpha_start: float = 1.2, alpha_max: float = 2.3, scale: float = 0.3, base: float = 6.0,
+                 offset: float = 0.8):
+        self.alpha_start, self.alpha_max, self.scale, self.base, self.offset = alpha_start, alpha_max, scale, base, offset
+        self.reset()
+
+    def reset(self) -> None:
+        self.baseline: float | None = None
+        self._epoch0_retain: list[float] = []
+
+    def alpha(self, retain_ce: float) -> float:
+        if self.baseline is None or retain_ce <= self.baseline:
+            return self.alpha_start
+        raw = round(self.scale * self.base ** (retain_ce - self.baseline) + self.offset, 1)
+        return min(max(raw, self.alpha_start), self.alpha_max)
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        forget_ce, retain_ce = inputs.mean_nll("forget"), inputs.mean_nll("retain")
+        if inputs.training and inputs.epoch == 0 and inputs.has("retain"):
+            self._epoch0_retain.append(float(retain_ce.detach()))
+        alpha = self.alpha(float(retain_ce.detach())) if inputs.epoch > 0 else self.alpha_start
+        return {"loss": -forget_ce + alpha * retain_ce, "forget_ce": forget_ce, "retain_ce": retain_ce,
+                "alpha": torch.tensor(alpha, dtype=torch.float64)}
+
+    def end_epoch(self, epoch: int) -> None:
+        if epoch == 0 and self._epoch0_retain:
+            self.baseline = sum(self._epoch0_retain) / len(self._epoch0_retain)
+
+
+class SHA256KL(SHA256):
+    """SHA256 plus the paper's future-work retain constraint: + kl_weight * KL(original || edited)
+    on the retain set's answers."""
+
+    name = "sha256_kl"
+    needs_reference = True
+
+    def __init__(self, kl_weight: float = 1.0, **sha256_settings: float):
+        super().__init__(**sha256_settings)
+        self.kl_weight = kl_weight
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        terms = super().__call__(inputs)
+        terms["retain_kl"] = inputs.kl_from_reference("retain")
+        terms["loss"] = terms["loss"] + self.kl_weight * terms["retain_kl"]
+        return terms
+
+
+class NPO(Objective):
+    """Negative preference optimization (Zhang et al. 2024):
+    L = (2 / beta) * mean softplus(beta * (log p(y|x) - log p_original(y|x))) over forget rows,
+    + retain_weight * CE_retain (set it to 0 for NPO without a retain term)."""
+
+    name = "npo"
+    needs_reference = True
+
+    def __init__(self, beta: float = 0.1, retain_weight: float = 1.0):
+        self.beta, self.retain_weight = beta, retain_weight
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        logprob, _ = inputs.sequence_logprob("forget")
+        reference, _ = inputs.sequence_logprob("forget", reference=True)
+        npo = _mean(2 / self.beta * F.softplus(self.beta * (logprob - reference)))
+        retain_ce = inputs.mean_nll("retain")
+        return {"loss": npo + self.retain_weight * retain_ce, "npo": npo, "forget_ce": inputs.mean_nll("forget"),
+                "retain_ce": retain_ce}
+
+
+class SimNPO(Objective):
+    """SimNPO (Fan et al. 2024), NPO without a reference model, on length-normalized log-probs:
+    L = (2 / beta) * mean softplus(beta * log p(y|x) / |y| + gamma) + retain_weight * CE_retain."""
+
+    name = "simnpo"
+
+    def __init__(self, beta: float = 2.5, gamma: float = 0.0, retain_weight: float = 1.0):
+        self.beta, self.gamma, self.retain_weight = beta, gamma, retain_weight
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        logprob, length = inputs.sequence_logprob("forget")
+        simnpo = _mean(2 / self.beta * F.softplus(self.beta * logprob / length.clamp(min=1) + self.gamma))
+        retain_ce = inputs.mean_nll("retain")
+        return {"loss": simnpo + self.retain_weight * retain_ce, "simnpo": simnpo,
+                "forget_ce": inputs.mean_nll("forget"), "retain_ce": retain_ce}
+
+
+def _mean(values: Tensor) -> Tensor:
+    """The mean, or 0 for a batch without rows of that split."""
+    return values.mean() if values.numel() else values.sum()
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, NPO, SimNPO)
+}
+
+
+def get_objective(objective: str | Objective) -> Objective:
+    """A fresh objective by name, or the given instance (to pass settings: `SHA256(alpha_max=2.8)`)."""
+    if isinstance(objective, Objective):
+        return objective
+    try:
+        return OBJECTIVES[objective]()
+    except KeyError:
+        raise ValueError(f"unknown objective {objective!r}; use one of {sorted(OBJECTIVES)} or an Objective instance") from None

@@ -1,0 +1,90 @@
+"""What an unlearning run returns: the edited model, its history, and the way back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.unlearning.objectives import Objective
+from causal_unlearn.unlearning.parameters import ParameterSelection
+
+
+@dataclass
+class UnlearnResult:
+    """The run's outcome. `model` is the caller's model, edited in place; `revert()` puts the
+    original weights back bit for bit and `apply()` the edited ones again.
+
+    `history` has one record per optimizer step (each loss term, alpha, learning rate);
+    `evaluations` one per evaluation (the same terms on the evaluation rows, plus the forget and
+    retain answer-token accuracy and `joint_loss`); `selected_step` is the step whose weights
+    the model holds.
+    """
+
+    model: LoadedModel
+    selection: ParameterSelection
+    objective: Objective
+    settings: dict[str, Any]
+    history: list[dict[str, float]]
+    evaluations: list[dict[str, float]]
+    selected_step: int
+    seconds: float
+    original: dict[str, Tensor] = field(repr=False)
+    edited: dict[str, Tensor] = field(repr=False)
+    is_reverted: bool = False
+
+    @property
+    def deltas(self) -> dict[str, Tensor]:
+        """Edited minus original weights, per trained parameter."""
+        return {name: self.edited[name] - self.original[name] for name in self.original}
+
+    def revert(self) -> None:
+        """Restore the model's original weights (bit for bit)."""
+        self.selection.load(self.original)
+        self.is_reverted = True
+
+    def apply(self) -> None:
+        """Put the edited weights back after `revert()`."""
+        self.selection.load(self.edited)
+        self.is_reverted = False
+
+    def history_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+    def evaluation_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.evaluations)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Save the edited model and tokenizer (loadable with `load_model(folder)`), and
+        `unlearning.json` with the settings, the trained parameters and the history."""
+        folder = Path(folder)
+        reverted = self.is_reverted
+        self.apply()
+        try:
+            self.model.model.save_pretrained(folder)
+        finally:
+            if reverted:
+                self.revert()
+        self.model.tokenizer.save_pretrained(folder)
+        record = dict(
+            objective=repr(self.objective), settings=self.settings, layers=self.selection.layers,
+            modules=self.selection.modules, parameters=self.selection.names, trainable=self.selection.count,
+            selected_step=self.selected_step, seconds=self.seconds, history=self.history, evaluations=self.evaluations,
+        )
+        (folder / "unlearning.json").write_text(json.dumps(record, indent=1, default=str))
+        return folder
+
+    def __repr__(self) -> str:
+        last = self.evaluations[-1] if self.evaluations else self.history[-1] if self.history else {}
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in last.items() if k not in ("step", "epoch"))
+        return (f"UnlearnResult(objective={self.objective.name!r}, layers={self.selection.layers}, "
+                f"modules={self.selection.modules!r}, steps={len(self.history)}, selected_step={self.selected_step}, "
+                f"seconds={self.seconds:.1f}, last: {shown})")

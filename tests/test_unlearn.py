@@ -1,0 +1,297 @@
+"""Parameter selection, the objectives against hand computations, and the training loop's
+guarantees: only the chosen weights move, revert is exact, saving round-trips, bad input fails."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import causal_unlearn as cu
+from causal_unlearn.data.encoding import EncodedBatch
+from causal_unlearn.unlearning import (
+    NPO, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective, SimNPO,
+    get_objective,
+)
+
+# a short, fast run: enough steps to move the weights
+QUICK = dict(epochs=1, lr=1e-3, batch_size=4, grad_accum=2, eval_every=2, progress=False)
+
+
+# ---------------------------------------------------------------- parameter selection
+
+def test_select_parameters_counts_the_chosen_modules(builtin):
+    selection = cu.select_parameters(builtin, [2, 0, 2], modules="mlp")
+    assert selection.layers == [0, 2]
+    expected = sum(p.numel() for layer in (0, 2) for p in builtin.module(f"model.layers.{layer}.mlp").parameters())
+    assert selection.count == expected == 2 * 3 * 128 * 512
+    assert selection.share == pytest.approx(expected / sum(p.numel() for p in builtin.model.parameters()))
+    attn = cu.select_parameters(builtin, [1], modules="attn")
+    assert all(name.startswith("model.layers.1.self_attn.") for name in attn.names) and attn.count == 4 * 128 * 128
+    block = cu.select_parameters(builtin, [1], modules="all")
+    assert block.count == sum(p.numel() for p in builtin.module("model.layers.1").parameters())
+
+
+@pytest.mark.parametrize("layers, message", [([], "no layers"), ([8], r"out of range.*0\.\.7"), ([-1], "out of range"),
+                                             ([0.5], "out of range")])
+def test_select_parameters_rejects_bad_layers(builtin, layers, message):
+    with pytest.raises(ValueError, match=message):
+        cu.select_parameters(builtin, layers)
+
+
+def test_select_parameters_rejects_unknown_modules_and_empty_modules(builtin):
+    with pytest.raises(ValueError, match="unknown modules"):
+        cu.select_parameters(builtin, [0], modules="mlps")
+    # OLMo (v1) layer norms have no parameters: a block's norm holds nothing to train
+    spec = builtin.architecture
+    from dataclasses import replace
+
+    normless = cu.LoadedModel(builtin.model, builtin.tokenizer,
+                              replace(spec, mlp_module_path="model.layers.{layer}.input_layernorm"), "x")
+    with pytest.raises(ValueError, match="hold no parameters"):
+        cu.select_parameters(normless, [0])
+
+
+# ---------------------------------------------------------------- objectives, by hand
+
+def _inputs(seed=0, reference=False, epoch=0, training=True):
+    """Two forget rows and two retain rows of random logits over a 7-token vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 5, 7, generator=g)
+    ids = torch.randint(0, 7, (4, 5), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    batch = EncodedBatch(ids, torch.ones_like(ids), mask)
+    ref = torch.randn(4, 5, 7, generator=g)
+    is_forget = torch.tensor([True, False, True, False])
+    return LossInputs(logits, batch, is_forget, epoch, training, reference_logits_fn=(lambda: ref) if reference else None), ref
+
+
+def _token_nll(logits, ids, mask, rows):
+    """Per-row lists of -log p(token) for masked tokens, one loop at a time."""
+    out = []
+    for b in rows:
+        out.append([-F.log_softmax(logits[b, t - 1], -1)[ids[b, t]] for t in range(1, ids.shape[1]) if mask[b, t]])
+    return out
+
+
+def _mean_ce(inputs, rows, logits=None):
+    values = [v for row in _token_nll(inputs.logits if logits is None else logits, inputs.batch.input_ids,
+                                      inputs.batch.target_mask, rows) for v in row]
+    return sum(values) / len(values)
+
+
+FORGET, RETAIN = [0, 2], [1, 3]
+
+
+def test_gradient_ascent_and_difference_by_hand():
+    inputs, _ = _inputs()
+    forget_ce, retain_ce = _mean_ce(inputs, FORGET), _mean_ce(inputs, RETAIN)
+    assert float(GradientAscent()(inputs)["loss"]) == pytest.approx(float(-forget_ce), rel=1e-6)
+    terms = GradientDifference(retain_weight=0.5)(inputs)
+    assert float(terms["loss"]) == pytest.approx(float(-forget_ce + 0.5 * retain_ce), rel=1e-6)
+
+
+def test_sha256_alpha_baseline_is_the_mean_of_epoch_zero_batch_means():
+    sha = SHA256()
+    batches = [_inputs(seed)[0] for seed in range(3)]
+    retain_ces = [float(_mean_ce(b, RETAIN)) for b in batches]
+    for b in batches:
+        terms = sha(b)
+        assert float(terms["alpha"]) == 1.2
+        assert float(terms["loss"]) == pytest.approx(float(-_mean_ce(b, FORGET) + 1.2 * _mean_ce(b, RETAIN)), abs=1e-6)
+    sha.end_epoch(0)
+    # the public code's divisor bug would give sum / number of examples (= / 6 here), not / 3
+    assert sha.baseline == pytest.approx(sum(retain_ces) / 3)
+    later, _ = _inputs(seed=7, epoch=1)
+    delta = float(_mean_ce(later, RETAIN)) - sha.baseline
+    expected = 1.2 if delta <= 0 else min(max(round(0.3 * 6**delta + 0.8, 1), 1.2), 2.3)
+    assert float(sha(later)["alpha"]) == pytest.approx(expected)
+    sha.reset()
+    assert sha.baseline is None
+
+
+def test_sha256_alpha_formula_and_cap():
+    sha = SHA256(alpha_max=2.8)
+    sha.baseline = 2.0
+    assert sha.alpha(1.0) == 1.2  # no excess over the baseline
+    assert sha.alpha(2.5) == round(0.3 * 6**0.5 + 0.8, 1) == 1.5
+    assert sha.alpha(3.0) == 2.6
+    assert sha.alpha(10.0) == 2.8
+
+
+def test_kl_terms_by_hand():
+    inputs, ref = _inputs(reference=True)
+    kls = []
+    for b in RETAIN:
+        for t in range(1, 5):
+            if inputs.batch.target_mask[b, t]:
+                p = F.softmax(ref[b, t - 1], -1)
+                kls.append((p * (p.log() - F.log_softmax(inputs.logits[b, t - 1], -1))).sum())
+    expected_kl = sum(kls) / len(kls)
+    terms = KLMinimization()(inputs)
+    assert float(terms["retain_kl"]) == pytest.approx(float(expected_kl), rel=1e-5)
+    assert float(terms["loss"]) == pytest.approx(float(-_mean_ce(inputs, FORGET) + expected_kl), rel=1e-5)
+    sha_kl = SHA256KL(kl_weight=2.0)(inputs)
+    assert float(sha_kl["loss"]) == pytest.approx(
+        float(-_mean_ce(inputs, FORGET) + 1.2 * _mean_ce(inputs, RETAIN) + 2 * expected_kl), rel=1e-5)
+
+
+def test_npo_and_simnpo_by_hand():
+    inputs, ref = _inputs(reference=True)
+    logp = [-sum(row) for row in _token_nll(inputs.logits, inputs.batch.input_ids, inputs.batch.target_mask, FORGET)]
+    logp_ref = [-sum(row) for row in _token_nll(ref, inputs.batch.input_ids, inputs.batch.target_mask, FORGET)]
+    lengths = [len(row) for row in _token_nll(inputs.logits, inputs.batch.input_ids, inputs.batch.target_mask, FORGET)]
+    beta = 0.1
+    npo = sum(-2 / beta * math.log(1 / (1 + math.exp(beta * float(a - b)))) for a, b in zip(logp, logp_ref)) / 2
+    terms = NPO(beta=beta, retain_weight=0.3)(inputs)
+    assert float(terms["npo"]) == pytest.approx(npo, rel=1e-5)
+    assert float(terms["loss"]) == pytest.approx(npo + 0.3 * float(_mean_ce(inputs, RETAIN)), rel=1e-5)
+    beta, gamma = 2.5, 0.5
+    simnpo = sum(-2 / beta * math.log(1 / (1 + math.exp(beta * float(a) / n + gamma))) for a, n in zip(logp, lengths)) / 2
+    assert float(SimNPO(beta=beta, gamma=gamma)(inputs)["simnpo"]) == pytest.approx(simnpo, rel=1e-5)
+
+
+def test_a_batch_without_forget_rows_contributes_zero_forget_loss():
+    inputs, _ = _inputs(reference=True)
+    inputs.is_forget = torch.zeros(4, dtype=torch.bool)
+    for objective in (GradientAscent(), NPO(), SimNPO()):
+        terms = objective(inputs)
+        assert all(torch.isfinite(v) for v in terms.values())
+    assert float(GradientAscent()(inputs)["loss"]) == 0.0
+
+
+def test_get_objective():
+    assert {name: type(get_objective(name)).__name__ for name in cu.unlearning.OBJECTIVES} == {
+        "sha256": "SHA256", "sha256_kl": "SHA256KL", "grad_ascent": "GradientAscent", "grad_diff": "GradientDifference",
+        "kl": "KLMinimization", "npo": "NPO", "simnpo": "SimNPO"}
+    custom = SHA256(alpha_max=2.8)
+    assert get_objective(custom) is custom
+    with pytest.raises(ValueError, match="unknown objective 'rmu'"):
+        get_objective("rmu")
+
+
+# ---------------------------------------------------------------- the loop
+
+@pytest.fixture
+def fresh(builtin):
+    """A private copy of the built-in model, so a failed test cannot leak edited weights."""
+    import copy
+
+    return cu.LoadedModel(copy.deepcopy(builtin.model), builtin.tokenizer, builtin.architecture, builtin.name)
+
+
+def test_only_the_selected_weights_move_and_revert_is_exact(fresh, world):
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in fresh.model.named_parameters()}
+    result = cu.unlearn(fresh, world.forget[:8], world.retain[:8], layers=[1, 6], objective="grad_diff", **QUICK)
+    trained = set(result.selection.names)
+    assert trained == {n for n in before if n.startswith(("model.layers.1.mlp.", "model.layers.6.mlp."))}
+    for name, p in fresh.model.named_parameters():
+        moved = not torch.equal(p, before[name])
+        assert moved == (name in trained), name
+        assert p.grad is None or name in trained
+    assert {n: p.requires_grad for n, p in fresh.model.named_parameters()} == flags
+    assert all(torch.equal(result.deltas[n], result.edited[n] - before[n]) for n in trained)
+    result.revert()
+    assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
+    result.apply()
+    assert all(torch.equal(dict(fresh.model.named_parameters())[n], result.edited[n]) for n in trained)
+
+
+def test_history_evaluations_and_callbacks(fresh, world):
+    seen = {"begin": 0, "step": 0, "evaluate": 0, "end": 0}
+
+    class Counter(cu.UnlearnCallback):
+        def on_train_begin(self, settings):
+            seen["begin"] += 1
+            assert settings["total_steps"] == 4
+
+        def on_step(self, record):
+            seen["step"] += 1
+
+        def on_evaluate(self, record):
+            seen["evaluate"] += 1
+
+        def on_train_end(self, result):
+            seen["end"] += 1
+
+    # 16 rows, batches of 4, 2 per step: 2 steps per epoch, 2 epochs
+    result = cu.unlearn(fresh, world.forget[:8], world.retain[:8], layers=[0], objective="sha256",
+                        **{**QUICK, "epochs": 2}, callbacks=[Counter()])
+    assert seen == {"begin": 1, "step": 4, "evaluate": 3, "end": 1}
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4]
+    assert [r["step"] for r in result.evaluations] == [0, 2, 4]
+    assert {"loss", "forget_ce", "retain_ce", "alpha", "lr"} <= set(result.history[0])
+    assert result.history[0]["lr"] == 1e-3 and result.history[-1]["lr"] == pytest.approx(1e-3 / 4)
+    assert {"joint_loss", "forget_answer_accuracy", "retain_token_accuracy"} <= set(result.evaluations[0])
+    assert result.evaluations[0]["forget_answer_accuracy"] == 1.0
+    best = min(result.evaluations, key=lambda r: r["joint_loss"])
+    assert result.selected_step == best["step"]
+    assert len(result.history_frame()) == 4
+
+
+def test_save_pretrained_reloads_and_scores_the_same(fresh, world, tmp_path):
+    result = cu.unlearn(fresh, world.forget[:8], world.retain[:8], layers=[0, 7], objective="grad_diff",
+                        **{**QUICK, "lr": 3e-3})
+    result.save_pretrained(tmp_path / "edited")
+    reloaded = cu.load_model(tmp_path / "edited", device="cpu")
+    ids = fresh.to_tokens(world.forget[1].text)
+    assert torch.equal(reloaded.logits(ids), fresh.logits(ids))
+    score = dict(max_new_tokens=32, progress=False)
+    assert cu.evaluate(reloaded, world.forget[:8], world.retain[:8], **score).to_dict() == \
+        cu.evaluate(fresh, world.forget[:8], world.retain[:8], **score).to_dict()
+    assert (tmp_path / "edited" / "unlearning.json").is_file()
+    result.revert()
+
+
+class _Explodes(Objective):
+    name = "explodes"
+
+    def __init__(self, after):
+        self.after, self.calls = after, 0
+
+    def __call__(self, inputs):
+        self.calls += 1
+        ce = inputs.mean_nll("forget")
+        if inputs.training and self.calls > self.after:
+            ce = ce * float("nan")
+        return {"loss": -ce, "forget_ce": ce}
+
+
+def test_a_nan_loss_stops_with_the_step_and_term_and_keeps_good_weights(fresh, world):
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    with pytest.raises(cu.UnlearningDivergedError, match=r"'loss' became nan at optimizer step 3") as caught:
+        # two batches per step, so the 5th batch is the first of step 3
+        cu.unlearn(fresh, world.forget[:12], world.retain[:12], layers=[0], objective=_Explodes(after=4),
+                   **{**QUICK, "eval_every": None, "select": "last"})
+    weights = dict(fresh.model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in weights.values())
+    after_step_1 = caught.value.result.edited
+    assert all(torch.equal(weights[n], after_step_1[n]) for n in after_step_1)
+    caught.value.result.revert()
+    assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
+
+
+def test_unlearn_rejects_bad_input(builtin, world):
+    forget, retain = world.forget[:4], world.retain[:4]
+    with pytest.raises(ValueError, match="forget set is empty"):
+        cu.unlearn(builtin, [], retain, layers=[0])
+    with pytest.raises(ValueError, match="retain set is empty"):
+        cu.unlearn(builtin, forget, [], layers=[0])
+    with pytest.raises(ValueError, match=r"forget row 1 is missing field\(s\) \['output'\]"):
+        cu.unlearn(builtin, [forget[0].to_dict(), {"id": "x qa0", "input": "q", "task": "T"}], retain, layers=[0])
+    with pytest.raises(ValueError, match="out of range"):
+        cu.unlearn(builtin, forget, retain, layers=[12])
+    with pytest.raises(ValueError, match="empty output"):
+        cu.unlearn(builtin, [cu.Row("x qa0", "q", " ", "T")], retain, layers=[0])
+    with pytest.raises(ValueError, match="needs evaluations"):
+        cu.unlearn(builtin, forget, retain, layers=[0], eval_every=None)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        cu.unlearn(builtin, forget, retain, layers=[0], epochs=0)
+
+
+def test_overlapping_forget_and_retain_rows_warn_with_the_count(fresh, world):
+    with pytest.warns(UserWarning, match="2 row\\(s\\) are in both"):
+        result = cu.unlearn(fresh, world.forget[:4], world.retain[:4] + world.forget[:2], layers=[0],
+                            **{**QUICK, "eval_every": None, "select": "last"})
+    result.revert()
