@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated objective names")
     parser.add_argument("--seeds", type=int, default=2, help="random layer sets")
     parser.add_argument("--samples", type=int, default=3, help="noise samples per traced fact")
+    parser.add_argument("--no-tuned", action="store_true", help="leave out 'sha256 (alpha 3-6)'")
     parser.add_argument("--out", default=None, help="also write the table as CSV")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -47,7 +48,7 @@ def main() -> None:
     sets = cu.control_layer_sets(traced, lm.n_layers, seeds=range(args.seeds))
     print("layer sets:", sets)
     task = world.unlearning_task()
-    objectives = [builtin_sha256(), *args.objectives.split(",")]
+    objectives = [*([] if args.no_tuned else [builtin_sha256()]), *args.objectives.split(",")]
     print(f"recipe: {BUILTIN_RECIPE}\n", flush=True)
     tables = []
     # one objective at a time, so a long grid shows (and saves) its rows as they come
