@@ -1,5 +1,5 @@
 """The official SemEval-2025 Task 4 scores: regurgitation, knowledge, the task aggregate,
-membership inference, utility and the final score (DESIGN §4)."""
+membership inference, utility and the final score, computed as the task's official script does."""
 
 from __future__ import annotations
 
