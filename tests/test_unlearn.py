@@ -295,3 +295,17 @@ def test_overlapping_forget_and_retain_rows_warn_with_the_count(fresh, world):
         result = cu.unlearn(fresh, world.forget[:4], world.retain[:4] + world.forget[:2], layers=[0],
                             **{**QUICK, "eval_every": None, "select": "last"})
     result.revert()
+
+
+def test_compare_tabulates_every_run_and_leaves_the_model_as_it_was(fresh, world):
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    table = cu.compare(fresh, world.forget[:6], world.retain[:6], objectives=["grad_diff", NPO(beta=0.2)],
+                       layer_sets={"first": [0], "last two": [6, 7]}, max_new_tokens=40,
+                       **{**QUICK, "eval_every": None, "select": "last"})
+    assert list(zip(table.objective, table.layer_set)) == [
+        ("none", "original"), ("grad_diff", "first"), ("grad_diff", "last two"), ("npo", "first"), ("npo", "last two")]
+    assert list(table.trainable) == [0, 196608, 393216, 196608, 393216]
+    assert table["Task2/forget_knowledge"].iloc[0] == 1.0 and table.seconds.iloc[1] > 0
+    assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
+    with pytest.raises(ValueError, match="no layer sets"):
+        cu.compare(fresh, world.forget[:2], world.retain[:2], layer_sets={})
