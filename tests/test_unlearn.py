@@ -309,3 +309,24 @@ def test_compare_tabulates_every_run_and_leaves_the_model_as_it_was(fresh, world
     assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
     with pytest.raises(ValueError, match="no layer sets"):
         cu.compare(fresh, world.forget[:2], world.retain[:2], layer_sets={})
+
+
+def test_the_reference_logits_are_the_original_models(fresh, world, builtin):
+    seen = []
+
+    class Recorder(GradientAscent):
+        needs_reference = True
+
+        def __call__(self, inputs):
+            if inputs.training:
+                seen.append((inputs.batch, inputs.reference_logits(), inputs.logits.detach()))
+            return super().__call__(inputs)
+
+    result = cu.unlearn(fresh, world.forget[:8], world.retain[:8], layers=[0, 7], objective=Recorder(),
+                        **{**QUICK, "epochs": 2, "eval_every": None, "select": "last"})
+    batch, reference, edited = seen[-1]  # after three optimizer steps
+    with torch.no_grad():
+        original = builtin.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    assert torch.allclose(reference, original, atol=1e-5)
+    assert not torch.allclose(edited, original, atol=1e-3)
+    result.revert()
