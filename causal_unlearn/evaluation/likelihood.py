@@ -17,7 +17,12 @@ def target_logprobs(
     logits: Float[Tensor, "batch pos vocab"], input_ids: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch pos"]:
     """log p(token t | tokens < t) at every position t (0 at t = 0, which has no prediction),
-    computed in float32 or better whatever the model's dtype."""
+    computed in float32 or better whatever the model's dtype.
+
+    >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
+    >>> target_logprobs(logits, torch.tensor([[0, 1, 2]])).exp()
+    tensor([[1.0000, 0.2500, 0.2500]])
+    """
     logprobs = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
     picked = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     return torch.nn.functional.pad(picked, (1, 0))

@@ -69,7 +69,12 @@ def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
 
 def select_parameters(model: LoadedModel, layers: Iterable[int], modules: Modules = "mlp") -> ParameterSelection:
     """The parameters of `modules` ("mlp", "attn", or "all" = the whole block, norms included)
-    in `layers`; everything else (embeddings, unembedding, other layers) stays frozen."""
+    in `layers`; everything else (embeddings, unembedding, other layers) stays frozen.
+
+    >>> import causal_unlearn as cu
+    >>> cu.select_parameters(cu.load_model("olmo-tiny-bios"), [7], modules="attn").names[0]
+    'model.layers.7.self_attn.q_proj.weight'
+    """
     if modules not in MODULES:
         raise ValueError(f"unknown modules {modules!r}; use one of {MODULES}")
     layers = check_layers(getattr(layers, "layers", layers), model.n_layers)
