@@ -1,27 +1,100 @@
-"""The `causal-unlearn` command line."""
+"""The `causal-unlearn` command line: `demo`, `trace`, `unlearn`, `evaluate`, `knowledge`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
+import warnings
+from pathlib import Path
 
-from causal_unlearn.data.bios import make_bios_world
-from causal_unlearn.evaluation.knowledge import knowledge_report
-from causal_unlearn.models.loader import load_model
+BUILTIN = "olmo-tiny-bios"
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Load the model and print what it knows of the built-in bios world."""
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    from causal_unlearn.demo import run_demo
+
+    run_demo(args.out, model=args.model, device=args.device, max_facts=args.max_facts, samples=args.samples,
+             epochs=args.epochs, max_new_tokens=args.max_new_tokens, export_figures=not args.no_export)
+    return 0
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    from causal_unlearn.tracing.trace import trace
+
+    lm = _load(args)
+    noise = _number_or_text(args.noise)
+    result = trace(lm, args.prompt, args.subject, answer=args.answer, kinds=args.kinds.split(","), samples=args.samples,
+                   noise=noise, window=args.window, metric=args.metric, seed=args.seed, method=args.method)
+    print(f"{result.prompt!r} -> {result.answer!r}: clean {result.high:.4f}, corrupted {result.low:.4f}"
+          f"{'' if result.known else f' (not known: the model predicts {result.clean_prediction!r})'}")
+    for kind in result.kinds:
+        effects = result.indirect_effects(kind)
+        token, layer = divmod(int(effects.argmax()), effects.shape[1])
+        print(f"  {kind:>6}: strongest at token {token} {result.tokens[token]!r}, layer {layer}: "
+              f"{float(result.scores[kind][token, layer]):.4f}")
+    if args.out:
+        print(f"saved {result.save(args.out)}")
+    if args.figure:
+        _write_figure(result.plot(), args.figure)
+    return 0
+
+
+def unlearn_command(args: argparse.Namespace) -> int:
+    from causal_unlearn.unlearning.loop import unlearn
+    from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, PAPER_RECIPE, builtin_sha256
+
+    lm = _load(args)
+    forget, retain = _rows(args, "forget"), _rows(args, "retain")
+    layers = [int(layer) for layer in args.layers.split(",")] if args.layers else _localized_layers(lm, args)
+    recipe = dict(BUILTIN_RECIPE if _recipe(args) == "builtin" else PAPER_RECIPE)
+    recipe.update({k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                         grad_accum=args.grad_accum).items() if v is not None})
+    objective = builtin_sha256() if args.objective == "sha256" and _recipe(args) == "builtin" else args.objective
+    print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: {recipe}")
+    result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
+    folder = result.save_pretrained(args.out)
+    from causal_unlearn.viz.unlearning import plot_unlearning
+
+    plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
+    print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
+          f"curves in {folder / 'unlearning.html'})")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from causal_unlearn.evaluation.semeval import evaluate
+
+    lm = _load(args)
+    splits = ("forget", "retain", "members", "nonmembers", "utility")
+    if any(getattr(args, split) for split in splits):  # the user's own data: score what they gave
+        if not (args.forget and args.retain):
+            raise SystemExit("error: with your own rows files, give at least --forget and --retain")
+        scoring = {split: _rows(args, split) if getattr(args, split) else None for split in splits}
+    else:
+        scoring = {split: _rows(args, split) for split in splits}
+    scores = evaluate(lm, **scoring, max_new_tokens=args.max_new_tokens).to_dict()
+    width = max(map(len, scores))
+    for name, value in scores.items():
+        print(f"  {name:<{width}}  {'n/a' if value is None else f'{value:.4f}'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(scores, indent=1))
+        print(f"saved {args.out}")
+    return 0
+
+
+def knowledge(args: argparse.Namespace) -> int:
+    from causal_unlearn.data.bios import make_bios_world
+    from causal_unlearn.evaluation.knowledge import knowledge_report
+
+    lm = _load(args)
     print(f"model: {lm.name} ({lm.architecture.name}, {lm.n_layers} layers, d_model {lm.d_model}, "
           f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M parameters) on {lm.device}, {lm.dtype}")
     world = make_bios_world(seed=args.seed)
-    print(f"world: {len(world.people_in('forget'))} forget / {len(world.people_in('retain'))} retain / "
-          f"{len(world.people_in('holdout'))} holdout people, {len(world.general_knowledge)} general-knowledge questions")
     report = knowledge_report(lm.model, lm.tokenizer, world, max_new_tokens=args.max_new_tokens)
     width = max(map(len, report))
-    print("\nwhat the model knows (greedy generation)")
+    print("what the model knows of the built-in world (greedy generation)")
     for key, value in report.items():
         print(f"  {key:<{width}}  {value:.3f}")
     if args.json:
@@ -29,17 +102,155 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from causal_unlearn.models.loader import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def _rows(args: argparse.Namespace, split: str):
+    """Rows from the file given for `split`, or the built-in task's when none is."""
+    file = getattr(args, split)
+    if file:
+        from causal_unlearn.data.semeval import read_rows
+
+        return read_rows(file)
+    from causal_unlearn.data.bios import make_bios_world
+
+    return getattr(make_bios_world().unlearning_task(), split)
+
+
+def _localized_layers(lm, args: argparse.Namespace) -> list[int]:
+    if args.forget:
+        raise SystemExit("error: with your own --forget rows, give --layers (trace your facts with `causal-unlearn "
+                         "trace` or cu.trace_facts, then cu.localize); only the built-in task is traced automatically")
+    from causal_unlearn.data.bios import make_bios_world
+    from causal_unlearn.localization.layers import localize
+    from causal_unlearn.tracing.trace import trace_facts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # multi-token answers are traced on their first token
+        traces = trace_facts(lm, make_bios_world().trace_facts("forget"), kinds=("mlp",), window=1, samples=2)
+    layers = localize(traces, kind="mlp")
+    print(f"localized MLP layers {layers.layers} ({layers.rule})")
+    return layers.layers
+
+
+def _recipe(args: argparse.Namespace) -> str:
+    return args.recipe or ("builtin" if args.model == BUILTIN else "paper")
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _write_figure(fig, path: str) -> None:
+    if path.endswith(".html"):
+        fig.write_html(path, include_plotlyjs=True)
+        print(f"saved {path}")
+    else:
+        from causal_unlearn.viz.static_export import export
+
+        print("saved", ", ".join(map(str, export(fig, path))))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a default only where it says something the help text does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default is not None and action.default is not False \
+                and action.default != argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="causal-unlearn", description="Causal tracing and targeted unlearning.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the main job on the built-in model", description=demo.__doc__)
-    demo_parser.add_argument("--model", default="olmo-tiny-bios", help="built-in name, local folder or hub id")
-    demo_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    demo_parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the checkpoint's)")
-    demo_parser.add_argument("--seed", type=int, default=0, help="seed of the bios world (the built-in model knows seed 0)")
-    demo_parser.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row (SemEval uses 256)")
-    demo_parser.add_argument("--json", action="store_true", help="also print the report as one JSON line")
-    demo_parser.set_defaults(run=demo)
+    parser = argparse.ArgumentParser(
+        prog="causal-unlearn", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Find where a language model stores a fact (causal tracing) and remove it (targeted unlearning).",
+        epilog=textwrap.dedent("""\
+            examples:
+              causal-unlearn demo                                   # the whole pipeline on the built-in model
+              causal-unlearn trace --prompt "Otto Russet lives in" --subject "Otto Russet" --figure trace.pdf
+              causal-unlearn unlearn --layers 0,7 --out edited/     # the built-in task, the built-in recipe
+              causal-unlearn evaluate --model edited/ --out scores.json
+            """))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run, summary: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=description,
+                                  formatter_class=_HelpFormatter)
+        sub.add_argument("--model", default=BUILTIN, help="built-in name, local folder or hub id")
+        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+        sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the checkpoint's)")
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("demo", demo, "run the whole pipeline on the built-in model and write a report",
+                  "Trace the built-in world's forget facts, localize, unlearn those layers, score the official way, "
+                  "re-trace, and write a report folder: report.html (self-contained), scores.json, figures/*.pdf "
+                  "and the edited model. The model you load is left as it was.")
+    sub.add_argument("--out", default="causal_unlearn_report", help="report folder")
+    sub.add_argument("--max-facts", type=int, default=None, help="trace only the first N forget facts (quicker look)")
+    sub.add_argument("--samples", type=int, default=2, help="noise samples per traced fact")
+    sub.add_argument("--epochs", type=int, default=None, help="unlearning epochs (default: the built-in recipe's 10)")
+    sub.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per row when scoring")
+    sub.add_argument("--no-export", action="store_true", help="skip the PDFs (they need Chrome or Chromium)")
+
+    sub = command("trace", trace_command, "causally trace one fact (ROME's recipe)",
+                  "Corrupt the subject's embeddings and restore each (token, layer) state of each kind; print the "
+                  "strongest cells, and optionally save the trace and its figure.")
+    sub.add_argument("--prompt", required=True, help="text before the answer, e.g. 'Otto Russet lives in'")
+    sub.add_argument("--subject", required=True, help="the subject, exactly as written in the prompt")
+    sub.add_argument("--answer", default=None, help="the answer's text (default: the model's top-1 next token)")
+    sub.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated states to restore")
+    sub.add_argument("--samples", type=int, default=10, help="corrupted copies")
+    sub.add_argument("--window", type=int, default=10, help="layers restored around each MLP / attention cell")
+    sub.add_argument("--noise", default="s3", help="'s3' (3 x the subject embeddings' std), 'uniform' or a scale")
+    sub.add_argument("--metric", default="prob", choices=["prob", "logprob"], help="score of the answer token")
+    sub.add_argument("--method", default="exact", choices=["exact", "attribution"], help="exact patching or its "
+                     "gradient approximation")
+    sub.add_argument("--seed", type=int, default=0, help="noise seed")
+    sub.add_argument("--out", default=None, help="save the trace (.safetensors; TraceResult.load reads it)")
+    sub.add_argument("--figure", default=None, help="save the heatmaps: .html (interactive), .pdf, .svg or .png")
+
+    sub = command("unlearn", unlearn_command, "unlearn a forget set by editing only some layers",
+                  "Unlearn the forget rows and keep the retain rows, training only the given layers' modules. Rows "
+                  "are LUME-format .jsonl/.parquet files (id, input, output, task); without them, the built-in "
+                  "task. Without --layers, the built-in task's forget facts are traced and localized first.")
+    sub.add_argument("--out", required=True, help="folder for the edited model (+ unlearning.json and curves)")
+    sub.add_argument("--forget", default=None, help="forget rows file (default: the built-in task's)")
+    sub.add_argument("--retain", default=None, help="retain rows file (default: the built-in task's)")
+    sub.add_argument("--layers", default=None, help="comma-separated layers to edit (default: localize by tracing)")
+    sub.add_argument("--modules", default="mlp", choices=["mlp", "attn", "all"], help="which weights of those layers")
+    sub.add_argument("--objective", default="sha256",
+                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo"])
+    sub.add_argument("--recipe", default=None, choices=["builtin", "paper"],
+                     help="hyper-parameters (default: builtin for the built-in model, else the paper's)")
+    sub.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    sub.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    sub.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    sub.add_argument("--grad-accum", type=int, default=None, help="override the recipe's gradient accumulation")
+    sub.add_argument("--seed", type=int, default=0, help="shuffling seed")
+
+    sub = command("evaluate", evaluate_command, "score a model the official SemEval-2025 Task 4 way",
+                  "Regurgitation (ROUGE-L recall) and knowledge (exact match) per task and split, the task "
+                  "aggregate, the MIA score and utility. Without rows files, the built-in task; with them, only "
+                  "the parts they allow (MIA needs --members and --nonmembers, utility --utility).")
+    for split in ("forget", "retain", "members", "nonmembers", "utility"):
+        sub.add_argument(f"--{split}", default=None, help=f"{split} rows file")
+    sub.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row (SemEval uses 256)")
+    sub.add_argument("--out", default=None, help="also write the scores as JSON")
+
+    sub = command("knowledge", knowledge, "print what the model knows of the built-in world",
+                  "Greedy-generate every question of the built-in world and report exact-match accuracy per split.")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the bios world (the built-in model knows seed 0)")
+    sub.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row")
+    sub.add_argument("--json", action="store_true", help="also print the report as one JSON line")
     return parser
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -75,6 +75,8 @@ class TraceScores:
     low: float
     clean_top1: int
     scores: dict[str, Float[Tensor, "pos layer"]]
+    top_ids: dict[str, Int[Tensor, "pos layer k"]] = field(default_factory=dict)
+    top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -100,7 +102,10 @@ def run_exact(
     window: int,
     max_batch_tokens: int = 8192,
     progress: bool = True,
+    top_predictions: int = 0,
 ) -> TraceScores:
+    """Score every cell of `kinds`; with `top_predictions` k > 0 also keep each cell's k most
+    probable next tokens (mean probability over the corrupted copies)."""
     spec, n_layers, n_tokens = lm.architecture, lm.n_layers, input_ids.shape[0]
     samples = corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
@@ -120,6 +125,9 @@ def run_exact(
     chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
     score_dtype = torch.promote_types(lm.dtype, torch.float32)
     scores = {kind: torch.zeros(n_tokens, n_layers, dtype=score_dtype) for kind in kinds}
+    k = top_predictions
+    top_ids = {kind: torch.zeros(n_tokens, n_layers, k, dtype=torch.long) for kind in kinds} if k else {}
+    top_probs = {kind: torch.zeros(n_tokens, n_layers, k) for kind in kinds} if k else {}
     # A bridged model's attention may not fill the cache; then every batch is fed from position 0.
     reuse_prefix = all(k is not None and v is not None for k, v in prefix_cache)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
@@ -139,10 +147,22 @@ def run_exact(
         per_cell = metric(logits).view(len(chunk), samples).mean(dim=1).cpu()
         for cell, value in zip(chunk, per_cell):
             scores[cell.kind][cell.token, cell.layer] = value
+        if k:
+            probs, ids = _mean_probs(logits, len(chunk)).topk(k, dim=-1)
+            for cell, cell_ids, cell_probs in zip(chunk, ids.cpu(), probs.cpu()):
+                top_ids[cell.kind][cell.token, cell.layer], top_probs[cell.kind][cell.token, cell.layer] = cell_ids, cell_probs
     low = metric(output.logits[:, -1]).mean().item()
+    corrupted_top = _mean_probs(output.logits[:, -1], 1)[0].topk(k) if k else None
     for kind in kinds:
         scores[kind][:first_corrupted] = low
-    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
+        if k:
+            top_probs[kind][:first_corrupted], top_ids[kind][:first_corrupted] = corrupted_top[0].cpu(), corrupted_top[1].cpu()
+    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores, top_ids, top_probs)
+
+
+def _mean_probs(logits: Float[Tensor, "rows vocab"], groups: int) -> Float[Tensor, "groups vocab"]:
+    """Next-token probabilities averaged over each group's consecutive rows (the corrupted copies)."""
+    return logits.float().softmax(-1).view(groups, -1, logits.shape[-1]).mean(1)
 
 
 def _first_corrupted_position(lm: LoadedModel, input_ids: Tensor, corrupted: Tensor) -> int:

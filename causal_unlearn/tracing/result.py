@@ -12,6 +12,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 
+TENSOR_FIELDS = ("scores", "input_ids", "top_ids", "top_probs")
+
+
 @dataclass(frozen=True)
 class TraceSettings:
     """How a trace was made: enough to reproduce it."""
@@ -55,6 +58,8 @@ class TraceResult:
     settings: TraceSettings
     clean_prediction: str = ""
     meta: dict = field(default_factory=dict)
+    top_ids: dict[str, Int[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
+    top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
 
     @property
     def kinds(self) -> list[str]:
@@ -64,12 +69,27 @@ class TraceResult:
         """score - low: how much restoring the cell recovers."""
         return self.scores[kind] - self.low
 
+    def predictions(self, kind: str, token: int, layer: int) -> list[tuple[int, float]]:
+        """The (token id, probability) pairs most likely next when the cell is restored, if the
+        trace kept them (`trace(..., top_predictions=k)`)."""
+        if kind not in self.top_ids:
+            raise ValueError(f"this trace kept no top predictions for {kind!r}; trace with top_predictions=5")
+        return list(zip(self.top_ids[kind][token, layer].tolist(), self.top_probs[kind][token, layer].tolist()))
+
+    def plot(self, **kwargs):
+        """The ROME-style heatmaps, one panel per kind (`causal_unlearn.viz.plot_trace`)."""
+        from causal_unlearn.viz.trace import plot_trace
+
+        return plot_trace(self, **kwargs)
+
     def save(self, path: str | Path) -> Path:
         """Write one .safetensors file (tensors, with the rest as JSON metadata)."""
         path = Path(path)
         tensors = {f"scores.{k}": v.contiguous() for k, v in self.scores.items()}
+        tensors |= {f"top_ids.{k}": v.contiguous() for k, v in self.top_ids.items()}
+        tensors |= {f"top_probs.{k}": v.contiguous() for k, v in self.top_probs.items()}
         tensors["input_ids"] = self.input_ids.contiguous()
-        info = {k: v for k, v in asdict(self).items() if k not in ("scores", "input_ids")}
+        info = {k: v for k, v in asdict(self).items() if k not in TENSOR_FIELDS}
         save_file(tensors, str(path), metadata={"trace_result": json.dumps(info)})
         return path
 
@@ -83,10 +103,11 @@ class TraceResult:
             raise ValueError(f"{path} is not a saved TraceResult (no trace_result metadata)")
         info = json.loads(metadata["trace_result"])
         tensors = load_file(str(path))
-        scores = {k.removeprefix("scores."): v for k, v in tensors.items() if k.startswith("scores.")}
+        by_field = {name: {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
+                    for name in ("scores", "top_ids", "top_probs")}
         info["settings"] = TraceSettings(**info["settings"])
         info["subject_range"] = tuple(info["subject_range"])
-        return cls(input_ids=tensors["input_ids"], scores=scores, **info)
+        return cls(input_ids=tensors["input_ids"], **by_field, **info)
 
     def to_dataframe(self):
         """One row per (kind, position, layer): token, score and indirect effect."""

@@ -48,6 +48,7 @@ def trace(
     max_batch_tokens: int = 8192,
     progress: bool = True,
     subject_std: float | None = None,
+    top_predictions: int = 0,
 ) -> TraceResult:
     """Causally trace where `model` recalls the answer to `prompt` about `subject`.
 
@@ -56,7 +57,8 @@ def trace(
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
     function). `method="attribution"` estimates the same heatmap to first order from one
     backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
-    (`trace_facts` pools it over all facts, as ROME does).
+    (`trace_facts` pools it over all facts, as ROME does). `top_predictions=k` also keeps each
+    cell's k most probable next tokens (exact method; `TraceResult.predictions`).
 
     >>> import causal_unlearn as cu
     >>> lm = cu.load_model("olmo-tiny-bios")
@@ -87,7 +89,9 @@ def trace(
     )
     if method == "exact":
         computed = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
-                             max_batch_tokens=max_batch_tokens, progress=progress)
+                             max_batch_tokens=max_batch_tokens, progress=progress, top_predictions=top_predictions)
+    elif top_predictions:
+        raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
     else:
         computed = run_attribution(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window)
     return TraceResult(
@@ -107,6 +111,8 @@ def trace(
             seed=seed, metric=metric, method=method,
         ),
         clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
+        top_ids=computed.top_ids,
+        top_probs=computed.top_probs,
     )
 
 

@@ -1,0 +1,207 @@
+"""Figures carry the numbers they claim to show; static export writes real files."""
+
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import causal_unlearn as cu
+from causal_unlearn import viz
+from causal_unlearn.viz import static_export as export_module
+
+
+@pytest.fixture(scope="module")
+def fact_trace(builtin):
+    return cu.trace(builtin, "Otto Russet lives in", "Otto Russet", answer=" Houston", samples=3, window=3,
+                    top_predictions=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def city_traces(builtin, world):
+    return cu.trace_facts(builtin, world.trace_facts("forget", "city")[:6], window=1, samples=2, progress=False)
+
+
+def test_trace_figure_shows_the_scores_with_subject_marked_and_floor_at_low(fact_trace, builtin):
+    fig = viz.plot_trace(fact_trace, decode=builtin.tokenizer.decode)
+    assert [panel.name for panel in fig.data] == ["hidden", "mlp", "attn"]
+    for index, panel in enumerate(fig.data):
+        np.testing.assert_array_equal(panel.z, fact_trace.scores[panel.name].numpy())
+        axis = fig.layout["coloraxis" if index == 0 else f"coloraxis{index + 1}"]
+        assert axis.cmin == pytest.approx(fact_trace.low)
+        assert axis.colorscale[-1][1] == {"hidden": "rgb(63,0,125)", "mlp": "rgb(0,68,27)", "attn": "rgb(103,0,13)"}[panel.name]
+    assert list(fig.layout.yaxis.ticktext) == ["<|endoftext|>", "Otto*", " Russet*", " lives", " in"]
+    assert fig.layout.yaxis.autorange == "reversed"  # first token at the top, as in ROME
+
+
+def test_trace_hover_lists_the_top_next_tokens_of_the_restored_cell(fact_trace, builtin):
+    panel = viz.plot_trace(fact_trace, ["mlp"], decode=builtin.tokenizer.decode).data[0]
+    last = len(fact_trace.tokens) - 1
+    hover = panel.customdata[last][0]
+    top_id, top_p = fact_trace.predictions("mlp", last, 0)[0]
+    assert f"{builtin.tokenizer.decode([top_id])!r} {top_p:.3f}" in hover
+    # with the prob metric the answer's probability is the cell's score
+    top = dict(fact_trace.predictions("mlp", last, 0))
+    assert top[fact_trace.answer_id] == pytest.approx(float(fact_trace.scores["mlp"][last, 0]), abs=1e-6)
+
+
+def test_indirect_effect_figure_and_trace_plot_method(fact_trace):
+    fig = fact_trace.plot(kinds=["attn"], value="indirect_effect")
+    np.testing.assert_allclose(fig.data[0].z, (fact_trace.scores["attn"] - fact_trace.low).numpy(), atol=1e-7)
+    assert fig.layout.coloraxis.cmin == 0
+    with pytest.raises(ValueError, match="no 'resid' scores"):
+        viz.plot_trace(fact_trace, ["resid"])
+    with pytest.raises(ValueError, match="unknown value"):
+        viz.plot_trace(fact_trace, value="effect")
+
+
+def test_top_predictions_round_trip_and_need_the_exact_method(fact_trace, builtin, tmp_path):
+    loaded = cu.TraceResult.load(fact_trace.save(tmp_path / "trace.safetensors"))
+    assert loaded.predictions("attn", 2, 3) == fact_trace.predictions("attn", 2, 3)
+    with pytest.raises(ValueError, match="top_predictions needs method='exact'"):
+        cu.trace(builtin, "Otto Russet lives in", "Otto Russet", method="attribution", top_predictions=3, progress=False)
+    plain = cu.trace(builtin, "Otto Russet lives in", "Otto Russet", kinds=("mlp",), samples=1, progress=False)
+    with pytest.raises(ValueError, match="kept no top predictions"):
+        plain.predictions("mlp", 0, 0)
+
+
+def test_average_effects_figure_shows_means_and_intervals(city_traces):
+    effects = cu.average_effects(city_traces)
+    fig = viz.plot_average_effects(effects, ["mlp"])
+    np.testing.assert_allclose(fig.data[0].z, effects.mean["mlp"].numpy(), equal_nan=True)
+    band, line = fig.data[1], fig.data[2]
+    g = effects.groups.index("last subject token")
+    np.testing.assert_allclose(line.y, effects.mean["mlp"][g].numpy())
+    np.testing.assert_allclose(band.y, np.concatenate([effects.upper["mlp"][g].numpy(), effects.lower["mlp"][g].numpy()[::-1]]))
+    with pytest.raises(ValueError, match="unknown token groups"):
+        viz.plot_average_effects(effects, line_groups=["subject"])
+
+
+def test_unlearning_curves_follow_the_history(builtin, world):
+    result = cu.unlearn(builtin, world.forget[:8], world.retain[:8], layers=[0], epochs=2, lr=1e-3, batch_size=4,
+                        grad_accum=1, eval_every=3, progress=False)
+    try:
+        fig = viz.plot_unlearning(result)
+    finally:
+        result.revert()
+    curves = {trace.name: trace for trace in fig.data}
+    assert list(curves["loss"].x) == [r["step"] for r in result.history]
+    assert list(curves["alpha"].y) == [r["alpha"] for r in result.history]
+    assert list(curves["forget answer accuracy"].y) == [r["forget_answer_accuracy"] for r in result.evaluations]
+    assert any(shape.x0 == result.selected_step for shape in fig.layout.shapes)
+
+
+def test_trace_comparison_figure(city_traces):
+    comparison = cu.compare_traces(city_traces, city_traces, layers=[0, 7])
+    fig = viz.plot_trace_comparison(comparison)
+    effects = comparison.layer_effects("mlp")
+    np.testing.assert_allclose(fig.data[0].y, effects.before)
+    np.testing.assert_allclose(fig.data[1].y, effects.after)
+    assert sorted((s.x0 + s.x1) / 2 for s in fig.layout.shapes) == [0, 7]  # the localized layers are shaded
+
+
+def test_compare_chart_plots_the_table_with_the_original_as_reference():
+    table = pd.DataFrame(dict(objective=["none", "sha256", "sha256", "npo"], layer_set=["original", "traced", "all", "traced"],
+                              **{"Task2/forget_knowledge": [1.0, 0.02, 0.0, 0.1], "final": [0.4, 0.83, 0.76, 0.7]}))
+    fig = viz.plot_compare(table, metrics=["forget QA", "final"])
+    bars = [(t.name, list(t.x), t.y.tolist()) for t in fig.data]
+    assert bars == [("sha256", ["traced", "all"], [0.02, 0.0]), ("npo", ["traced"], [0.1]),
+                    ("sha256", ["traced", "all"], [0.83, 0.76]), ("npo", ["traced"], [0.7])]
+    assert sorted(shape.y0 for shape in fig.layout.shapes) == [0.4, 1.0]
+    with pytest.raises(ValueError, match=r"no \['MIA'\] columns"):
+        viz.plot_compare(table, metrics=["MIA"])
+
+
+def test_paper_layout_sizes_and_fonts():
+    import plotly.graph_objects as go
+
+    fig = viz.paper_layout(go.Figure(go.Scatter(y=[1, 2])), "single")
+    assert (fig.layout.width, fig.layout.height) == (312, 234)  # 3.25 in x 96 px/in, 3:4
+    template = fig.layout.template.layout
+    assert template.font.size == 9 and "Times" in template.font.family
+    assert tuple(template.colorway) == viz.OKABE_ITO
+    with pytest.raises(ValueError, match="unknown column"):
+        viz.paper_layout(fig, "triple")
+
+
+def test_export_writes_real_pdf_svg_and_png(fact_trace, tmp_path):
+    fig = viz.plot_trace(fact_trace, column="double")
+    paths = viz.export(fig, tmp_path / "figs" / "trace.pdf", formats=["svg", "png"], scale=2)
+    assert [p.name for p in paths] == ["trace.pdf", "trace.svg", "trace.png"]
+    assert paths[0].read_bytes()[:5] == b"%PDF-"
+    assert ElementTree.parse(paths[1]).getroot().tag.endswith("svg")
+    png = paths[2].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (fig.layout.width * 2, fig.layout.height * 2)
+    with pytest.raises(ValueError, match=r"cannot export to \['gif'\]"):
+        viz.export(fig, tmp_path / "trace.gif")
+
+
+def test_export_without_a_browser_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("choreographer.cli.defaults.default_download_path", tmp_path / "none")
+    with pytest.raises(viz.BrowserNotFoundError, match="apt-get install chromium"):
+        viz.export(torch_free_figure(), tmp_path / "fig.pdf")
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "chrome"))
+    with pytest.raises(viz.BrowserNotFoundError, match="is not an executable file"):
+        export_module.find_browser()
+
+
+def torch_free_figure():
+    import plotly.graph_objects as go
+
+    return go.Figure(go.Bar(y=[1, 2]))
+
+
+def test_trace_explorer_traces_with_the_widget_settings(builtin):
+    explorer = viz.TraceExplorer(builtin)
+    explorer.prompt.value, explorer.subject.value = "What is Otto Russet's phone number?", "Otto Russet"
+    explorer.kind.value, explorer.window.value, explorer.samples.value = "attn", 2, 3
+    explorer.metric.value = "logprob"
+    explorer.trace_button.click()
+    expected = cu.trace(builtin, "What is Otto Russet's phone number?", "Otto Russet", kinds=("attn",), window=2,
+                        samples=3, metric="logprob", progress=False)
+    assert [panel.name for panel in explorer.figure.data] == ["attn"]
+    np.testing.assert_array_equal(explorer.figure.data[0].z, expected.scores["attn"].numpy())
+    assert "restored, next token" in explorer.figure.data[0].customdata[0][0]
+    assert explorer.progress.value == explorer.progress.max == 1
+
+    explorer.kind.value = "all three"
+    explorer.trace_button.click()
+    assert [panel.name for panel in explorer.figure.data] == ["hidden", "mlp", "attn"]
+    np.testing.assert_array_equal(explorer.figure.data[2].z, expected.scores["attn"].numpy())  # same seed, same noise
+    assert explorer.progress.value == 3
+
+    explorer.subject.value = "Nobody"
+    explorer.trace_button.click()
+    assert "does not occur in prompt" in explorer.status.value
+    assert len(explorer.figure.data) == 3  # the last good trace stays on screen
+
+
+def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):
+    task = world.unlearning_task()
+    scoring = dict(forget=task.forget[:6], retain=task.retain[:6], members=task.members[:6],
+                   nonmembers=task.nonmembers[:6], utility=task.utility[:4], max_new_tokens=16)
+    seen: list[int] = []
+
+    class Spy(cu.UnlearnCallback):
+        def on_step(self, record):
+            seen.append(len(next(t for t in dashboard.figure.data if t.name == "loss").x))
+
+    dashboard = viz.UnlearnDashboard(scoring=scoring)
+    result = cu.unlearn(builtin, task.forget[:8], task.retain[:8], layers=[7], epochs=2, lr=1e-3, batch_size=4,
+                        grad_accum=1, eval_every=2, callbacks=[dashboard, Spy()], progress=False)
+    try:
+        assert seen == list(range(1, len(result.history) + 1))  # the curve grew at every step
+        assert dashboard.progress.value == dashboard.progress.max == len(result.history)
+        expected = cu.evaluate(builtin, **scoring).to_dict()
+    finally:
+        result.revert()
+    assert dashboard.scores.to_dict() == expected
+    assert "final" in dashboard.score_table.value and "kept step" in dashboard.status.value
