@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Static figure export (kaleido) drives a Chrome/Chromium; Debian's package is installed if none is found.
+BROWSER_PACKAGES := chromium fonts-liberation
 
-.PHONY: setup demo test clean
-setup: $(VENV)/.installed
+.PHONY: setup browser demo test docs clean
+setup: $(VENV)/.installed browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +15,26 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+browser:
+	@if [ -n "$$BROWSER_PATH" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(BROWSER_PACKAGES) (figure export)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+	    echo "figure export needs Chrome or Chromium: run 'sudo apt-get install $(BROWSER_PACKAGES)' (Debian/Ubuntu)," \
+	         "'brew install --cask chromium' (macOS) or '$(BIN)/plotly_get_chrome', or set BROWSER_PATH" >&2; \
+	    exit 1; \
+	fi
+
 demo: setup
 	$(BIN)/causal-unlearn demo
 
 test: setup
 	$(BIN)/python -m pytest -q causal_unlearn tests notebooks --nbmake
 
+docs: setup
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site causal_unlearn_report

@@ -2,11 +2,12 @@
 
     facts --trace--> effects --localize--> layers --unlearn--> edited model --evaluate--> scores
 
->>> import causal_unlearn as cu
->>> lm = cu.load_model("olmo-tiny-bios")
->>> world = cu.make_bios_world()
->>> world.trace_facts(attribute="city")[0].prompt.endswith("lives in")
-True
+Examples:
+    >>> import causal_unlearn as cu
+    >>> lm = cu.load_model("olmo-tiny-bios")
+    >>> world = cu.make_bios_world()
+    >>> world.trace_facts(attribute="city")[0].prompt.endswith("lives in")
+    True
 """
 
 from causal_unlearn.data import BiosWorld, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
@@ -25,6 +26,7 @@ from causal_unlearn.unlearning import (
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, rouge_l_recall,
 )
+from causal_unlearn import viz  # noqa: E402  (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...)
 
 __version__ = "0.1.0"
 
@@ -44,4 +46,6 @@ __all__ = [
     "control_layer_sets", "select_parameters", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "rouge_l_recall",
+    # figures
+    "viz",
 ]

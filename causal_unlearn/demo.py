@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from causal_unlearn.data.bios import make_bios_world
 from causal_unlearn.evaluation.semeval import evaluate
-from causal_unlearn.localization.layers import localize
-from causal_unlearn.localization.verify import compare_traces
+from causal_unlearn.localization.layers import Localization, localize
+from causal_unlearn.localization.verify import TraceComparison, compare_traces
 from causal_unlearn.models.loader import load_model
 from causal_unlearn.tracing.average import average_effects
 from causal_unlearn.tracing.trace import trace, trace_facts
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, builtin_sha256
+from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.viz.comparison import SCORE_LABELS, plot_trace_comparison
 from causal_unlearn.viz.effects import plot_average_effects
 from causal_unlearn.viz.static_export import BrowserNotFoundError, export
@@ -35,12 +37,18 @@ from causal_unlearn.viz.unlearning import plot_unlearning
 
 @dataclass
 class DemoResult:
+    """What the demo made: the report's paths, the figures, and the objects behind them (the
+    unlearning run is reverted; `unlearning.apply()` puts the edit back)."""
+
     folder: Path
     report: Path
-    layers: list[int]
+    localization: Localization
+    unlearning: UnlearnResult
+    comparison: TraceComparison
     scores_before: dict[str, float | None]
     scores_after: dict[str, float | None]
-    figures: list[Path] = field(default_factory=list)
+    figures: dict[str, go.Figure]
+    exported: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -137,7 +145,7 @@ def run_demo(
     log(f"done in {clock['total']:.0f} s: forget QA {scores_before['Task2/forget_knowledge']:.3f} → "
         f"{scores_after['Task2/forget_knowledge']:.3f}, retain QA {scores_after['Task2/retain_knowledge']:.3f}, "
         f"final {scores_before['final']:.3f} → {scores_after['final']:.3f}\nopen {report}")
-    return DemoResult(folder, report, layers.layers, scores_before, scores_after, exported, clock)
+    return DemoResult(folder, report, layers, result, comparison, scores_before, scores_after, figures, exported, clock)
 
 
 def _export_all(figures: dict, folder: Path, log: Callable[[str], None]) -> list[Path]:

@@ -205,3 +205,8 @@ def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):
         result.revert()
     assert dashboard.scores.to_dict() == expected
     assert "final" in dashboard.score_table.value and "kept step" in dashboard.status.value
+
+
+def test_dashboard_rejects_a_bad_redraw_interval():
+    with pytest.raises(ValueError, match="update_every must be a positive integer or None, got 0"):
+        viz.UnlearnDashboard(update_every=0)

@@ -153,9 +153,10 @@ def person_facts(person: Person) -> list[TraceFact]:
 class BiosWorld:
     """People, their LUME rows per split, general knowledge and trace facts.
 
-    >>> world = make_bios_world(n_forget=2, n_retain=2, n_holdout=1)
-    >>> len(world.forget), world.forget[1].input.startswith("What is the birth date of")
-    (12, True)
+    Examples:
+        >>> world = make_bios_world(n_forget=2, n_retain=2, n_holdout=1)
+        >>> len(world.forget), world.forget[1].input.startswith("What is the birth date of")
+        (12, True)
     """
 
     people: list[Person]
@@ -203,9 +204,10 @@ class BiosWorld:
         (our MMLU). Membership inference: forget rows (members) against holdout rows, which
         the model never saw (non-members).
 
-        >>> task = make_bios_world().unlearning_task()
-        >>> len(task.forget), len(task.retain), len(task.utility), len(task.nonmembers)
-        (300, 347, 47, 150)
+        Examples:
+            >>> task = make_bios_world().unlearning_task()
+            >>> len(task.forget), len(task.retain), len(task.utility), len(task.nonmembers)
+            (300, 347, 47, 150)
         """
         return UnlearningTask(
             forget=self.forget, retain=self.retain + self.general_knowledge[::2], members=self.forget,
@@ -272,11 +274,12 @@ def make_bios_world(
 ) -> BiosWorld:
     """Generate the world deterministically from `seed`.
 
-    >>> world = make_bios_world(seed=0)
-    >>> len(world.people_in("forget")), len(world.people_in("holdout"))
-    (50, 25)
-    >>> make_bios_world(seed=0).forget == world.forget
-    True
+    Examples:
+        >>> world = make_bios_world(seed=0)
+        >>> len(world.people_in("forget")), len(world.people_in("holdout"))
+        (50, 25)
+        >>> make_bios_world(seed=0).forget == world.forget
+        True
     """
     counts = {"forget": n_forget, "retain": n_retain, "holdout": n_holdout}
     if min(counts.values()) < 0 or n_forget + n_retain == 0:

@@ -44,11 +44,12 @@ def encode_continuations(
     and mask the continuation's tokens, found by character offsets so that a token straddling
     the boundary (byte-level BPE's " 900") counts as continuation.
 
-    >>> from causal_unlearn import load_model
-    >>> tok = load_model("olmo-tiny-bios").tokenizer
-    >>> batch = encode_continuations(tok, ["What is 2 + 2?"], ["4"])
-    >>> [tok.decode(i) for i in batch.input_ids[batch.target_mask].tolist()]
-    [' 4']
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> batch = encode_continuations(tok, ["What is 2 + 2?"], ["4"])
+        >>> [tok.decode(i) for i in batch.input_ids[batch.target_mask].tolist()]
+        [' 4']
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")

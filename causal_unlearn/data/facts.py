@@ -12,9 +12,10 @@ class TraceFact:
     `answer` is the exact continuation text (leading space included); tracing uses its first
     token.
 
-    >>> fact = TraceFact("Ann Teal lives in", "Ann Teal", " Denver", attribute="city")
-    >>> fact.prompt.index(fact.subject)
-    0
+    Examples:
+        >>> fact = TraceFact("Ann Teal lives in", "Ann Teal", " Denver", attribute="city")
+        >>> fact.prompt.index(fact.subject)
+        0
     """
 
     prompt: str

@@ -30,9 +30,10 @@ ELEMENT_SYMBOLS = (
 def make_general_knowledge(*, n_sums: int = 40, seed: int = 0) -> list[Row]:
     """Capitals, chemical symbols and small sums as QA rows.
 
-    >>> rows = make_general_knowledge(n_sums=2)
-    >>> rows[0].input, rows[0].output
-    ('What is the capital of France?', 'Paris')
+    Examples:
+        >>> rows = make_general_knowledge(n_sums=2)
+        >>> rows[0].input, rows[0].output
+        ('What is the capital of France?', 'Paris')
     """
     rng = random.Random(seed)
     pairs = sorted(rng.sample([(a, b) for a in range(2, 20) for b in range(2, 20)], n_sums))

@@ -19,9 +19,10 @@ REQUIRED_FIELDS = ("id", "input", "output", "task")
 class Row:
     """One benchmark row.
 
-    >>> row = Row(id="p7qa2", input="What is Ann Teal's phone number?", output="7216253765", task="Task2")
-    >>> row.kind, row.text
-    ('qa', "What is Ann Teal's phone number? 7216253765")
+    Examples:
+        >>> row = Row(id="p7qa2", input="What is Ann Teal's phone number?", output="7216253765", task="Task2")
+        >>> row.kind, row.text
+        ('qa', "What is Ann Teal's phone number? 7216253765")
     """
 
     id: str
@@ -56,8 +57,9 @@ def row_kind(row_id: str) -> RowKind:
 def select(rows: Iterable[Row], *, task: str | None = None, kind: RowKind | None = None) -> list[Row]:
     """The rows of one task and/or kind.
 
-    >>> rows = [Row("a sc1", "x", "y", "Task1"), Row("b qa0", "q", "a", "Task2")]
-    >>> [r.id for r in select(rows, kind="qa")]
-    ['b qa0']
+    Examples:
+        >>> rows = [Row("a sc1", "x", "y", "Task1"), Row("b qa0", "q", "a", "Task2")]
+        >>> [r.id for r in select(rows, kind="qa")]
+        ['b qa0']
     """
     return [r for r in rows if (task is None or r.task == task) and (kind is None or r.kind == kind)]

@@ -23,11 +23,12 @@ class SemEvalFormatError(ValueError):
 class SemEvalData:
     """Rows by split ("forget", "retain", ...), with selection by task and kind.
 
-    >>> from causal_unlearn import make_bios_world
-    >>> import tempfile
-    >>> data = load_semeval(make_bios_world().save(tempfile.mkdtemp()))
-    >>> len(data.forget), len(data.select("retain", task="Task2", kind="qa"))
-    (300, 250)
+    Examples:
+        >>> from causal_unlearn import make_bios_world
+        >>> import tempfile
+        >>> data = load_semeval(make_bios_world().save(tempfile.mkdtemp()))
+        >>> len(data.forget), len(data.select("retain", task="Task2", kind="qa"))
+        (300, 250)
     """
 
     splits: dict[str, list[Row]]

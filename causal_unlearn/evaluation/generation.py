@@ -21,10 +21,11 @@ def greedy_generate(
 ) -> list[str]:
     """Greedy continuations of `prompts` (the prompt itself not included), stopping at EOS.
 
-    >>> from causal_unlearn import load_model
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> greedy_generate(lm.model, lm.tokenizer, ["What is the capital of France?"], max_new_tokens=4)
-    [' Paris']
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> greedy_generate(lm.model, lm.tokenizer, ["What is the capital of France?"], max_new_tokens=4)
+        [' Paris']
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")

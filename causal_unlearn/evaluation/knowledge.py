@@ -25,10 +25,11 @@ def score_rows(
 ) -> list[float]:
     """Per row: exact match for QA rows, ROUGE-L recall for sentence-completion rows.
 
-    >>> from causal_unlearn import load_model, make_bios_world
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> score_rows(lm.model, lm.tokenizer, make_bios_world().general_knowledge[:3], progress=False)
-    [1.0, 1.0, 1.0]
+    Examples:
+        >>> from causal_unlearn import load_model, make_bios_world
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> score_rows(lm.model, lm.tokenizer, make_bios_world().general_knowledge[:3], progress=False)
+        [1.0, 1.0, 1.0]
     """
     generations = greedy_generate(
         model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
@@ -46,11 +47,12 @@ def knowledge_report(
 ) -> dict[str, float]:
     """Mean QA exact match and SC ROUGE-L recall per split, and general-knowledge accuracy.
 
-    >>> from causal_unlearn import load_model, make_bios_world
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), progress=False)
-    >>> report["forget_qa_exact_match"], report["holdout_qa_exact_match"]
-    (1.0, 0.0)
+    Examples:
+        >>> from causal_unlearn import load_model, make_bios_world
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), progress=False)
+        >>> report["forget_qa_exact_match"], report["holdout_qa_exact_match"]
+        (1.0, 0.0)
     """
     groups: dict[str, list[Row]] = {}
     for split in SPLITS:

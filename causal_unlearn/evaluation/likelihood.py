@@ -19,9 +19,10 @@ def target_logprobs(
     """log p(token t | tokens < t) at every position t (0 at t = 0, which has no prediction),
     computed in float32 or better whatever the model's dtype.
 
-    >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
-    >>> target_logprobs(logits, torch.tensor([[0, 1, 2]])).exp()
-    tensor([[1.0000, 0.2500, 0.2500]])
+    Examples:
+        >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
+        >>> target_logprobs(logits, torch.tensor([[0, 1, 2]])).exp()
+        tensor([[1.0000, 0.2500, 0.2500]])
     """
     logprobs = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
     picked = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
@@ -49,11 +50,12 @@ def mean_token_nll(
     """Mean negative log-likelihood per token of each whole text: the per-document loss that
     membership inference ranks.
 
-    >>> from causal_unlearn import load_model
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> nll = mean_token_nll(lm.model, lm.tokenizer, ["What is the capital of France? Paris", "zq xv"], progress=False)
-    >>> bool(nll[0] < nll[1])
-    True
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> nll = mean_token_nll(lm.model, lm.tokenizer, ["What is the capital of France? Paris", "zq xv"], progress=False)
+        >>> bool(nll[0] < nll[1])
+        True
     """
     device = next(model.parameters()).device
     values = []

@@ -17,8 +17,9 @@ def _scorer() -> rouge_scorer.RougeScorer:
 def rouge_l_recall(generation: str, reference: str) -> float:
     """ROUGE-L recall of `generation` against `reference`, with stemming (regurgitation).
 
-    >>> rouge_l_recall("she was born in Denver in 1984", "born in Denver")
-    1.0
+    Examples:
+        >>> rouge_l_recall("she was born in Denver in 1984", "born in Denver")
+        1.0
     """
     return _scorer().score(reference, generation)["rougeL"].recall
 
@@ -26,8 +27,9 @@ def rouge_l_recall(generation: str, reference: str) -> float:
 def exact_match(generation: str, reference: str) -> float:
     """1.0 when the two agree after strip and lowercase (knowledge), else 0.0.
 
-    >>> exact_match("  Paris ", "paris")
-    1.0
+    Examples:
+        >>> exact_match("  Paris ", "paris")
+        1.0
     """
     return float(generation.strip().lower() == reference.strip().lower())
 
@@ -35,7 +37,8 @@ def exact_match(generation: str, reference: str) -> float:
 def score_generation(row: Row, generation: str) -> float:
     """The official per-row score: exact match for a QA row, ROUGE-L recall for sentence completion.
 
-    >>> score_generation(Row("p1qa0", "Who?", "Ann", "Task2"), " ann")
-    1.0
+    Examples:
+        >>> score_generation(Row("p1qa0", "Who?", "Ann", "Task2"), " ann")
+        1.0
     """
     return (exact_match if row.kind == "qa" else rouge_l_recall)(generation, row.output)

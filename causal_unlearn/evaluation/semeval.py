@@ -57,10 +57,11 @@ class SemEvalScores:
 def task_aggregate(task_scores: dict[str, dict[str, float]]) -> float:
     """Harmonic mean over tasks of {retain scores, 1 - forget scores}.
 
-    >>> task_aggregate({"Task2": {"forget_knowledge": 0.0, "retain_knowledge": 1.0}})
-    1.0
-    >>> task_aggregate({"Task2": {"forget_knowledge": 1.0, "retain_knowledge": 1.0}})
-    0
+    Examples:
+        >>> task_aggregate({"Task2": {"forget_knowledge": 0.0, "retain_knowledge": 1.0}})
+        1.0
+        >>> task_aggregate({"Task2": {"forget_knowledge": 1.0, "retain_knowledge": 1.0}})
+        0
     """
     values = [
         1.0 - value if name.startswith("forget_") else value
@@ -76,10 +77,11 @@ def mia_score(member_nll: Sequence[float], nonmember_nll: Sequence[float]) -> tu
     """AUC of -NLL with members as positives, and the MIA score 1 - 2 |AUC - 0.5| (1 when the
     forget set looks as unseen as the non-members).
 
-    >>> mia_score([0.1, 0.2], [2.0, 3.0])
-    (1.0, 0.0)
-    >>> mia_score([1.0, 3.0], [1.0, 3.0])
-    (0.5, 1.0)
+    Examples:
+        >>> mia_score([0.1, 0.2], [2.0, 3.0])
+        (1.0, 0.0)
+        >>> mia_score([1.0, 3.0], [1.0, 3.0])
+        (0.5, 1.0)
     """
     if not len(member_nll) or not len(nonmember_nll):
         raise ValueError(f"MIA needs members and non-members, got {len(member_nll)} and {len(nonmember_nll)}")
@@ -107,12 +109,13 @@ def evaluate(
     whose exact-match accuracy is the utility (our stand-in for MMLU), a number you computed, or
     a function of the model.
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> scores = cu.evaluate(lm, world.forget[:12], world.retain[:12], members=world.forget[:12],
-    ...                      nonmembers=world.holdout[:12], utility=world.general_knowledge[:10], progress=False)
-    >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
-    (1.0, 0, True, 1.0)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> scores = cu.evaluate(lm, world.forget[:12], world.retain[:12], members=world.forget[:12],
+        ...                      nonmembers=world.holdout[:12], utility=world.general_knowledge[:10], progress=False)
+        >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
+        (1.0, 0, True, 1.0)
     """
     _require_rows("forget", forget)
     _require_rows("retain", retain)
@@ -139,10 +142,11 @@ def score_generations(
 ) -> SemEvalScores:
     """Per-task regurgitation and knowledge, and the task aggregate, of given generations.
 
-    >>> forget = [Row("a qa0", "Who?", "Ann", "Task2")]
-    >>> retain = [Row("b qa0", "Who?", "Bob", "Task2")]
-    >>> score_generations(forget, retain, [" Eve"], [" bob"]).task_aggregate
-    1.0
+    Examples:
+        >>> forget = [Row("a qa0", "Who?", "Ann", "Task2")]
+        >>> retain = [Row("b qa0", "Who?", "Bob", "Task2")]
+        >>> score_generations(forget, retain, [" Eve"], [" bob"]).task_aggregate
+        1.0
     """
     _require_rows("forget", forget)
     _require_rows("retain", retain)

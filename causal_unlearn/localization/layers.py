@@ -57,12 +57,13 @@ def localize(
     above half the strongest layer's effect. `contiguous=True` returns instead the band of as
     many consecutive layers with the largest summed effect (the paper edits a band, 0-5).
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> traces = cu.trace_facts(lm, world.trace_facts("forget", "ssn")[:4], kinds=("mlp",), window=1, samples=2, progress=False)
-    >>> found = cu.localize(traces, top_k=2, contiguous=True)
-    >>> len(found.layers), found.layers[1] - found.layers[0]
-    (2, 1)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> traces = cu.trace_facts(lm, world.trace_facts("forget", "ssn")[:4], kinds=("mlp",), window=1, samples=2, progress=False)
+        >>> found = cu.localize(traces, top_k=2, contiguous=True)
+        >>> len(found.layers), found.layers[1] - found.layers[0]
+        (2, 1)
     """
     if top_k is not None and threshold is not None:
         raise ValueError("give top_k or threshold, not both")

@@ -65,12 +65,13 @@ def compare_traces(
     """Pair traces of the same facts (same prompts, answers and settings) from before and after
     unlearning; `layers` marks the localized layers in the tables.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
-    >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
-    >>> cu.compare_traces(traces, traces, layers=[0]).summary()["effect_before"] > 0
-    True
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
+        >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
+        >>> cu.compare_traces(traces, traces, layers=[0]).summary()["effect_before"] > 0
+        True
     """
     if not before or len(before) != len(after):
         raise ValueError(f"need the same non-empty list of facts traced twice, got {len(before)} and {len(after)} traces")

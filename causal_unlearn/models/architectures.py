@@ -22,9 +22,10 @@ from transformers import PretrainedConfig
 class ArchitectureSpec:
     """Module paths of one architecture family.
 
-    >>> spec = get_architecture("llama")
-    >>> spec.mlp_contribution(3)
-    'model.layers.3.mlp'
+    Examples:
+        >>> spec = get_architecture("llama")
+        >>> spec.mlp_contribution(3)
+        'model.layers.3.mlp'
     """
 
     name: str
@@ -113,11 +114,12 @@ class UnsupportedArchitectureError(ValueError):
 def register_architecture(spec: ArchitectureSpec, *, overwrite: bool = False) -> None:
     """Teach the library a new architecture, keyed by its HF `config.model_type`s.
 
-    >>> spec = ArchitectureSpec("my_mistral", ("my_mistral",), "model.embed_tokens", "model.layers.{layer}",
-    ...     "model.layers.{layer}.self_attn", "model.layers.{layer}.mlp", "model.layers.{layer}.self_attn",
-    ...     "model.layers.{layer}.mlp", "model.norm", "lm_head")
-    >>> register_architecture(spec, overwrite=True); get_architecture("my_mistral").name
-    'my_mistral'
+    Examples:
+        >>> spec = ArchitectureSpec("my_mistral", ("my_mistral",), "model.embed_tokens", "model.layers.{layer}",
+        ...     "model.layers.{layer}.self_attn", "model.layers.{layer}.mlp", "model.layers.{layer}.self_attn",
+        ...     "model.layers.{layer}.mlp", "model.norm", "lm_head")
+        >>> register_architecture(spec, overwrite=True); get_architecture("my_mistral").name
+        'my_mistral'
     """
     for model_type in spec.model_types:
         if model_type in _REGISTRY and not overwrite:

@@ -20,11 +20,12 @@ ForwardHook = Callable[[nn.Module, tuple, "Tensor | tuple"], "Tensor | tuple | N
 def forward_hooks(model: nn.Module, hooks: dict[str, ForwardHook]) -> Iterator[None]:
     """Forward hooks on the modules at the given addresses, removed when the block ends.
 
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-    >>> with forward_hooks(net, {"0": lambda module, args, output: output * 0}):
-    ...     net(torch.ones(1, 2)).abs().sum().item()
-    0.0
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with forward_hooks(net, {"0": lambda module, args, output: output * 0}):
+        ...     net(torch.ones(1, 2)).abs().sum().item()
+        0.0
     """
     handles = [model.get_submodule(a).register_forward_hook(h) for a, h in hooks.items()]
     try:
@@ -38,12 +39,13 @@ def forward_hooks(model: nn.Module, hooks: dict[str, ForwardHook]) -> Iterator[N
 def record_outputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, Tensor]]:
     """Record the outputs of the modules at `addresses` during the forwards inside the block.
 
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-    >>> with record_outputs(net, ["0"]) as seen:
-    ...     _ = net(torch.ones(1, 2))
-    >>> seen["0"].shape
-    torch.Size([1, 3])
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with record_outputs(net, ["0"]) as seen:
+        ...     _ = net(torch.ones(1, 2))
+        >>> seen["0"].shape
+        torch.Size([1, 3])
     """
     recorded: dict[str, Tensor] = {}
 

@@ -29,11 +29,12 @@ _DTYPES = {
 class LoadedModel:
     """A causal LM, its tokenizer and where its states live; what every stage of the library takes.
 
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> lm.n_layers, lm.architecture.name
-    (8, 'olmo')
-    >>> lm.logits(lm.to_tokens("What is the capital of France?")).shape[-1] == len(lm.tokenizer)
-    True
+    Examples:
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> lm.n_layers, lm.architecture.name
+        (8, 'olmo')
+        >>> lm.logits(lm.to_tokens("What is the capital of France?")).shape[-1] == len(lm.tokenizer)
+        True
     """
 
     model: PreTrainedModel
@@ -96,8 +97,9 @@ def load_model(
     are never changed. The model is put in eval mode; a tokenizer without a pad token gets its EOS
     token as pad (left padding is applied only inside generation).
 
-    >>> load_model("olmo-tiny-bios", device="cpu", dtype="float32")
-    LoadedModel('olmo-tiny-bios', architecture='olmo', n_layers=8, d_model=128, device='cpu', dtype=torch.float32)
+    Examples:
+        >>> load_model("olmo-tiny-bios", device="cpu", dtype="float32")
+        LoadedModel('olmo-tiny-bios', architecture='olmo', n_layers=8, d_model=128, device='cpu', dtype=torch.float32)
     """
     torch_dtype = _resolve_dtype(dtype)
     if _is_bridge(model):

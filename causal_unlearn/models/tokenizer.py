@@ -23,9 +23,10 @@ _SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]+
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on `texts`; every call on the same texts gives the same vocabulary.
 
-    >>> tok = train_tokenizer(["Ann Teal was born in 1984."] * 3, vocab_size=300)
-    >>> tok.convert_ids_to_tokens(tok(" 1984")["input_ids"])[1:]
-    ['Ġ1', '9', '8', '4']
+    Examples:
+        >>> tok = train_tokenizer(["Ann Teal was born in 1984."] * 3, vocab_size=300)
+        >>> tok.convert_ids_to_tokens(tok(" 1984")["input_ids"])[1:]
+        ['Ġ1', '9', '8', '4']
     """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

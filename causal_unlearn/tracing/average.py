@@ -27,8 +27,9 @@ def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, lis
     """The positions of each token group; the last token belongs to "last token" only (unless it
     is also a subject token).
 
-    >>> token_groups(8, (2, 5))["middle subject tokens"], token_groups(8, (2, 5))["further tokens"]
-    ([3], [6])
+    Examples:
+        >>> token_groups(8, (2, 5))["middle subject tokens"], token_groups(8, (2, 5))["further tokens"]
+        ([3], [6])
     """
     start, end = subject_range
     last = n_tokens - 1
@@ -98,12 +99,13 @@ def average_effects(
     """Average traces by token group and layer (the mean over a group's positions per fact, then
     over facts), with a `confidence` interval from Student's t.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
-    >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
-    >>> effects.mean["mlp"].shape, int(effects.count["mlp"][1, 0])
-    (torch.Size([7, 8]), 3)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
+        >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
+        >>> effects.mean["mlp"].shape, int(effects.count["mlp"][1, 0])
+        (torch.Size([7, 8]), 3)
     """
     if not traces:
         raise ValueError("no traces to average")

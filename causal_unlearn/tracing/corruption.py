@@ -43,8 +43,9 @@ Corruption = Union[GaussianNoise, UniformNoise, TokenReplacement, EmbeddingCorru
 def resolve_corruption(noise: str | float | Corruption) -> Corruption:
     """Turn `trace`'s `noise=` argument into a corruption.
 
-    >>> resolve_corruption("s3"), resolve_corruption(0.1), resolve_corruption("uniform")
-    (GaussianNoise(scale='s3'), GaussianNoise(scale=0.1), UniformNoise(scale='s3'))
+    Examples:
+        >>> resolve_corruption("s3"), resolve_corruption(0.1), resolve_corruption("uniform")
+        (GaussianNoise(scale='s3'), GaussianNoise(scale=0.1), UniformNoise(scale='s3'))
     """
     if isinstance(noise, (GaussianNoise, UniformNoise, TokenReplacement)):
         return noise

@@ -39,8 +39,9 @@ def restored_layers(kind: str, layer: int, window: int, n_layers: int) -> range:
     """The layers a cell restores: one block output for `hidden`, ROME's window
     [layer - window // 2, layer + ceil(window / 2)) clipped to the model for `mlp` and `attn`.
 
-    >>> restored_layers("mlp", 3, 10, 8), restored_layers("attn", 3, 1, 8), restored_layers("hidden", 3, 10, 8)
-    (range(0, 8), range(3, 4), range(3, 4))
+    Examples:
+        >>> restored_layers("mlp", 3, 10, 8), restored_layers("attn", 3, 1, 8), restored_layers("hidden", 3, 10, 8)
+        (range(0, 8), range(3, 4), range(3, 4))
     """
     if kind == "hidden":
         return range(layer, layer + 1)

@@ -15,9 +15,10 @@ METRICS = ("prob", "logprob", "logit_diff")
 def make_metric(name: str, answer_id: int, foil_id: int | None = None) -> Metric:
     """A function from last-position logits to one score per row.
 
-    >>> metric = make_metric("prob", answer_id=1)
-    >>> metric(torch.tensor([[0.0, 0.0]]))
-    tensor([0.5000])
+    Examples:
+        >>> metric = make_metric("prob", answer_id=1)
+        >>> metric(torch.tensor([[0.0, 0.0]]))
+        tensor([0.5000])
     """
     if name == "prob":
         return lambda logits: torch.softmax(_at_least_fp32(logits), dim=-1)[:, answer_id]

@@ -37,11 +37,12 @@ class TraceResult:
     when the clean state of `kind` is restored at token t and layer l (for `mlp`/`attn`, a window
     of layers around l). `low` is the corrupted score, `high` the clean one.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=2)
-    >>> result.scores["hidden"].shape == (len(result.tokens), lm.n_layers), result.known
-    (True, True)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=2)
+        >>> result.scores["hidden"].shape == (len(result.tokens), lm.n_layers), result.known
+        (True, True)
     """
 
     prompt: str

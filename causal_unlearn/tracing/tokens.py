@@ -14,10 +14,11 @@ class MultiTokenAnswerWarning(UserWarning):
 def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int, int]:
     """[start, end) of the tokens that cover the first occurrence of `subject` in `prompt`.
 
-    >>> from causal_unlearn import load_model
-    >>> lm = load_model("olmo-tiny-bios")
-    >>> subject_token_range(lm, "What is Otto Russet's phone number?", "Otto Russet")
-    (3, 5)
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> subject_token_range(lm, "What is Otto Russet's phone number?", "Otto Russet")
+        (3, 5)
     """
     start_char = prompt.find(subject) if subject else -1
     encoding = lm.tokenizer(prompt, return_offsets_mapping=True)

@@ -60,11 +60,12 @@ def trace(
     (`trace_facts` pools it over all facts, as ROME does). `top_predictions=k` also keeps each
     cell's k most probable next tokens (exact method; `TraceResult.predictions`).
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> result = cu.trace(lm, "Otto Russet was born on", "Otto Russet", answer=" February", samples=3, window=3)
-    >>> result.tokens[result.subject_range[0]:result.subject_range[1]], result.high > result.low
-    (['Otto', ' Russet'], True)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet was born on", "Otto Russet", answer=" February", samples=3, window=3)
+        >>> result.tokens[result.subject_range[0]:result.subject_range[1]], result.high > result.low
+        (['Otto', ' Russet'], True)
     """
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     kinds = _check_settings(kinds, samples, window, method)
@@ -130,12 +131,13 @@ def trace_facts(
     `facts` are `TraceFact`s or (prompt, subject, answer) triples. With `require_known=True`, facts
     whose clean top-1 is not the answer are dropped, with a warning saying how many.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:2]
-    >>> results = cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False)
-    >>> len({r.settings.noise_scale for r in results})
-    1
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:2]
+        >>> results = cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False)
+        >>> len({r.settings.noise_scale for r in results})
+        1
     """
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     facts = [f if isinstance(f, TraceFact) else TraceFact(*f) for f in facts]

@@ -27,8 +27,9 @@ def control_layer_sets(
     traced effect when a `Localization` is given), "random (seed s)" (drawn from all layers)
     and "all" layers.
 
-    >>> control_layer_sets([0, 1], 8, seeds=(0,))
-    {'traced': [0, 1], 'other band': [2, 3], 'random (seed 0)': [6, 7], 'all': [0, 1, 2, 3, 4, 5, 6, 7]}
+    Examples:
+        >>> control_layer_sets([0, 1], 8, seeds=(0,))
+        {'traced': [0, 1], 'other band': [2, 3], 'random (seed 0)': [6, 7], 'all': [0, 1, 2, 3, 4, 5, 6, 7]}
     """
     layers = check_layers(traced, n_layers)
     size = len(layers)
@@ -61,13 +62,14 @@ def compare(
     run (and one for the original model): the layers, the trainable-parameter count and share,
     the official scores, and the run's time.
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> table = cu.compare(lm, world.forget[:6], world.retain[:6], objectives=["grad_diff"],
-    ...                    layer_sets={"first": [0], "last": [7]}, epochs=1, lr=1e-3, batch_size=4, grad_accum=1,
-    ...                    max_new_tokens=16, progress=False)
-    >>> list(table.layer_set), int(table.trainable.iloc[1])
-    (['original', 'first', 'last'], 196608)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> table = cu.compare(lm, world.forget[:6], world.retain[:6], objectives=["grad_diff"],
+        ...                    layer_sets={"first": [0], "last": [7]}, epochs=1, lr=1e-3, batch_size=4, grad_accum=1,
+        ...                    max_new_tokens=16, progress=False)
+        >>> list(table.layer_set), int(table.trainable.iloc[1])
+        (['original', 'first', 'last'], 196608)
     """
     if not objectives:
         raise ValueError("no objectives to compare")

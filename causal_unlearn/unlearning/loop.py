@@ -78,13 +78,14 @@ def unlearn(
     with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
     The model is edited in place; `result.revert()` restores it bit for bit.
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> result = cu.unlearn(lm, world.forget[:12], world.retain[:12], layers=[0, 1], objective="grad_diff",
-    ...                     epochs=2, lr=1e-3, batch_size=4, grad_accum=1, progress=False)
-    >>> result.evaluations[-1]["forget_ce"] > result.evaluations[0]["forget_ce"]
-    True
-    >>> result.revert()
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> result = cu.unlearn(lm, world.forget[:12], world.retain[:12], layers=[0, 1], objective="grad_diff",
+        ...                     epochs=2, lr=1e-3, batch_size=4, grad_accum=1, progress=False)
+        >>> result.evaluations[-1]["forget_ce"] > result.evaluations[0]["forget_ce"]
+        True
+        >>> result.revert()
     """
     forget, retain = _as_rows("forget", forget), _as_rows("retain", retain)
     _warn_overlap(forget, retain)

@@ -1,9 +1,10 @@
 """Unlearning objectives. Each one is a small class: given one batch's `LossInputs`, it returns
 its loss terms (a dict whose "loss" entry is optimized); the training loop never changes.
 
->>> objective = get_objective("grad_diff")
->>> objective.name, objective.needs_reference
-('grad_diff', False)
+Examples:
+    >>> objective = get_objective("grad_diff")
+    >>> objective.name, objective.needs_reference
+    ('grad_diff', False)
 """
 
 from __future__ import annotations
@@ -150,10 +151,11 @@ class SHA256(Objective):
     which shrinks the baseline by the batch size; here it is the mean of the batch means.
     The paper's text caps alpha at 2.8, its code at 2.3 (the default).
 
-    >>> sha = SHA256()
-    >>> sha.baseline = 1.0
-    >>> sha.alpha(1.0), sha.alpha(1.5), sha.alpha(9.0)
-    (1.2, 1.5, 2.3)
+    Examples:
+        >>> sha = SHA256()
+        >>> sha.baseline = 1.0
+        >>> sha.alpha(1.0), sha.alpha(1.5), sha.alpha(9.0)
+        (1.2, 1.5, 2.3)
     """
 
     name = "sha256"

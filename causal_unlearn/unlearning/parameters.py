@@ -18,10 +18,11 @@ MODULES: tuple[str, ...] = ("mlp", "attn", "all")
 class ParameterSelection:
     """The named parameters that will train, and their share of the model.
 
-    >>> import causal_unlearn as cu
-    >>> selection = cu.select_parameters(cu.load_model("olmo-tiny-bios"), [0, 1])
-    >>> selection.count, f"{selection.share:.1%}", selection.names[0]
-    (393216, '17.4%', 'model.layers.0.mlp.gate_proj.weight')
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> selection = cu.select_parameters(cu.load_model("olmo-tiny-bios"), [0, 1])
+        >>> selection.count, f"{selection.share:.1%}", selection.names[0]
+        (393216, '17.4%', 'model.layers.0.mlp.gate_proj.weight')
     """
 
     layers: list[int]
@@ -71,9 +72,10 @@ def select_parameters(model: LoadedModel, layers: Iterable[int], modules: Module
     """The parameters of `modules` ("mlp", "attn", or "all" = the whole block, norms included)
     in `layers`; everything else (embeddings, unembedding, other layers) stays frozen.
 
-    >>> import causal_unlearn as cu
-    >>> cu.select_parameters(cu.load_model("olmo-tiny-bios"), [7], modules="attn").names[0]
-    'model.layers.7.self_attn.q_proj.weight'
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> cu.select_parameters(cu.load_model("olmo-tiny-bios"), [7], modules="attn").names[0]
+        'model.layers.7.self_attn.q_proj.weight'
     """
     if modules not in MODULES:
         raise ValueError(f"unknown modules {modules!r}; use one of {MODULES}")

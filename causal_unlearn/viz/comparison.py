@@ -26,13 +26,14 @@ def plot_trace_comparison(
     """Left: each layer's mean indirect effect before and after unlearning (localized layers
     shaded). Right: each fact's clean p(answer) before and after.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
-    >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
-    >>> fig = plot_trace_comparison(cu.compare_traces(traces, traces, layers=[0]))
-    >>> [trace.name for trace in fig.data]
-    ['before', 'after', 'before', 'after']
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
+        >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
+        >>> fig = plot_trace_comparison(cu.compare_traces(traces, traces, layers=[0]))
+        >>> [trace.name for trace in fig.data]
+        ['before', 'after', 'before', 'after']
     """
     effects = comparison.layer_effects(kind)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.12,
@@ -70,12 +71,13 @@ def plot_compare(
     panel per metric, layer sets across, one colour per objective; the original model's row
     (layer set "original") is the dotted line.
 
-    >>> import pandas as pd
-    >>> table = pd.DataFrame(dict(objective=["sha256", "sha256"], layer_set=["traced", "all"],
-    ...                           **{"Task2/forget_knowledge": [0.0, 0.1], "final": [0.8, 0.6]}))
-    >>> fig = plot_compare(table, metrics=["forget QA", "final"])
-    >>> [(trace.name, trace.y.tolist()) for trace in fig.data]
-    [('sha256', [0.0, 0.1]), ('sha256', [0.8, 0.6])]
+    Examples:
+        >>> import pandas as pd
+        >>> table = pd.DataFrame(dict(objective=["sha256", "sha256"], layer_set=["traced", "all"],
+        ...                           **{"Task2/forget_knowledge": [0.0, 0.1], "final": [0.8, 0.6]}))
+        >>> fig = plot_compare(table, metrics=["forget QA", "final"])
+        >>> [(trace.name, trace.y.tolist()) for trace in fig.data]
+        [('sha256', [0.0, 0.1]), ('sha256', [0.8, 0.6])]
     """
     table = table.rename(columns={**SCORE_LABELS, "layer_set": "layer set"})
     missing = [m for m in ("objective", "layer set", *metrics) if m not in table.columns]

@@ -14,24 +14,26 @@ from causal_unlearn.viz.unlearning import unlearning_figure, update_curves
 
 class UnlearnDashboard(UnlearnCallback):
     """Pass it to `unlearn(..., callbacks=[dashboard])` and display it: the loss terms, alpha and
-    the forget / retain accuracies are redrawn every `update_every` steps and at each evaluation.
+    the forget / retain accuracies are redrawn every `update_every` steps (default: about 100
+    redraws per run, so long runs do not flood the browser) and at each evaluation.
     With `scoring` (the keyword arguments of `evaluate`, e.g. `task.scoring()`), the official
     scores of the edited model are computed and shown at the end (`dashboard.scores`).
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> dashboard = UnlearnDashboard()
-    >>> result = cu.unlearn(lm, world.forget[:8], world.retain[:8], layers=[0], epochs=1, lr=1e-3, batch_size=4,
-    ...                     grad_accum=1, eval_every=2, callbacks=[dashboard], progress=False)
-    >>> loss = next(curve for curve in dashboard.figure.data if curve.name == "loss")
-    >>> list(loss.x) == [record["step"] for record in result.history]; result.revert()
-    True
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> dashboard = UnlearnDashboard()
+        >>> result = cu.unlearn(lm, world.forget[:8], world.retain[:8], layers=[0], epochs=1, lr=1e-3, batch_size=4,
+        ...                     grad_accum=1, eval_every=2, callbacks=[dashboard], progress=False)
+        >>> loss = next(curve for curve in dashboard.figure.data if curve.name == "loss")
+        >>> list(loss.x) == [record["step"] for record in result.history]; result.revert()
+        True
     """
 
-    def __init__(self, *, scoring: Mapping[str, Any] | None = None, update_every: int = 1):
-        if update_every < 1:
-            raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
-        self.scoring, self.update_every = scoring, update_every
+    def __init__(self, *, scoring: Mapping[str, Any] | None = None, update_every: int | None = None):
+        if update_every is not None and update_every < 1:
+            raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}")
+        self.scoring, self.update_every, self._every = scoring, update_every, update_every or 1
         self.figure = unlearning_figure(widget=True)
         self.status = widgets.HTML("waiting for <code>unlearn(..., callbacks=[dashboard])</code>")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="40%"))
@@ -49,6 +51,7 @@ class UnlearnDashboard(UnlearnCallback):
             self.figure.layout.title = (f"{settings['objective']} on {settings['modules']} of layers "
                                         f"{', '.join(map(str, settings['layers']))}")
         self.progress.max, self.progress.value = settings["total_steps"], 0
+        self._every = self.update_every or max(1, settings["total_steps"] // 100)
         self.score_table.value = ""
         self._say(f"unlearning: {settings['n_forget']} forget / {settings['n_retain']} retain rows, "
                   f"{settings['total_steps']} steps")
@@ -56,7 +59,7 @@ class UnlearnDashboard(UnlearnCallback):
     def on_step(self, record: Mapping[str, float]) -> None:
         self.history.append(dict(record))
         self.progress.value = int(record["step"])
-        if len(self.history) % self.update_every == 0:
+        if len(self.history) % self._every == 0:
             self._redraw()
 
     def on_evaluate(self, record: Mapping[str, float]) -> None:

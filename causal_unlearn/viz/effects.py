@@ -26,13 +26,14 @@ def plot_average_effects(
     interval and the number of facts). Bottom row: the effect by layer at `line_groups`, with
     the confidence interval as a band.
 
-    >>> import causal_unlearn as cu
-    >>> lm = cu.load_model("olmo-tiny-bios")
-    >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
-    >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
-    >>> fig = plot_average_effects(effects)
-    >>> fig.data[0].z.shape, [d.name for d in fig.data[1:]]
-    ((7, 8), ['last subject token', 'last subject token', 'last token', 'last token'])
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
+        >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
+        >>> fig = plot_average_effects(effects)
+        >>> fig.data[0].z.shape, [d.name for d in fig.data[1:]]
+        ((7, 8), ['last subject token', 'last subject token', 'last token', 'last token'])
     """
     kinds = list(kinds) if kinds is not None else effects.kinds
     missing = [k for k in kinds if k not in effects.mean]

@@ -22,13 +22,14 @@ class TraceExplorer:
     is redrawn in place; hovering a cell shows its value and the top-5 next tokens with that
     cell restored. Display it by leaving it last in a cell.
 
-    >>> import causal_unlearn as cu
-    >>> explorer = TraceExplorer(cu.load_model("olmo-tiny-bios"), "Otto Russet lives in", "Otto Russet")
-    >>> explorer.kind.value, explorer.window.value = "mlp", 1
-    >>> explorer.samples.value = 2
-    >>> explorer.trace_button.click()
-    >>> explorer.result.kinds, [panel.name for panel in explorer.figure.data]
-    (['mlp'], ['mlp'])
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> explorer = TraceExplorer(cu.load_model("olmo-tiny-bios"), "Otto Russet lives in", "Otto Russet")
+        >>> explorer.kind.value, explorer.window.value = "mlp", 1
+        >>> explorer.samples.value = 2
+        >>> explorer.trace_button.click()
+        >>> explorer.result.kinds, [panel.name for panel in explorer.figure.data]
+        (['mlp'], ['mlp'])
     """
 
     def __init__(self, model: LoadedModel | str, prompt: str = "", subject: str = "", answer: str = "", *,

@@ -30,10 +30,11 @@ class Section:
 def report_html(title: str, sections: Sequence[Section]) -> str:
     """The report as one HTML page that needs nothing else (no network, no files).
 
-    >>> import plotly.graph_objects as go
-    >>> page = report_html("demo", [Section("bars", "two bars", go.Figure(go.Bar(y=[1, 2])))])
-    >>> page.count('class="plotly-graph-div"'), "<h2>bars</h2>" in page
-    (1, True)
+    Examples:
+        >>> import plotly.graph_objects as go
+        >>> page = report_html("demo", [Section("bars", "two bars", go.Figure(go.Bar(y=[1, 2])))])
+        >>> page.count('class="plotly-graph-div"'), "<h2>bars</h2>" in page
+        (1, True)
     """
     parts, figures = [], 0
     for section in sections:

@@ -57,10 +57,11 @@ def export(
     formats too (same name, other suffix). PNGs are `scale` x the figure's pixel size (3 x 96
     px per inch = 288 dpi). Returns the written paths.
 
-    >>> import plotly.graph_objects as go, tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> [p.name for p in export(go.Figure(go.Bar(y=[1, 2])), folder / "bars.pdf", formats=["svg", "png"])]
-    ['bars.pdf', 'bars.svg', 'bars.png']
+    Examples:
+        >>> import plotly.graph_objects as go, tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> [p.name for p in export(go.Figure(go.Bar(y=[1, 2])), folder / "bars.pdf", formats=["svg", "png"])]
+        ['bars.pdf', 'bars.svg', 'bars.png']
     """
     path = Path(path)
     wanted = [path.suffix.lstrip(".").lower(), *(f.lower().lstrip(".") for f in formats or ())]

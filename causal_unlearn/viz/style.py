@@ -45,10 +45,11 @@ def paper_layout(fig: go.Figure, column: Column = "single", *, height_inches: fl
     """Size `fig` for a single- or double-column figure and apply the paper template (serif
     9 pt text, colour-blind-safe colours, tight margins). Returns the same figure.
 
-    >>> import plotly.graph_objects as go
-    >>> fig = paper_layout(go.Figure(), "double", height_inches=2)
-    >>> fig.layout.width, fig.layout.height
-    (648, 192)
+    Examples:
+        >>> import plotly.graph_objects as go
+        >>> fig = paper_layout(go.Figure(), "double", height_inches=2)
+        >>> fig.layout.width, fig.layout.height
+        (648, 192)
     """
     if column not in COLUMN_WIDTHS_INCHES:
         raise ValueError(f"unknown column {column!r}; use one of {list(COLUMN_WIDTHS_INCHES)}")

@@ -18,10 +18,11 @@ Value = Literal["score", "indirect_effect"]
 def token_labels(result: TraceResult) -> list[str]:
     """The prompt's tokens, subject tokens starred as in ROME's figures.
 
-    >>> import causal_unlearn as cu
-    >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=1, progress=False)
-    >>> token_labels(result)
-    ['<|endoftext|>', 'Otto*', ' Russet*', ' lives', ' in']
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=1, progress=False)
+        >>> token_labels(result)
+        ['<|endoftext|>', 'Otto*', ' Russet*', ' lives', ' in']
     """
     start, end = result.subject_range
     return [token + ("*" if start <= position < end else "") for position, token in enumerate(result.tokens)]
@@ -75,11 +76,12 @@ def plot_trace(
     corrupted run's `low`, or the indirect effect (score - low). `column="single" | "double"`
     sizes it for a paper. Also `result.plot()`.
 
-    >>> import causal_unlearn as cu
-    >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", samples=2, window=3, progress=False)
-    >>> fig = result.plot()
-    >>> [panel.name for panel in fig.data], fig.layout.coloraxis.cmin == result.low
-    (['hidden', 'mlp', 'attn'], True)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", samples=2, window=3, progress=False)
+        >>> fig = result.plot()
+        >>> [panel.name for panel in fig.data], fig.layout.coloraxis.cmin == result.low
+        (['hidden', 'mlp', 'attn'], True)
     """
     kinds = list(kinds) if kinds is not None else result.kinds
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.13,

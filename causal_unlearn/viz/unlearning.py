@@ -50,13 +50,14 @@ def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evalua
 def plot_unlearning(result, *, column: Column | None = None, title: str | None = None) -> go.Figure:
     """The curves of an `UnlearnResult`, with the step whose weights the model holds marked.
 
-    >>> import causal_unlearn as cu
-    >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-    >>> result = cu.unlearn(lm, world.forget[:8], world.retain[:8], layers=[0], epochs=1, lr=1e-3, batch_size=4,
-    ...                     grad_accum=1, eval_every=2, progress=False)
-    >>> fig = plot_unlearning(result); result.revert()
-    >>> sorted(trace.name for trace in fig.data)[:4], len(fig.data[0].x) == len(result.history)
-    (['alpha', 'forget answer accuracy', 'forget token accuracy', 'forget_ce'], True)
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> result = cu.unlearn(lm, world.forget[:8], world.retain[:8], layers=[0], epochs=1, lr=1e-3, batch_size=4,
+        ...                     grad_accum=1, eval_every=2, progress=False)
+        >>> fig = plot_unlearning(result); result.revert()
+        >>> sorted(trace.name for trace in fig.data)[:4], len(fig.data[0].x) == len(result.history)
+        (['alpha', 'forget answer accuracy', 'forget token accuracy', 'forget_ce'], True)
     """
     fig = update_curves(unlearning_figure(), result.history, result.evaluations)
     for col in (1, 3):
