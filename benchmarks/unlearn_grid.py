@@ -7,6 +7,7 @@ Traces the forget set's facts (window 1), localizes with `localize(kind="mlp")`,
 control sets with `control_layer_sets`, and runs `compare` on the built-in unlearning task
 (`world.unlearning_task()`) with the built-in recipe. Besides the named objectives (paper
 constants) it runs SHA256 with the built-in recipe's retain weight, "sha256 (alpha 3-6)".
+`results/unlearn_grid.csv` holds the last full run (notebook 03 plots it with `viz.plot_compare`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ import torch
 import causal_unlearn as cu
 from causal_unlearn.unlearning import OBJECTIVES
 from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, builtin_sha256
+from causal_unlearn.viz import SCORE_LABELS
 
-COLUMNS = {
-    "objective": "objective", "layer_set": "layer set", "layers": "layers", "trainable": "trainable",
-    "Task2/forget_knowledge": "forget QA", "Task2/retain_knowledge": "retain QA", "Task2/forget_regurgitation": "forget SC",
-    "Task2/retain_regurgitation": "retain SC", "GeneralKnowledge/retain_knowledge": "GK retain",
-    "task_aggregate": "aggregate", "mia_score": "MIA", "utility": "GK held out",
-    "final": "final", "seconds": "unlearn s",
-}
+COLUMNS = {"objective": "objective", "layer_set": "layer set", "layers": "layers", "trainable": "trainable",
+           **SCORE_LABELS, "seconds": "unlearn s"}
 
 
 def main() -> None:

@@ -62,13 +62,22 @@ def run_demo(
     epochs: int | None = None,
     max_new_tokens: int = 64,
     export_figures: bool = True,
+    progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Trace the built-in world's forget facts, localize the MLP layers that carry them, unlearn
     the forget set there with SHA256 (the built-in recipe), score before and after the official
     way, re-trace the forgotten city facts, and write `out/` with `report.html`, `scores.json`
     and the figures as PDF. The model is restored at the end (its edited copy is in `out/model`).
-    `max_facts` and `epochs` shrink the run (for a quick look; the defaults are the real run)."""
+    `max_facts` and `epochs` shrink the run (for a quick look; the defaults are the real run).
+
+    Examples:
+        >>> from causal_unlearn.demo import run_demo
+        >>> demo = run_demo("report", max_facts=30, epochs=1, export_figures=False, progress=False,
+        ...                 log=lambda line: None)  # doctest: +SKIP
+        >>> demo.localization.layers, demo.report  # doctest: +SKIP
+        ([0, 7], PosixPath('report/report.html'))
+    """
     folder = Path(out)
     clock: dict[str, float] = {}
     started = time.perf_counter()
@@ -83,7 +92,7 @@ def run_demo(
     example_trace = trace(lm, example.prompt, example.subject, answer=example.answer, samples=10, window=3, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # multi-token answers: traced on their first token, as documented
-        traces = trace_facts(lm, forget_facts, kinds=("mlp",), window=1, samples=samples)
+        traces = trace_facts(lm, forget_facts, kinds=("mlp",), window=1, samples=samples, progress=progress)
         city_before = trace_facts(lm, city_facts, window=1, samples=samples, progress=False)
     clock["trace"] = time.perf_counter() - started
 
@@ -96,7 +105,8 @@ def run_demo(
 
     log(f"[4/6] unlearning {len(task.forget)} forget rows on MLP layers {layers.layers}")
     recipe = {**BUILTIN_RECIPE, **({"epochs": epochs} if epochs else {})}
-    result = unlearn(lm, task.forget, task.retain, layers=layers, objective=builtin_sha256(), **recipe)
+    result = unlearn(lm, task.forget, task.retain, layers=layers, objective=builtin_sha256(), progress=progress,
+                     **recipe)
     clock["unlearn"] = result.seconds
 
     log("[5/6] scoring the edited model and re-tracing the forgotten city facts")

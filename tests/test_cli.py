@@ -7,46 +7,15 @@ import pytest
 import torch
 
 import causal_unlearn as cu
-from browser import render
 from causal_unlearn.cli import main
 
 
-@pytest.fixture(scope="module")
-def demo_report(tmp_path_factory):
-    """A quick demo run (fewer facts, one epoch): the same code path as `causal-unlearn demo`."""
-    folder = tmp_path_factory.mktemp("report")
-    assert main(["demo", "--device", "cpu", "--out", str(folder), "--max-facts", "20", "--epochs", "1",
-                 "--samples", "1", "--max-new-tokens", "32"]) == 0
-    return folder
-
-
-def test_demo_writes_the_report_folder(demo_report):
-    scores = json.loads((demo_report / "scores.json").read_text())
-    assert scores["layers"] == [0, 7]
-    assert scores["before"]["Task2/forget_knowledge"] == 1.0
-    assert scores["after"]["Task2/forget_knowledge"] < scores["before"]["Task2/forget_knowledge"]
-    for name in ("trace", "average_effects", "unlearning", "before_after"):
-        assert (demo_report / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    edited = cu.load_model(str(demo_report / "model"))
-    original = cu.load_model("olmo-tiny-bios")
-    moved = {n for n, p in edited.model.named_parameters() if not torch.equal(p, original.model.get_parameter(n))}
-    assert moved and all(n.startswith(("model.layers.0.mlp", "model.layers.7.mlp")) for n in moved)
-
-
-def test_demo_report_renders_every_figure_in_chromium_without_console_messages(demo_report):
-    page = render(demo_report / "report.html")
-    assert page.console == []
-    assert page.figure_divs == 4 and page.plots == 4
-    assert "Official SemEval-2025 Task 4 scores" in page.dom
-
-
-def test_the_render_check_sees_errors_and_missing_plots(tmp_path):
-    broken = tmp_path / "broken.html"
-    broken.write_text('<html><body><div class="plotly-graph-div"></div><script>console.error("bad"); '
-                      "missingFunction();</script></body></html>")
-    page = render(broken)
-    assert len(page.console) == 2 and "missingFunction is not defined" in page.console[1]
-    assert page.figure_divs == 1 and page.plots == 0
+def test_demo_command_runs_the_pipeline_with_its_options(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("causal_unlearn.demo.run_demo", lambda out, **options: calls.append((out, options)))
+    assert main(["demo", "--out", str(tmp_path), "--max-facts", "20", "--epochs", "1", "--no-export"]) == 0
+    assert calls == [(str(tmp_path), dict(model="olmo-tiny-bios", device=None, max_facts=20, samples=2, epochs=1,
+                                          max_new_tokens=64, export_figures=False))]
 
 
 def test_trace_command_prints_saves_and_draws(tmp_path, capsys):
@@ -96,11 +65,20 @@ def test_knowledge_prints_what_the_model_knows(capsys):
 
 
 @pytest.mark.parametrize("command", ["demo", "trace", "unlearn", "evaluate", "knowledge"])
-def test_help_reads_well(command):
-    out = subprocess.run([sys.executable, "-m", "causal_unlearn.cli", command, "--help"], capture_output=True, text=True,
-                         check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+def test_help_reads_well(command, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
     assert "built-in name, local folder or hub id (default: olmo-tiny-bios)" in out
     assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_the_console_script_answers():
+    completed = subprocess.run([sys.executable, "-m", "causal_unlearn.cli", "--help"], capture_output=True, text=True,
+                               check=True)
+    assert "causal-unlearn demo" in completed.stdout and "evaluate" in completed.stdout
 
 
 def test_bad_model_is_a_clear_error():

@@ -1,0 +1,75 @@
+"""End to end on the built-in model, as `causal-unlearn demo` runs it: trace the forget facts,
+localize, unlearn with the built-in recipe, score officially, re-trace, write the report, revert.
+The numbers are those in docs/unlearning.md (the same with 1 or 2 threads on this machine kind)."""
+
+import json
+
+import pytest
+import torch
+
+import causal_unlearn as cu
+from browser import render
+from causal_unlearn.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("demo"), device="cpu", progress=False, log=lambda line: None)
+
+
+def test_localize_picks_the_first_and_last_mlp(demo):
+    assert demo.localization.layers == [0, 7]
+
+
+def test_the_forget_set_is_forgotten_and_the_rest_kept(demo):
+    before, after = demo.scores_before, demo.scores_after
+    assert before["Task2/forget_knowledge"] == 1.0 and before["utility"] == 1.0
+    assert after["Task2/forget_knowledge"] <= 0.05
+    assert after["Task2/retain_knowledge"] >= 0.90
+    assert after["utility"] >= 0.90 * before["utility"]
+    assert after["task_aggregate"] > 0.75 > before["task_aggregate"] == 0
+    # membership inference: far from the original (members obvious) but short of the 0.8 goal
+    assert after["mia_score"] > 0.7 > 0.3 > before["mia_score"]
+
+
+def test_the_mlp_effect_at_the_localized_layers_shrinks(demo):
+    summary = demo.comparison.summary()
+    assert summary["p_answer_after"] < 0.5 * summary["p_answer_before"]
+    assert summary["effect_after"] < 0.5 * summary["effect_before"]
+
+
+def test_the_model_is_restored_and_only_the_localized_mlps_were_edited(demo):
+    result, original = demo.unlearning, cu.load_model("olmo-tiny-bios")
+    assert all(torch.equal(p, original.model.get_parameter(n)) for n, p in result.model.model.named_parameters())
+    result.apply()
+    try:
+        changed = {n for n, p in result.model.model.named_parameters() if not torch.equal(p, original.model.get_parameter(n))}
+        saved = cu.load_model(str(demo.folder / "model"))
+        assert all(torch.equal(p, saved.model.get_parameter(n)) for n, p in result.model.model.named_parameters())
+    finally:
+        result.revert()
+    assert changed == set(result.selection.names)
+    assert all(name.startswith(("model.layers.0.mlp.", "model.layers.7.mlp.")) for name in changed)
+
+
+def test_the_report_folder_holds_scores_and_pdfs(demo):
+    scores = json.loads((demo.folder / "scores.json").read_text())
+    assert scores["layers"] == [0, 7] and scores["after"] == demo.scores_after
+    assert sorted(p.name for p in demo.exported) == ["average_effects.pdf", "before_after.pdf", "trace.pdf", "unlearning.pdf"]
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in demo.exported)
+
+
+def test_the_report_renders_every_figure_in_chromium_without_console_messages(demo):
+    page = render(demo.report)
+    assert page.console == []
+    assert page.figure_divs == len(demo.figures) == page.plots == 4
+    assert "Official SemEval-2025 Task 4 scores" in page.dom
+
+
+def test_the_render_check_sees_errors_and_missing_plots(tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text('<html><body><div class="plotly-graph-div"></div><script>console.error("bad"); '
+                      "missingFunction();</script></body></html>")
+    page = render(broken)
+    assert len(page.console) == 2 and "missingFunction is not defined" in page.console[1]
+    assert page.figure_divs == 1 and page.plots == 0
