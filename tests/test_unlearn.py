@@ -288,6 +288,25 @@ def test_unlearn_rejects_bad_input(builtin, world):
         cu.unlearn(builtin, forget, retain, layers=[0], eval_every=None)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         cu.unlearn(builtin, forget, retain, layers=[0], epochs=0)
+    with pytest.raises(ValueError, match="unknown loss_on 'prompt'; use 'output' .* 'text' or 'distinct'"):
+        cu.unlearn(builtin, forget, retain, layers=[0], loss_on="prompt")
+
+
+def test_the_distinct_loss_adds_only_the_forget_prompts_own_tokens(builtin, world):
+    from causal_unlearn.unlearning.loop import _encoder
+
+    task = world.unlearning_task()
+    rows = [task.forget[1], task.retain[1]]  # a forget and a retain question
+    encode = _encoder(builtin, task.retain, "distinct", None)
+    batch = encode(rows, torch.tensor([True, False]))
+    plain = _encoder(builtin, task.retain, "output", None)(rows, torch.tensor([True, False]))
+    added = batch.target_mask & ~plain.target_mask
+    assert not added[1].any()  # retain rows: the output only
+    retain_vocabulary = {i for r in task.retain for i in builtin.tokenizer(r.input)["input_ids"]}
+    added_ids = batch.input_ids[0][added[0]].tolist()
+    assert added_ids and not set(added_ids) & retain_vocabulary
+    prompt_ids = builtin.tokenizer(rows[0].input)["input_ids"]
+    assert set(added_ids) == set(prompt_ids) - retain_vocabulary - {prompt_ids[0]}  # all of them, BOS aside
 
 
 def test_overlapping_forget_and_retain_rows_warn_with_the_count(fresh, world):

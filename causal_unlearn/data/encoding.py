@@ -89,3 +89,31 @@ def encode_rows(
     if whole_text:
         return encode_continuations(tokenizer, [""] * len(rows), [r.text for r in rows], max_length=max_length)
     return encode_continuations(tokenizer, [r.input for r in rows], [r.output for r in rows], max_length=max_length)
+
+
+def prompt_vocabulary(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row]) -> Int[Tensor, " ids"]:
+    """Every token id that occurs in the rows' prompts (`input`s)."""
+    return torch.tensor(sorted({i for ids in tokenizer([r.input for r in rows])["input_ids"] for i in ids}))
+
+
+def with_distinct_prompt_tokens(
+    batch: EncodedBatch, rows: Bool[Tensor, " batch"], common: Int[Tensor, " ids"]
+) -> EncodedBatch:
+    """Also mark, in the chosen `rows`, the prompt tokens whose id is not in `common`: with the
+    retain prompts' vocabulary as `common`, what is left of a forget prompt is what is specific
+    to it (in LUME, the person's name), while the shared question template stays unmarked.
+
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> forget, retain = Row("f1qa1", "Where does Otto Russet live?", "Houston", "Task2"), Row(
+        ...     "r1qa1", "Where does Ann Teal live?", "Denver", "Task2")
+        >>> batch = with_distinct_prompt_tokens(encode_rows(tok, [forget]), torch.tensor([True]),
+        ...                                     prompt_vocabulary(tok, [retain]))
+        >>> [tok.decode(i) for i in batch.input_ids[batch.target_mask].tolist()]
+        [' Otto', ' Russet', ' Houston']
+    """
+    distinct = batch.attention_mask.bool() & ~torch.isin(batch.input_ids, common.to(batch.input_ids.device))
+    distinct &= rows.to(distinct.device)[:, None]
+    distinct[:, 0] = False  # the first token has no prediction to score
+    return EncodedBatch(batch.input_ids, batch.attention_mask, batch.target_mask | distinct)

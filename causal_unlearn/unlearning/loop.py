@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from causal_unlearn.data.encoding import EncodedBatch, encode_rows
+from causal_unlearn.data.encoding import EncodedBatch, encode_rows, prompt_vocabulary, with_distinct_prompt_tokens
 from causal_unlearn.data.rows import REQUIRED_FIELDS, Row
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, get_objective
@@ -23,7 +23,7 @@ from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, se
 from causal_unlearn.unlearning.result import UnlearnResult
 
 Select = Literal["lowest_joint_loss", "last"]
-Encoder = Callable[[list[Row]], EncodedBatch]
+Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are forget rows
 
 
 class UnlearningDivergedError(RuntimeError):
@@ -62,7 +62,7 @@ def unlearn(
     eval_every: int | None = 4,
     select: Select = "lowest_joint_loss",
     weight_decay: float = 0.0,
-    loss_on: Literal["output", "text"] = "output",
+    loss_on: Literal["output", "text", "distinct"] = "output",
     max_length: int | None = None,
     seed: int = 0,
     callbacks: Sequence[UnlearnCallback] = (),
@@ -72,8 +72,10 @@ def unlearn(
     `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults).
 
     Forget and retain rows are shuffled together; each row is `input + " " + output` and the
-    loss reads only the output tokens (`loss_on="text"`: every token of the row, prompt included,
-    which also unlearns the prompt half of a sentence-completion row). AdamW with linear decay to 0 takes one step per
+    loss reads only the output tokens. `loss_on="text"` reads every token of the row, prompt
+    included; `loss_on="distinct"` reads the output plus, in forget rows, the prompt tokens that
+    no retain prompt contains (the person's name in LUME; the shared question template is left
+    alone), which is what a membership attack on whole rows still sees. AdamW with linear decay to 0 takes one step per
     `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
     with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
     The model is edited in place; `result.revert()` restores it bit for bit.
@@ -94,8 +96,8 @@ def unlearn(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if eval_every is not None and eval_every < 1:
         raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
-    if loss_on not in ("output", "text"):
-        raise ValueError(f"unknown loss_on {loss_on!r}; use 'output' (the paper) or 'text'")
+    if loss_on not in ("output", "text", "distinct"):
+        raise ValueError(f"unknown loss_on {loss_on!r}; use 'output' (the paper), 'text' or 'distinct'")
     if select not in ("lowest_joint_loss", "last"):
         raise ValueError(f"unknown select {select!r}; use 'lowest_joint_loss' or 'last'")
     if select == "lowest_joint_loss" and eval_every is None:
@@ -107,7 +109,7 @@ def unlearn(
                     batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, select=select,
                     weight_decay=weight_decay, loss_on=loss_on, seed=seed, n_forget=len(forget), n_retain=len(retain))
     original = selection.snapshot()
-    encode = partial(encode_rows, model.tokenizer, max_length=max_length, whole_text=loss_on == "text")
+    encode = _encoder(model, retain, loss_on, max_length)
     rows = [(row, True) for row in forget] + [(row, False) for row in retain]
     batches_per_epoch = math.ceil(len(rows) / batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
@@ -191,8 +193,8 @@ def _loss_terms(
     model: LoadedModel, objective: Objective, selection: ParameterSelection, original: dict[str, Tensor],
     rows: list[tuple[Row, bool]], encode: Encoder, epoch: int, *, training: bool,
 ) -> tuple[Terms, LossInputs]:
-    batch = encode([row for row, _ in rows]).to(model.device)
     is_forget = torch.tensor([is_forget for _, is_forget in rows], device=model.device)
+    batch = encode([row for row, _ in rows], is_forget).to(model.device)
     reference = None
     if objective.needs_reference:
         with torch.no_grad(), _weights(selection, original):
@@ -201,6 +203,14 @@ def _loss_terms(
         inputs = LossInputs(_logits(model, batch), batch, is_forget, epoch, training,
                             reference_logits_fn=None if reference is None else lambda: reference)
         return objective(inputs), inputs
+
+
+def _encoder(model: LoadedModel, retain: list[Row], loss_on: str, max_length: int | None) -> Encoder:
+    encode = partial(encode_rows, model.tokenizer, max_length=max_length, whole_text=loss_on == "text")
+    if loss_on != "distinct":
+        return lambda rows, is_forget: encode(rows)
+    common = prompt_vocabulary(model.tokenizer, retain)
+    return lambda rows, is_forget: with_distinct_prompt_tokens(encode(rows), is_forget.cpu(), common)
 
 
 def _logits(model: LoadedModel, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
