@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import textwrap
@@ -115,22 +116,27 @@ def _rows(args: argparse.Namespace, split: str):
         from causal_unlearn.data.semeval import read_rows
 
         return read_rows(file)
+    return getattr(_builtin_world().unlearning_task(), split)
+
+
+@functools.cache
+def _builtin_world():
+    """The world the built-in model knows, generated once per command however many splits use it."""
     from causal_unlearn.data.bios import make_bios_world
 
-    return getattr(make_bios_world().unlearning_task(), split)
+    return make_bios_world()
 
 
 def _localized_layers(lm, args: argparse.Namespace) -> list[int]:
     if args.forget:
         raise SystemExit("error: with your own --forget rows, give --layers (trace your facts with `causal-unlearn "
                          "trace` or cu.trace_facts, then cu.localize); only the built-in task is traced automatically")
-    from causal_unlearn.data.bios import make_bios_world
     from causal_unlearn.localization.layers import localize
     from causal_unlearn.tracing.trace import trace_facts
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # multi-token answers are traced on their first token
-        traces = trace_facts(lm, make_bios_world().trace_facts("forget"), kinds=("mlp",), window=1, samples=2)
+        traces = trace_facts(lm, _builtin_world().trace_facts("forget"), kinds=("mlp",), window=1, samples=2)
     layers = localize(traces, kind="mlp")
     print(f"localized MLP layers {layers.layers} ({layers.rule})")
     return layers.layers

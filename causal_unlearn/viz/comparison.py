@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import plotly.graph_objects as go
@@ -89,7 +90,7 @@ def plot_compare(
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics), shared_yaxes=True,
                         horizontal_spacing=0.02)
     for index, metric in enumerate(metrics, start=1):
-        for color, objective in zip(_cycle(OKABE_ITO), objectives):
+        for color, objective in zip(itertools.cycle(OKABE_ITO), objectives):
             rows = table[table.objective == objective]
             fig.add_trace(go.Bar(x=rows["layer set"], y=rows[metric], name=objective, legendgroup=objective,
                                  marker_color=color, showlegend=index == 1,
@@ -105,7 +106,3 @@ def plot_compare(
                       legend=dict(orientation="h", y=-0.45, x=0.5, xanchor="center"))
     return paper_layout(fig, column, height_inches=2.6) if column else fig
 
-
-def _cycle(colors: Sequence[str]):
-    while True:
-        yield from colors

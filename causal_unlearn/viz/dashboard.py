@@ -9,7 +9,7 @@ import ipywidgets as widgets
 
 from causal_unlearn.unlearning.loop import UnlearnCallback
 from causal_unlearn.unlearning.result import UnlearnResult
-from causal_unlearn.viz.unlearning import unlearning_figure, update_curves
+from causal_unlearn.viz.unlearning import mark_selected_step, unlearning_figure, update_curves
 
 
 class UnlearnDashboard(UnlearnCallback):
@@ -71,8 +71,7 @@ class UnlearnDashboard(UnlearnCallback):
     def on_train_end(self, result: UnlearnResult) -> None:
         self.history, self.evaluations = list(result.history), list(result.evaluations)
         self._redraw()
-        for col in (1, 3):
-            self.figure.add_vline(x=result.selected_step, line=dict(color="grey", dash="dot", width=1), row=1, col=col)
+        mark_selected_step(self.figure, result.selected_step)
         self._say(f"done in {result.seconds:.0f} s; the model holds step {result.selected_step}'s weights")
         if self.scoring is not None:
             from causal_unlearn.evaluation.semeval import evaluate

@@ -6,10 +6,11 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import hex_to_rgb
 from plotly.subplots import make_subplots
 
 from causal_unlearn.tracing.average import AveragedEffects
-from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_COLORS, KIND_TITLES, Column, paper_layout
+from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_COLORS, KIND_TITLES, Column, panel_color_axis, paper_layout
 
 LINE_GROUPS = ("last subject token", "last token")
 
@@ -47,12 +48,9 @@ def plot_average_effects(
                         horizontal_spacing=0.1,
                         row_heights=[0.6, 0.4], subplot_titles=[f"average {KIND_TITLES.get(k, k)}" for k in kinds])
     for index, kind in enumerate(kinds, start=1):
-        axis = "coloraxis" if index == 1 else f"coloraxis{index}"
+        axis = panel_color_axis(fig, index, colorscale=KIND_COLORSCALES.get(kind, "Greys"), cmin=0,
+                                colorbar=dict(y=1, yanchor="top", len=0.55, title=dict(text=value, side="right")))
         fig.add_trace(_group_heatmap(effects, kind, axis, value), row=1, col=index)
-        domain = fig.layout[f"xaxis{'' if index == 1 else index}"].domain
-        fig.update_layout({axis: dict(colorscale=KIND_COLORSCALES.get(kind, "Greys"), cmin=0,
-                                      colorbar=dict(x=domain[1] + 0.005, xanchor="left", thickness=8, y=1, yanchor="top",
-                                                    len=0.55, title=dict(text=value, side="right")))})
         for group, dash in zip(line_groups, ("solid", "dot", "dash", "dashdot")):
             for trace in _line_with_band(effects, kind, group, dash, show_legend=index == 1):
                 fig.add_trace(trace, row=2, col=index)
@@ -80,13 +78,9 @@ def _line_with_band(effects: AveragedEffects, kind: str, group: str, dash: str, 
     layers = list(range(len(mean)))
     color = KIND_COLORS.get(kind, "black")
     band = go.Scatter(x=layers + layers[::-1], y=np.concatenate([upper, lower[::-1]]), fill="toself", mode="lines", line=dict(width=0),
-                      fillcolor=_with_alpha(color, 0.18), hoverinfo="skip", showlegend=False, name=group, legendgroup=group)
+                      fillcolor="rgba({}, {}, {}, 0.18)".format(*hex_to_rgb(color)), hoverinfo="skip", showlegend=False, name=group, legendgroup=group)
     line = go.Scatter(x=layers, y=mean, mode="lines+markers", line=dict(color=color, dash=dash), marker=dict(size=4),
                       name=group, legendgroup=group, showlegend=show_legend,
                       hovertemplate=f"{group}<br>layer %{{x}}<br>%{{y:.4f}}<extra>{kind}</extra>")
     return [band, line]
 
-
-def _with_alpha(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
+from unittest import mock
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -73,21 +73,8 @@ def export(
     targets = list(dict.fromkeys(path.with_suffix(f".{f}") for f in wanted))
     # scale enlarges raster images; on a vector page it would only change the page size
     scales = [scale if target.suffix in (".png", ".jpeg", ".webp") else 1 for target in targets]
-    with _environment(BROWSER_PATH=browser):
+    with mock.patch.dict(os.environ, BROWSER_PATH=browser):
         # the figure's own size (write_images would otherwise use kaleido's 700 x 500)
         pio.write_images([fig] * len(targets), targets, scale=scales, width=fig.layout.width, height=fig.layout.height)
     return targets
 
-
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -41,6 +41,16 @@ def _register_paper_template() -> None:
 _register_paper_template()
 
 
+def panel_color_axis(fig: go.Figure, col: int, *, colorbar: dict | None = None, **axis: object) -> str:
+    """Give subplot column `col` its own colour axis (a scale and a colour bar placed just right
+    of that panel) and return the axis name for its heatmap's `coloraxis`."""
+    name = "coloraxis" if col == 1 else f"coloraxis{col}"
+    domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
+    bar = dict(x=domain[1] + 0.005, xanchor="left", thickness=8, **(colorbar or {}))
+    fig.update_layout({name: dict(colorbar=bar, **axis)})
+    return name
+
+
 def paper_layout(fig: go.Figure, column: Column = "single", *, height_inches: float | None = None) -> go.Figure:
     """Size `fig` for a single- or double-column figure and apply the paper template (serif
     9 pt text, colour-blind-safe colours, tight margins). Returns the same figure.

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from causal_unlearn.tracing.result import TraceResult
-from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_TITLES, Column, paper_layout
+from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_TITLES, Column, panel_color_axis, paper_layout
 
 METRIC_LABELS = {"prob": "p(answer)", "logprob": "log p(answer)", "logit_diff": "logit difference"}
 Value = Literal["score", "indirect_effect"]
@@ -87,9 +87,9 @@ def plot_trace(
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.13,
                         subplot_titles=[_panel_title(result, kind) for kind in kinds])
     for index, kind in enumerate(kinds, start=1):
-        axis = "coloraxis" if index == 1 else f"coloraxis{index}"
-        fig.add_trace(trace_heatmap(result, kind, value=value, decode=decode, coloraxis=axis), row=1, col=index)
-        fig.update_layout({axis: _color_axis(result, kind, value, fig.layout[f"xaxis{'' if index == 1 else index}"].domain)})
+        heatmap = trace_heatmap(result, kind, value=value, decode=decode)  # checks kind and value first
+        heatmap.coloraxis = panel_color_axis(fig, index, **_color_axis(result, kind, value))
+        fig.add_trace(heatmap, row=1, col=index)
         windowed = kind != "hidden" and result.settings.window > 1
         fig.update_xaxes(title_text="layer (window center)" if windowed else "layer", row=1, col=index)
     labels = token_labels(result)
@@ -104,14 +104,13 @@ def _panel_title(result: TraceResult, kind: str) -> str:
     return f"{KIND_TITLES.get(kind, kind)}{window}"
 
 
-def _color_axis(result: TraceResult, kind: str, value: Value, domain: Sequence[float]) -> dict:
+def _color_axis(result: TraceResult, kind: str, value: Value) -> dict:
     z = result.scores[kind] if value == "score" else result.indirect_effects(kind)
     floor = result.low if value == "score" else 0.0
     ceiling = max(float(z.max()), (result.high if value == "score" else result.high - result.low), floor + 1e-6)
     return dict(colorscale=KIND_COLORSCALES.get(kind, "Greys"), cmin=floor, cmax=ceiling,
-                colorbar=dict(x=domain[1] + 0.005, xanchor="left", thickness=8, len=0.9,
-                              title=dict(text=value_label(result, value) if value == "score" else "indirect effect",
-                                         side="right")))
+                colorbar=dict(len=0.9, title=dict(text=value_label(result, value) if value == "score"
+                                                  else "indirect effect", side="right")))
 
 
 def _top_text(result: TraceResult, kind: str, token: int, layer: int, decode: Callable[[list[int]], str]) -> str:

@@ -47,6 +47,13 @@ def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evalua
     return fig
 
 
+def mark_selected_step(fig: go.Figure, step: int) -> go.Figure:
+    """A dotted line at `step` on the loss and accuracy panels."""
+    for col in (1, 3):
+        fig.add_vline(x=step, line=dict(color="grey", dash="dot", width=1), row=1, col=col)
+    return fig
+
+
 def plot_unlearning(result, *, column: Column | None = None, title: str | None = None) -> go.Figure:
     """The curves of an `UnlearnResult`, with the step whose weights the model holds marked.
 
@@ -59,9 +66,7 @@ def plot_unlearning(result, *, column: Column | None = None, title: str | None =
         >>> sorted(trace.name for trace in fig.data)[:4], len(fig.data[0].x) == len(result.history)
         (['alpha', 'forget answer accuracy', 'forget token accuracy', 'forget_ce'], True)
     """
-    fig = update_curves(unlearning_figure(), result.history, result.evaluations)
-    for col in (1, 3):
-        fig.add_vline(x=result.selected_step, line=dict(color="grey", dash="dot", width=1), row=1, col=col)
+    fig = mark_selected_step(update_curves(unlearning_figure(), result.history, result.evaluations), result.selected_step)
     layers = ", ".join(map(str, result.selection.layers))
     fig.update_layout(title=title if title is not None else f"{result.objective.name} on {result.selection.modules} "
                       f"of layers {layers}: kept step {result.selected_step} ({result.seconds:.0f} s)")
