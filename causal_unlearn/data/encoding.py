@@ -92,7 +92,15 @@ def encode_rows(
 
 
 def prompt_vocabulary(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row]) -> Int[Tensor, " ids"]:
-    """Every token id that occurs in the rows' prompts (`input`s)."""
+    """Every token id that occurs in the rows' prompts (`input`s).
+
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> ids = prompt_vocabulary(tok, [Row("a1qa1", "Where is Paris?", "France", "T")])
+        >>> sorted(tok.decode([i]) for i in ids.tolist())
+        [' Paris', ' is', '<|endoftext|>', '?', 'Wh', 'e', 'er']
+    """
     return torch.tensor(sorted({i for ids in tokenizer([r.input for r in rows])["input_ids"] for i in ids}))
 
 

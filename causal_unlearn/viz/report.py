@@ -65,7 +65,16 @@ table.scores td, table.scores th {{ padding: 0.2em 0.8em; text-align: right; bor
 
 
 def write_report(folder: str | Path, title: str, sections: Sequence[Section], *, scores: dict | None = None) -> Path:
-    """Write `report.html` (and `scores.json` when given) into `folder`; returns the HTML's path."""
+    """Write `report.html` (and `scores.json` when given) into `folder`; returns the HTML's path.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> write_report(folder, "empty", [Section("notes", "nothing yet")], scores={"final": 0.5}).name
+        'report.html'
+        >>> sorted(p.name for p in folder.iterdir())
+        ['report.html', 'scores.json']
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = folder / "report.html"

@@ -21,7 +21,13 @@ class BrowserNotFoundError(RuntimeError):
 
 def find_browser() -> str:
     """The Chrome/Chromium kaleido will use: `$BROWSER_PATH`, else the first of
-    chromium / google-chrome on the PATH, else the one `plotly_get_chrome` installed."""
+    chromium / google-chrome on the PATH, else the one `plotly_get_chrome` installed.
+
+    Examples:
+        >>> import os
+        >>> os.access(find_browser(), os.X_OK)
+        True
+    """
     explicit = os.environ.get("BROWSER_PATH")
     if explicit:
         if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):

@@ -43,7 +43,14 @@ _register_paper_template()
 
 def panel_color_axis(fig: go.Figure, col: int, *, colorbar: dict | None = None, **axis: object) -> str:
     """Give subplot column `col` its own colour axis (a scale and a colour bar placed just right
-    of that panel) and return the axis name for its heatmap's `coloraxis`."""
+    of that panel) and return the axis name for its heatmap's `coloraxis`.
+
+    Examples:
+        >>> from plotly.subplots import make_subplots
+        >>> fig = make_subplots(rows=1, cols=2)
+        >>> panel_color_axis(fig, 2, colorscale="Greens", cmin=0), fig.layout.coloraxis2.colorbar.xanchor
+        ('coloraxis2', 'left')
+    """
     name = "coloraxis" if col == 1 else f"coloraxis{col}"
     domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
     bar = dict(x=domain[1] + 0.005, xanchor="left", thickness=8, **(colorbar or {}))

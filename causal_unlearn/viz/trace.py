@@ -42,7 +42,15 @@ def trace_heatmap(
     coloraxis: str = "coloraxis",
 ) -> go.Heatmap:
     """The heatmap trace of one kind; hovering a cell shows its token, layer and value, and
-    the top next tokens with that cell restored when the trace kept them and `decode` is given."""
+    the top next tokens with that cell restored when the trace kept them and `decode` is given.
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", kinds=("mlp",), samples=1,
+        ...                   progress=False)
+        >>> trace_heatmap(result, "mlp").z.shape == tuple(result.scores["mlp"].shape)
+        True
+    """
     if kind not in result.scores:
         raise ValueError(f"this trace has no {kind!r} scores; it has {result.kinds}")
     if value not in ("score", "indirect_effect"):

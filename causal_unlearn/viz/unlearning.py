@@ -17,7 +17,12 @@ ACCURACIES = ("forget_answer_accuracy", "retain_answer_accuracy", "forget_token_
 
 
 def unlearning_figure(*, widget: bool = False) -> go.Figure:
-    """The empty three-panel layout the curves are drawn into (a `FigureWidget` for live updates)."""
+    """The empty three-panel layout the curves are drawn into (a `FigureWidget` for live updates).
+
+    Examples:
+        >>> [annotation.text for annotation in unlearning_figure().layout.annotations][1]
+        'retain weight alpha'
+    """
     fig = make_subplots(rows=1, cols=3, subplot_titles=PANELS, horizontal_spacing=0.08)
     fig.update_xaxes(title_text="optimizer step")
     fig.update_yaxes(title_text="alpha", row=1, col=2)
@@ -27,7 +32,14 @@ def unlearning_figure(*, widget: bool = False) -> go.Figure:
 
 
 def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evaluations: Sequence[Mapping[str, float]]) -> go.Figure:
-    """Set each curve of `fig` to the records so far, adding curves for new terms."""
+    """Set each curve of `fig` to the records so far, adding curves for new terms.
+
+    Examples:
+        >>> history = [dict(step=1, epoch=0, lr=1e-3, loss=0.5, alpha=3.0), dict(step=2, epoch=0, lr=5e-4, loss=0.2, alpha=3.0)]
+        >>> fig = update_curves(unlearning_figure(), history, [dict(step=2, forget_answer_accuracy=0.5)])
+        >>> [(trace.name, list(trace.y)) for trace in fig.data]
+        [('loss', [0.5, 0.2]), ('alpha', [3.0, 3.0]), ('forget answer accuracy', [0.5])]
+    """
     curves: dict[tuple[int, str], tuple[list, list]] = {}
     for name in _keys(history):
         if name == "alpha":
@@ -48,7 +60,14 @@ def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evalua
 
 
 def mark_selected_step(fig: go.Figure, step: int) -> go.Figure:
-    """A dotted line at `step` on the loss and accuracy panels."""
+    """A dotted line at `step` on the loss and accuracy panels.
+
+    Examples:
+        >>> history = [dict(step=1, loss=0.5), dict(step=2, loss=0.2)]
+        >>> fig = update_curves(unlearning_figure(), history, [dict(step=2, forget_answer_accuracy=0.5)])
+        >>> [shape.x0 for shape in mark_selected_step(fig, 2).layout.shapes]  # panels without data get none
+        [2, 2]
+    """
     for col in (1, 3):
         fig.add_vline(x=step, line=dict(color="grey", dash="dot", width=1), row=1, col=col)
     return fig
