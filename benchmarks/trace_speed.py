@@ -73,37 +73,52 @@ def run(method: str, args: argparse.Namespace) -> dict:
                                      samples=args.samples, scale=scale, seed=0)
     metric = make_metric("prob", answer)
     if method == "engine":
-        counter = Counter(lm.module(lm.architecture.embedding))
-        started = time.perf_counter()
-        result = trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
-                       progress=False)
-        scores = result.scores
+        embedding = lm.module(lm.architecture.embedding)
+
+        def compute():
+            return trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
+                         progress=False).scores
     elif method == "naive":
         from naive_trace import naive_trace
 
-        counter = Counter(lm.module(lm.architecture.embedding))
-        started = time.perf_counter()
-        scores = {kind: naive_trace(lm, ids, corrupted, metric, kind, 1)[0] for kind in KINDS}
+        embedding = lm.module(lm.architecture.embedding)
+
+        def compute():
+            return {kind: naive_trace(lm, ids, corrupted, metric, kind, 1)[0] for kind in KINDS}
     else:
-        from transformer_lens import patching
-        from transformer_lens.model_bridge import TransformerBridge
+        compute, embedding = transformer_lens_patching(lm, ids, corrupted, metric, args.samples)
+    counter = Counter(embedding)
+    started = time.perf_counter()
+    scores = compute()
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the whole process, model included
+    return dict(method=method, seconds=seconds, forwards=counter.forwards, rows=counter.rows,
+                positions=counter.positions, peak_mb=peak_mb, tokens=int(ids.shape[0]),
+                # counting under TransformerLens's hooks runs out of memory; it does the naive loop's work per cell
+                tflop=count_flops(compute) / 1e12 if args.flops and method != "transformer_lens" else float("nan"),
+                scores={k: v.float().tolist() for k, v in scores.items()})
 
-        folder = Path(tempfile.mkdtemp())
-        lm.model.save_pretrained(folder)
-        lm.tokenizer.save_pretrained(folder)
-        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=copy.deepcopy(lm.model),
-                                                     tokenizer=lm.tokenizer, device="cpu")
-        # the same noise on the subject embeddings of every corrupted row
-        bridge.original_model.get_submodule(lm.architecture.embedding).register_forward_hook(
-            lambda module, inputs, output: corrupted if output.shape[0] == args.samples else output)
-        counter = Counter(bridge.original_model.get_submodule(lm.architecture.embedding))
-        started = time.perf_counter()
+
+def transformer_lens_patching(lm, ids, corrupted, metric, samples: int):
+    """(b): TransformerLens 4's own patching functions on a `TransformerBridge` of the same
+    model, the same noise on the subject embeddings of every corrupted row."""
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    folder = Path(tempfile.mkdtemp())
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=copy.deepcopy(lm.model),
+                                                 tokenizer=lm.tokenizer, device="cpu")
+    embedding = bridge.original_model.get_submodule(lm.architecture.embedding)
+    embedding.register_forward_hook(lambda module, inputs, output: corrupted if output.shape[0] == samples else output)
+
+    def mean_prob(logits):
+        return metric(logits[:, -1]).mean()
+
+    def compute():
         _, clean_cache = bridge.run_with_cache(ids[None])
-        corrupted_tokens = ids[None].repeat(args.samples, 1)
-
-        def mean_prob(logits):
-            return metric(logits[:, -1]).mean()
-
+        corrupted_tokens = ids[None].repeat(samples, 1)
         scores = {
             "hidden": patching.get_act_patch_resid_pre(bridge, corrupted_tokens, clean_cache, mean_prob)[1:].T,
             "mlp": patching.get_act_patch_mlp_out(bridge, corrupted_tokens, clean_cache, mean_prob).T,
@@ -111,11 +126,30 @@ def run(method: str, args: argparse.Namespace) -> dict:
         }
         # resid_pre of layer l + 1 is our hidden state after layer l; the last layer has no successor
         scores["hidden"] = torch.cat([scores["hidden"], torch.full((ids.shape[0], 1), float("nan"))], dim=1)
-    seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the whole process, model included
-    return dict(method=method, seconds=seconds, forwards=counter.forwards, rows=counter.rows,
-                positions=counter.positions, peak_mb=peak_mb, tokens=int(ids.shape[0]),
-                scores={k: v.float().tolist() for k, v in scores.items()})
+        return scores
+
+    return compute, embedding
+
+
+def count_flops(compute) -> int:
+    """Floating-point operations of one more (untimed) run, as PyTorch's FLOP counter counts
+    them (matrix products and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        compute()
+    return counter.get_total_flops()
+
+
+def gemm_peak_gflops() -> float:
+    """This CPU's fp32 matrix-product throughput at a transformer MLP's shape, the ceiling any
+    method here can reach."""
+    a, b = torch.randn(2048, 768), torch.randn(768, 3072)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - started) / 1e9
 
 
 def attribution_report(n_per_attribute: int) -> None:
@@ -159,6 +193,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--flops", action="store_true", help="also count the FLOPs of the naive loop and the engine (one more untimed run each)")
     parser.add_argument("--attribution-facts", type=int, default=5, help="built-in facts per attribute (0: skip)")
     parser.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,7 +203,7 @@ def main() -> None:
     rows = {}
     for method in args.methods.split(","):
         command = [sys.executable, __file__, "--run", method, "--samples", str(args.samples), "--layers",
-                   str(args.layers), "--d-model", str(args.d_model)]
+                   str(args.layers), "--d-model", str(args.d_model)] + ["--flops"] * args.flops
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows[method] = json.loads(output.strip().splitlines()[-1])
         print(f"  ran {method}: {rows[method]['seconds']:.1f} s", file=sys.stderr)
@@ -176,7 +211,7 @@ def main() -> None:
     print(f"\ncausal tracing, {args.layers} layers x d_model {args.d_model}, {next(iter(rows.values()))['tokens']} tokens, "
           f"kinds {'/'.join(KINDS)}, samples {args.samples}, window 1, {torch.get_num_threads()} CPU threads\n")
     print(f"{'method':<18}{'seconds':>9}{'forwards':>10}{'rows':>8}{'positions':>11}{'peak MB':>9}"
-          f"{'x engine':>10}{'max |diff|':>12}")
+          f"{'x engine':>10}{'max |diff|':>12}{'TFLOP':>8}{'GFLOP/s':>9}")
     for method, row in rows.items():
         diff = float("nan")
         if reference:
@@ -185,7 +220,9 @@ def main() -> None:
             diff = max(d.item() for d in diffs)
         ratio = row["seconds"] / reference["seconds"] if reference else float("nan")
         print(f"{method:<18}{row['seconds']:>9.1f}{row['forwards']:>10}{row['rows']:>8}{row['positions']:>11}"
-              f"{row['peak_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}")
+              f"{row['peak_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}{row['tflop']:>8.2f}{row['tflop'] * 1e3 / row['seconds']:>9.0f}")
+    if args.flops:
+        print(f"\nthis CPU's fp32 matrix-product peak: {gemm_peak_gflops():.0f} GFLOP/s")
     if args.attribution_facts:
         attribution_report(args.attribution_facts)
 

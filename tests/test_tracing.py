@@ -44,6 +44,27 @@ def test_tiny_random_models_equal_naive_reference(model_type):
     assert_matches_naive(lm, result)
 
 
+def test_unembedding_batched_across_forwards_and_never_where_logits_are_post_processed():
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer())
+    vocab = lm.model.config.vocab_size
+    calls = {"forwards": 0, "unembeddings": 0}
+    lm.model.register_forward_pre_hook(lambda module, args: calls.__setitem__("forwards", calls["forwards"] + 1))
+    lm.module("lm_head").register_forward_hook(  # counts the unembeddings that really ran (not deferred)
+        lambda module, args, output: calls.__setitem__("unembeddings", calls["unembeddings"] + (output.shape[-1] == vocab)))
+    settings = dict(answer=" 3", samples=3, window=1, noise=0.5, max_batch_tokens=64, progress=False)
+    result = trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", **settings)
+    assert calls["unembeddings"] < calls["forwards"] / 4  # most forwards left their rows for one big product
+    assert_matches_naive(lm, result)
+    # a model whose logits are not its unembedding's output (here: a temperature applied after
+    # it, as Gemma-2 soft-caps) is unembedded in every forward, by the model itself
+    lm.model.register_forward_hook(lambda module, args, output: output.__setitem__("logits", output.logits / 2))
+    calls.update(forwards=0, unembeddings=0)
+    tempered = trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", **settings)
+    assert calls["unembeddings"] >= calls["forwards"]
+    assert_matches_naive(lm, tempered)
+    assert not torch.allclose(tempered.scores["mlp"], result.scores["mlp"])
+
+
 def test_recipe_invariants(builtin, world):
     fact = world.trace_facts(split="retain", attribute="birth_month")[0]
     result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("hidden",), samples=3, progress=False)

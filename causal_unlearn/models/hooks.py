@@ -47,11 +47,34 @@ def record_outputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[
         >>> seen["0"].shape
         torch.Size([1, 3])
     """
+    with _recording(model, addresses, lambda args, output: residual_tensor(output)) as recorded:
+        yield recorded
+
+
+@contextmanager
+def record_inputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+    """Record the first positional input of the modules at `addresses` (e.g. what the
+    unembedding reads) during the forwards inside the block.
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with record_inputs(net, ["1"]) as seen:
+        ...     out = net(torch.ones(1, 2))
+        >>> bool((seen["1"].relu() == out).all())
+        True
+    """
+    with _recording(model, addresses, lambda args, output: args[0]) as recorded:
+        yield recorded
+
+
+@contextmanager
+def _recording(model: nn.Module, addresses: Sequence[str], pick: Callable[[tuple, Tensor | tuple], Tensor]):
     recorded: dict[str, Tensor] = {}
 
     def hook_for(address: str):
         def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
-            recorded[address] = residual_tensor(output).detach()
+            recorded[address] = pick(args, output).detach()
 
         return hook
 

@@ -28,7 +28,7 @@ def run_attribution(
 ) -> TraceScores:
     spec, n_layers, samples = lm.architecture, lm.n_layers, corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
-    clean, clean_logits = clean_run(lm, input_ids, kinds)
+    clean, clean_logits, _ = clean_run(lm, input_ids, kinds)
     addresses = sorted(clean)
 
     captured: dict[str, Tensor] = {}

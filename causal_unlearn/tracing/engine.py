@@ -12,7 +12,9 @@ one full forward of batch samples + 1 per cell. This engine gives the same numbe
 - never recomputing blocks below the first one a cell changes: their outputs are the corrupted
   run's, so those blocks return the cached states instead of running. Restoring a block's
   output or its MLP's contribution at token t changes nothing else in that block (its attention
-  read the unchanged input), so that block is skipped too: its cached output is patched at t.
+  read the unchanged input), so that block is skipped too: its cached output is patched at t;
+- running the last block's MLP on the last position only: the metric reads nothing else;
+- unembedding the last position of many batches in one matrix product instead of one per batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import inspect
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from causal_unlearn.models.architectures import ArchitectureSpec
-from causal_unlearn.models.hooks import forward_hooks, record_outputs, residual_tensor
+from causal_unlearn.models.hooks import forward_hooks, record_inputs, record_outputs, residual_tensor
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.metrics import Metric
 
@@ -80,16 +82,21 @@ class TraceScores:
     top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict)
 
 
+class CleanRun(NamedTuple):
+    states: dict[str, Float[Tensor, "pos d_model"]]  # every state a cell may restore, by address
+    logits: Float[Tensor, "1 vocab"]  # at the last position
+    unembedding_input: Float[Tensor, "1 pos d_model"]
+
+
 @torch.no_grad()
-def clean_run(
-    lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str, ...]
-) -> tuple[dict[str, Float[Tensor, "pos d_model"]], Float[Tensor, "1 vocab"]]:
-    """The clean states every cell of `kinds` may restore, by address, and the last logits."""
+def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str, ...]) -> CleanRun:
+    """The clean forward: the states the cells of `kinds` restore, the logits, and what the
+    unembedding read."""
     spec = lm.architecture
     addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(lm.n_layers)})
-    with record_outputs(lm.model, addresses) as clean:
+    with record_outputs(lm.model, addresses) as clean, record_inputs(lm.model, [spec.unembedding]) as unembedding_input:
         logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
-    return {a: state[0] for a, state in clean.items()}, logits
+    return CleanRun({a: state[0] for a, state in clean.items()}, logits, unembedding_input[spec.unembedding])
 
 
 @torch.no_grad()
@@ -110,7 +117,7 @@ def run_exact(
     spec, n_layers, n_tokens = lm.architecture, lm.n_layers, input_ids.shape[0]
     samples = corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
-    clean_states, clean_logits = clean_run(lm, input_ids, kinds)
+    clean_states, clean_logits, clean_unembedding_input = clean_run(lm, input_ids, kinds)
 
     blocks = [spec.block_output(l) for l in range(n_layers)]
     mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
@@ -124,11 +131,8 @@ def run_exact(
         for kind in kinds for t in range(first_corrupted, n_tokens) for layer in range(n_layers)
     ]
     chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
-    score_dtype = torch.promote_types(lm.dtype, torch.float32)
-    scores = {kind: torch.zeros(n_tokens, n_layers, dtype=score_dtype) for kind in kinds}
-    k = top_predictions
-    top_ids = {kind: torch.zeros(n_tokens, n_layers, k, dtype=torch.long) for kind in kinds} if k else {}
-    top_probs = {kind: torch.zeros(n_tokens, n_layers, k) for kind in kinds} if k else {}
+    table = _CellTable(kinds, n_tokens, n_layers, torch.promote_types(lm.dtype, torch.float32), metric, top_predictions)
+    unembedding = _DeferredUnembedding.for_model(lm, clean_unembedding_input, clean_logits, max_batch_tokens, table.record)
     # A bridged model's attention may not fill the cache; then every batch is fed from position 0.
     reuse_prefix = all(k is not None and v is not None for k, v in prefix_cache)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
@@ -143,22 +147,95 @@ def run_exact(
             if first > 0:
                 entry = _entry_states(spec, chunk, corrupted_run, clean_states, start, samples)
                 stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry))
+            if first < n_layers:
+                stack.enter_context(_last_position_only(lm.module(spec.mlp_module(n_layers - 1))))
+            if unembedding:
+                stack.enter_context(unembedding.collect(chunk))
             cache = _repeated_prefix_cache(prefix_cache, start, len(chunk)) if start > 0 else None
             logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **_forward_kwargs(lm.model, cache, use_cache=cache is not None)).logits[:, -1]
-        per_cell = metric(logits).view(len(chunk), samples).mean(dim=1).cpu()
-        for cell, value in zip(chunk, per_cell):
-            scores[cell.kind][cell.token, cell.layer] = value
-        if k:
-            probs, ids = _mean_probs(logits, len(chunk)).topk(k, dim=-1)
-            for cell, cell_ids, cell_probs in zip(chunk, ids.cpu(), probs.cpu()):
-                top_ids[cell.kind][cell.token, cell.layer], top_probs[cell.kind][cell.token, cell.layer] = cell_ids, cell_probs
+        if unembedding:
+            unembedding.flush()
+        else:
+            table.record(chunk, logits)
+    if unembedding:
+        unembedding.flush(force=True)
     low = metric(output.logits[:, -1]).mean().item()
-    corrupted_top = _mean_probs(output.logits[:, -1], 1)[0].topk(k) if k else None
-    for kind in kinds:
-        scores[kind][:first_corrupted] = low
-        if k:
-            top_probs[kind][:first_corrupted], top_ids[kind][:first_corrupted] = corrupted_top[0].cpu(), corrupted_top[1].cpu()
-    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores, top_ids, top_probs)
+    table.fill_before(first_corrupted, low, output.logits[:, -1])
+    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), table.scores,
+                       table.top_ids, table.top_probs)
+
+
+class _CellTable:
+    """Each cell's score and, with `k` > 0, its k most probable next tokens."""
+
+    def __init__(self, kinds: tuple[str, ...], n_tokens: int, n_layers: int, dtype: torch.dtype, metric: Metric, k: int):
+        self.metric, self.k = metric, k
+        self.scores = {kind: torch.zeros(n_tokens, n_layers, dtype=dtype) for kind in kinds}
+        self.top_ids = {kind: torch.zeros(n_tokens, n_layers, k, dtype=torch.long) for kind in kinds} if k else {}
+        self.top_probs = {kind: torch.zeros(n_tokens, n_layers, k) for kind in kinds} if k else {}
+
+    def record(self, cells: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
+        """Score `cells` from their rows' last logits (the corrupted copies of each cell in a row)."""
+        per_cell = self.metric(logits).view(len(cells), -1).mean(dim=1).cpu()
+        for cell, value in zip(cells, per_cell):
+            self.scores[cell.kind][cell.token, cell.layer] = value
+        if self.k:
+            probs, ids = _mean_probs(logits, len(cells)).topk(self.k, dim=-1)
+            for cell, cell_ids, cell_probs in zip(cells, ids.cpu(), probs.cpu()):
+                self.top_ids[cell.kind][cell.token, cell.layer] = cell_ids
+                self.top_probs[cell.kind][cell.token, cell.layer] = cell_probs
+
+    def fill_before(self, position: int, low: float, corrupted_logits: Float[Tensor, "samples vocab"]) -> None:
+        """Cells before `position` restore what the corruption never reached: the corrupted run."""
+        top = _mean_probs(corrupted_logits, 1)[0].topk(self.k) if self.k else None
+        for kind, scores in self.scores.items():
+            scores[:position] = low
+            if self.k:
+                self.top_probs[kind][:position], self.top_ids[kind][:position] = top[0].cpu(), top[1].cpu()
+
+
+class _DeferredUnembedding:
+    """Unembeds the last position of many small forwards at once. With a large vocabulary the
+    unembedding of a few dozen rows costs as much as reading its whole weight matrix, so one
+    product over hundreds of rows is several times faster. Used only where the model's logits
+    are exactly its unembedding's output (no soft-capping or scaling after it)."""
+
+    def __init__(self, module: nn.Module, max_rows: int, record: Callable[[list[Cell], Tensor], None]):
+        self.module, self.max_rows, self.record = module, max_rows, record
+        self.pending: list[tuple[list[Cell], Tensor]] = []
+
+    @classmethod
+    def for_model(cls, lm: LoadedModel, unembedding_input: Tensor, logits: Tensor, max_batch_tokens: int,
+                  record: Callable[[list[Cell], Tensor], None]) -> _DeferredUnembedding | None:
+        """The deferral for `lm`, or None where its logits are more than the unembedding's output
+        (checked on the clean run); `record` receives each batch's cells and last logits."""
+        module = lm.module(lm.architecture.unembedding)
+        if not torch.allclose(module(unembedding_input[:, -1]).float(), logits.float(), rtol=1e-4, atol=1e-4):
+            return None
+        # the deferred logits never take more memory than one batch's MLP activations
+        return cls(module, max(1, 4 * max_batch_tokens * lm.d_model // logits.shape[-1]), record)
+
+    @contextmanager
+    def collect(self, cells: list[Cell]):
+        """Inside the block the unembedding stores its input's last position for `cells`."""
+
+        def store(hidden_states, *args, **kwargs):
+            self.pending.append((cells, hidden_states[:, -1]))
+            return hidden_states[..., :1]  # a placeholder; the real logits come at `flush`
+
+        with _replaced_forward(self.module, store):
+            yield
+
+    def flush(self, *, force: bool = False) -> None:
+        """Unembed what is pending once it is enough rows (or when `force`d) and record it."""
+        if not self.pending or (not force and sum(len(h) for _, h in self.pending) < self.max_rows):
+            return
+        logits = self.module(torch.cat([h for _, h in self.pending]))
+        offset = 0
+        for cells, hidden in self.pending:
+            self.record(cells, logits[offset : offset + len(hidden)])
+            offset += len(hidden)
+        self.pending = []
 
 
 def _mean_probs(logits: Float[Tensor, "rows vocab"], groups: int) -> Float[Tensor, "groups vocab"]:
@@ -241,26 +318,47 @@ def _entry_states(
 
 
 @contextmanager
-def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor):
+def _replaced_forward(module: nn.Module, forward: Callable):
+    """`module` runs `forward` instead of its own (its hooks still fire)."""
+    # through the instance dict: wrappers such as TransformerLens's BlockBridge redirect setattr
+    saved = module.__dict__.get("forward")
+    module.__dict__["forward"] = forward
+    try:
+        yield
+    finally:
+        if saved is None:
+            del module.__dict__["forward"]
+        else:
+            module.__dict__["forward"] = saved
+
+
+def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor) -> ExitStack:
     """The `skipped` blocks do not run: the last returns `entry`, the others pass their input on."""
-    modules = [model.get_submodule(a) for a in skipped]
 
     def passthrough(hidden_states, *args, **kwargs):
         return hidden_states
 
-    # through the instance dict: wrappers such as TransformerLens's BlockBridge redirect setattr
-    saved = [m.__dict__.get("forward") for m in modules]
-    for module in modules[:-1]:
-        module.__dict__["forward"] = passthrough
-    modules[-1].__dict__["forward"] = lambda *args, **kwargs: entry
-    try:
-        yield
-    finally:
-        for module, previous in zip(modules, saved):
-            if previous is None:
-                del module.__dict__["forward"]
-            else:
-                module.__dict__["forward"] = previous
+    stack = ExitStack()
+    for address in skipped[:-1]:
+        stack.enter_context(_replaced_forward(model.get_submodule(address), passthrough))
+    stack.enter_context(_replaced_forward(model.get_submodule(skipped[-1]), lambda *args, **kwargs: entry))
+    return stack
+
+
+def _last_position_only(mlp: nn.Module):
+    """The last block's MLP runs on the last position only: the metric reads nothing else, and
+    the other positions' outputs of the last block feed nothing (zeros stand in for them)."""
+    full = mlp.forward
+
+    def last_position(hidden_states, *args, **kwargs):
+        last = full(hidden_states[:, -1:], *args, **kwargs)
+        if not isinstance(last, Tensor) or last.shape[-1] != hidden_states.shape[-1]:
+            return full(hidden_states, *args, **kwargs)  # an MLP of another shape: no shortcut
+        output = last.new_zeros(hidden_states.shape)
+        output[:, -1:] = last
+        return output
+
+    return _replaced_forward(mlp, last_position)
 
 
 def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:

@@ -75,8 +75,7 @@ def unlearn(
     loss reads only the output tokens. `loss_on="text"` reads every token of the row, prompt
     included; `loss_on="distinct"` reads the output plus, in forget rows, the prompt tokens that
     no retain prompt contains (the person's name in LUME; the shared question template is left
-    alone), which is what a membership attack on whole rows still sees. AdamW with linear decay to 0 takes one step per
-    `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
+    alone). AdamW with linear decay to 0 takes one step per `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
     with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
     The model is edited in place; `result.revert()` restores it bit for bit.
 
