@@ -72,16 +72,14 @@ def run(method: str, args: argparse.Namespace) -> dict:
     corrupted = corrupted_embeddings(embeddings_of(lm, ids), setup.subject_range, GaussianNoise(scale),
                                      samples=args.samples, scale=scale, seed=0)
     metric = make_metric("prob", answer)
+    embedding = lm.module(lm.architecture.embedding)  # where forwards are counted
     if method == "engine":
-        embedding = lm.module(lm.architecture.embedding)
 
         def compute():
             return trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
                          progress=False).scores
     elif method == "naive":
         from naive_trace import naive_trace
-
-        embedding = lm.module(lm.architecture.embedding)
 
         def compute():
             return {kind: naive_trace(lm, ids, corrupted, metric, kind, 1)[0] for kind in KINDS}
