@@ -6,7 +6,8 @@ layer sets of the same size, on the built-in model, scored the official way.
 Traces the forget set's facts (window 1), localizes with `localize(kind="mlp")`, builds the
 control sets with `control_layer_sets`, and runs `compare` on the built-in unlearning task
 (`world.unlearning_task()`) with the built-in recipe. Besides the named objectives (paper
-constants) it runs SHA256 with the built-in recipe's retain weight, "sha256 (alpha 3-6)".
+constants) it runs SHA256 with the built-in recipe's retain weight, "sha256 (alpha 3-6)", and
+`stand_in` with the world's stand-in prompts.
 `results/unlearn_grid.csv` holds the last full run (notebook 03 plots it with `viz.plot_compare`).
 """
 
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 
 import causal_unlearn as cu
-from causal_unlearn.unlearning import OBJECTIVES
+from causal_unlearn.unlearning import OBJECTIVES, StandIn
 from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, builtin_sha256
 from causal_unlearn.viz import SCORE_LABELS
 
@@ -29,7 +30,8 @@ COLUMNS = {"objective": "objective", "layer_set": "layer set", "layers": "layers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated objective names")
+    parser.add_argument("--objectives", default=",".join([*OBJECTIVES, StandIn.name]),
+                        help="comma-separated objective names")
     parser.add_argument("--seeds", type=int, default=2, help="random layer sets")
     parser.add_argument("--samples", type=int, default=3, help="noise samples per traced fact")
     parser.add_argument("--no-tuned", action="store_true", help="leave out 'sha256 (alpha 3-6)'")
@@ -45,7 +47,8 @@ def main() -> None:
     sets = cu.control_layer_sets(traced, lm.n_layers, seeds=range(args.seeds))
     print("layer sets:", sets)
     task = world.unlearning_task()
-    objectives = [*([] if args.no_tuned else [builtin_sha256()]), *args.objectives.split(",")]
+    named = [StandIn(world.stand_ins()) if name == StandIn.name else name for name in args.objectives.split(",")]
+    objectives = [*([] if args.no_tuned else [builtin_sha256()]), *named]
     print(f"recipe: {BUILTIN_RECIPE}\n", flush=True)
     tables = []
     # one objective at a time, so a long grid shows (and saves) its rows as they come

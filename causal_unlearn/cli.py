@@ -44,7 +44,7 @@ def trace_command(args: argparse.Namespace) -> int:
 
 def unlearn_command(args: argparse.Namespace) -> int:
     from causal_unlearn.unlearning.loop import unlearn
-    from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, PAPER_RECIPE, builtin_sha256
+    from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, PAPER_RECIPE
 
     lm = _load(args)
     forget, retain = _rows(args, "forget"), _rows(args, "retain")
@@ -52,7 +52,7 @@ def unlearn_command(args: argparse.Namespace) -> int:
     recipe = dict(BUILTIN_RECIPE if _recipe(args) == "builtin" else PAPER_RECIPE)
     recipe.update({k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                          grad_accum=args.grad_accum).items() if v is not None})
-    objective = builtin_sha256() if args.objective == "sha256" and _recipe(args) == "builtin" else args.objective
+    objective = _objective(args)
     print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: {recipe}")
     result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
     folder = result.save_pretrained(args.out)
@@ -62,6 +62,24 @@ def unlearn_command(args: argparse.Namespace) -> int:
     print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
           f"curves in {folder / 'unlearning.html'})")
     return 0
+
+
+def _objective(args: argparse.Namespace):
+    """The objective by name; SHA256 with the built-in recipe's retain weight on the built-in
+    recipe; StandIn with the stand-in prompts of --stand-ins or, for the built-in task, the world's."""
+    from causal_unlearn.unlearning.objectives import StandIn
+    from causal_unlearn.unlearning.recipes import builtin_sha256
+
+    if args.objective == "sha256" and _recipe(args) == "builtin":
+        return builtin_sha256()
+    if args.objective != StandIn.name:
+        return args.objective
+    if args.stand_ins:
+        return StandIn(json.loads(Path(args.stand_ins).read_text()))
+    if args.forget:
+        raise SystemExit("error: --objective stand_in with your own --forget rows needs --stand-ins, a JSON file "
+                         "{row id: the prompt with the subject swapped for someone the model never saw}")
+    return StandIn(_builtin_world().stand_ins())
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -234,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--layers", default=None, help="comma-separated layers to edit (default: localize by tracing)")
     sub.add_argument("--modules", default="mlp", choices=["mlp", "attn", "all"], help="which weights of those layers")
     sub.add_argument("--objective", default="sha256",
-                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo"])
+                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "stand_in"])
+    sub.add_argument("--stand-ins", default=None,
+                     help="for --objective stand_in with your own rows: JSON {forget row id: stand-in prompt}")
     sub.add_argument("--recipe", default=None, choices=["builtin", "paper"],
                      help="hyper-parameters (default: builtin for the built-in model, else the paper's)")
     sub.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")

@@ -25,7 +25,8 @@ from causal_unlearn.models.loader import load_model
 from causal_unlearn.tracing.average import average_effects
 from causal_unlearn.tracing.trace import trace, trace_facts
 from causal_unlearn.unlearning.loop import unlearn
-from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, builtin_sha256
+from causal_unlearn.unlearning.objectives import StandIn
+from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.viz.comparison import SCORE_LABELS, plot_trace_comparison
 from causal_unlearn.viz.effects import plot_average_effects
@@ -66,7 +67,7 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Trace the built-in world's forget facts, localize the MLP layers that carry them, unlearn
-    the forget set there with SHA256 (the built-in recipe), score before and after the official
+    the forget set there with the `stand_in` objective (the built-in recipe), score before and after the official
     way, re-trace the forgotten city facts, and write `out/` with `report.html`, `scores.json`
     and the figures as PDF. The model is restored at the end (its edited copy is in `out/model`).
     `max_facts` and `epochs` shrink the run (for a quick look; the defaults are the real run).
@@ -105,8 +106,8 @@ def run_demo(
 
     log(f"[4/6] unlearning {len(task.forget)} forget rows on MLP layers {layers.layers}")
     recipe = {**BUILTIN_RECIPE, **({"epochs": epochs} if epochs else {})}
-    result = unlearn(lm, task.forget, task.retain, layers=layers, objective=builtin_sha256(), progress=progress,
-                     **recipe)
+    result = unlearn(lm, task.forget, task.retain, layers=layers, objective=StandIn(world.stand_ins()),
+                     progress=progress, **recipe)
     clock["unlearn"] = result.seconds
 
     log("[5/6] scoring the edited model and re-tracing the forgotten city facts")
@@ -136,9 +137,9 @@ def run_demo(
                 "(indirect effect, window 1, 95 % interval).", figures["average_effects"]),
         Section("Localization", f"Mean MLP effect per layer over {len(traces)} forget facts; rule: {layers.rule}. "
                 f"Chosen layers: {layers.layers}.", table=layers.to_dataframe()),
-        Section("Unlearning", f"SHA256 (alpha 3-6) on the MLPs of layers {layers.layers}: {result.selection.count:,} "
-                f"parameters ({result.selection.share:.1%}), {len(result.history)} steps in {result.seconds:.0f} s.",
-                figures["unlearning"]),
+        Section("Unlearning", f"stand_in (each forget person answered about as a never-seen stand-in) on the MLPs "
+                f"of layers {layers.layers}: {result.selection.count:,} parameters ({result.selection.share:.1%}), "
+                f"{len(result.history)} steps in {result.seconds:.0f} s.", figures["unlearning"]),
         Section("Official SemEval-2025 Task 4 scores", "Regurgitation (ROUGE-L recall) and knowledge (exact match) "
                 "per split, the harmonic-mean task aggregate, MIA score, utility (held-out general knowledge).",
                 table=scores),

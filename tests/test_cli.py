@@ -56,6 +56,20 @@ def test_unlearn_with_own_rows_needs_layers(tmp_path, world):
         main(["unlearn", "--forget", str(forget), "--out", str(tmp_path / "x")])
 
 
+def test_unlearn_stand_in_with_own_rows_reads_the_stand_in_prompts(tmp_path, world):
+    forget, retain, stand_ins = tmp_path / "forget.jsonl", tmp_path / "retain.jsonl", tmp_path / "stand_ins.json"
+    forget.write_text("\n".join(json.dumps(r.to_dict()) for r in world.forget[:6]))
+    retain.write_text("\n".join(json.dumps(r.to_dict()) for r in world.retain[:6]))
+    command = ["unlearn", "--forget", str(forget), "--retain", str(retain), "--layers", "0", "--epochs", "1",
+               "--objective", "stand_in", "--out", str(tmp_path / "edited")]
+    with pytest.raises(SystemExit, match="needs --stand-ins"):
+        main(command)
+    stand_ins.write_text(json.dumps({row.id: world.stand_ins()[row.id] for row in world.forget[:6]}))
+    assert main(command + ["--stand-ins", str(stand_ins)]) == 0
+    record = json.loads((tmp_path / "edited" / "unlearning.json").read_text())
+    assert record["settings"]["objective"] == "stand_in" and "forget_excess" in record["history"][0]
+
+
 def test_knowledge_prints_what_the_model_knows(capsys):
     assert main(["knowledge", "--device", "cpu", "--max-new-tokens", "32", "--json"]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,6 @@
 """End to end on the built-in model, as `causal-unlearn demo` runs it: trace the forget facts,
-localize, unlearn with the built-in recipe, score officially, re-trace, write the report, revert.
+localize, unlearn with the built-in recipe and the `stand_in` objective, score officially,
+re-trace, write the report, revert.
 The numbers are those in docs/unlearning.md (the same with 1 or 2 threads on this machine kind)."""
 
 import json
@@ -28,8 +29,8 @@ def test_the_forget_set_is_forgotten_and_the_rest_kept(demo):
     assert after["Task2/retain_knowledge"] >= 0.90
     assert after["utility"] >= 0.90 * before["utility"]
     assert after["task_aggregate"] > 0.75 > before["task_aggregate"] == 0
-    # membership inference: far from the original (members obvious) but short of the 0.8 goal
-    assert after["mia_score"] > 0.7 > 0.3 > before["mia_score"]
+    # membership inference: from members obvious to members hard to tell from never-seen people
+    assert after["mia_score"] >= 0.8 > 0.3 > before["mia_score"]
 
 
 def test_the_mlp_effect_at_the_localized_layers_shrinks(demo):

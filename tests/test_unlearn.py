@@ -349,3 +349,135 @@ def test_the_reference_logits_are_the_original_models(fresh, world, builtin):
     assert torch.allclose(reference, original, atol=1e-5)
     assert not torch.allclose(edited, original, atol=1e-3)
     result.revert()
+
+
+# ---------------------------------------------------------------- stand-in targets
+
+def test_stand_in_prompts_swap_whole_subject_names():
+    from causal_unlearn.data.stand_ins import stand_in_prompts
+
+    rows = [cu.Row("a-qa0", "What is Ann Teal's phone number?", "1", "T"), cu.Row("b-qa0", "Where does Ann Teale live?", "2", "T"),
+            cu.Row("c-sc1", "Ann met Ann Teal.", "3", "T")]
+    prompts = stand_in_prompts(rows, {"Ann Teal": "Mia Holt", "Ann Teale": "Eve Lund", "Ann": "Zoe"})
+    assert prompts == {"a-qa0": "What is Mia Holt's phone number?", "b-qa0": "Where does Eve Lund live?",
+                       "c-sc1": "Zoe met Mia Holt."}
+    with pytest.raises(ValueError, match=r"1 row\(s\) name none of the 1 subjects \(first: 'b-qa0'\)"):
+        stand_in_prompts(rows[:2], {"Ann Teal": "Mia Holt"})
+    with pytest.raises(ValueError, match="map to themselves"):
+        stand_in_prompts(rows, {"Ann Teal": "Ann Teal"})
+    with pytest.raises(ValueError, match="no subjects"):
+        stand_in_prompts(rows, {})
+
+
+def test_world_stand_ins_are_never_seen_people_of_the_same_sex(world):
+    from causal_unlearn.data import names
+
+    prompts = world.stand_ins()
+    assert list(prompts) == [row.id for row in world.forget] and prompts == world.stand_ins()
+    known = {person.name for person in world.people}
+    for person in world.people_in("forget"):
+        questions = [prompts[row.id] for row in world.forget if row.id.startswith(person.uid) and row.kind == "qa"]
+        stand_in = questions[0].removeprefix("What is the birth date of ").removesuffix("?")
+        assert stand_in not in known and person.name not in " ".join(questions)
+        first_names = names.FEMALE_FIRST_NAMES if person.female else names.MALE_FIRST_NAMES
+        assert stand_in.split()[0] in first_names
+    assert world.stand_ins(seed=2) != prompts
+
+
+def _stand_in_case(builtin, world, **settings):
+    """A batch of two forget and two retain rows, the edited model's logits made up by adding
+    noise to the original's, and a StandIn whose original model is `builtin` (counted)."""
+    from causal_unlearn.data.encoding import encode_rows
+    from causal_unlearn.unlearning import StandIn
+
+    forget, retain = [world.forget[0], world.forget[2]], [world.retain[1], world.retain[3]]
+    rows = [forget[0], retain[0], forget[1], retain[1]]
+    batch = encode_rows(builtin.tokenizer, rows)
+    calls = []
+
+    def original_logits(b):
+        calls.append(len(b))
+        with torch.no_grad():
+            return builtin.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+
+    edited = original_logits(batch) + torch.randn(batch.input_ids.shape + (len(builtin.tokenizer),),
+                                                  generator=torch.Generator().manual_seed(0))
+    calls.clear()
+    objective = StandIn(world.stand_ins(), **settings)
+    objective.begin(builtin, forget, retain)
+    inputs = LossInputs(edited, batch, torch.tensor([True, False, True, False]), 0, True, source_rows=rows,
+                        original_logits_fn=original_logits)
+    return objective, inputs, forget, calls
+
+
+def test_stand_in_terms_by_hand(builtin, world):
+    from causal_unlearn.data.encoding import encode_rows
+
+    objective, inputs, forget, calls = _stand_in_case(builtin, world, excess_weight=0.7, retain_weight=1.3)
+    kl, excess = [], []
+    for position, row in zip([0, 2], forget):
+        alone = encode_rows(builtin.tokenizer, [row])
+        stand_in = encode_rows(builtin.tokenizer, [cu.Row(row.id, world.stand_ins()[row.id], row.output, row.task)])
+        with torch.no_grad():
+            target_logits = builtin.model(input_ids=stand_in.input_ids).logits[0]
+        answer = [t for t in range(alone.input_ids.shape[1]) if alone.target_mask[0, t]]
+        stand_answer = [t for t in range(stand_in.input_ids.shape[1]) if stand_in.target_mask[0, t]]
+        assert len(answer) == len(stand_answer) > 0
+        for t, s in zip(answer, stand_answer):
+            target = F.log_softmax(target_logits[s - 1], -1)
+            edited = F.log_softmax(inputs.logits[position, t - 1], -1)
+            kl.append(float((target.exp() * (target - edited)).sum()))
+            token = alone.input_ids[0, t]
+            excess.append(max(0.0, float(edited[token] - target[token])))
+    terms = objective(inputs)
+    expected_kl, expected_excess = sum(kl) / len(kl), sum(excess) / len(excess)
+    assert float(terms["forget_kl"]) == pytest.approx(expected_kl, rel=1e-4)
+    assert float(terms["forget_excess"]) == pytest.approx(expected_excess, rel=1e-4) and expected_excess > 0
+    retain_ce = float(_mean_ce(inputs, RETAIN))
+    assert float(terms["loss"]) == pytest.approx(expected_kl + 0.7 * expected_excess + 1.3 * retain_ce, rel=1e-4)
+    assert calls == [2]  # one forward for both stand-in prompts; then they are kept
+    objective(inputs)
+    assert calls == [2]
+
+
+def test_stand_in_recomputes_targets_beyond_its_cache(builtin, world):
+    objective, inputs, _, calls = _stand_in_case(builtin, world, cache_bytes=0)
+    first = objective(inputs)
+    second = objective(inputs)
+    assert calls == [2, 2] and torch.equal(first["loss"], second["loss"])
+
+
+def test_stand_in_rejects_missing_or_unchanged_prompts(builtin, world):
+    from causal_unlearn.unlearning import StandIn
+
+    forget = world.forget[:3]
+    with pytest.raises(ValueError, match="needs a stand-in prompt per forget row id"):
+        StandIn({})
+    with pytest.raises(ValueError, match=rf"1 forget row\(s\) have no stand-in prompt \(first: '{forget[2].id}'\)"):
+        StandIn({row.id: "x" for row in forget[:2]}).begin(builtin, forget, world.retain[:2])
+    with pytest.raises(ValueError, match=r"1 stand-in prompt\(s\) equal their forget prompt"):
+        StandIn({**world.stand_ins(), forget[1].id: forget[1].input}).begin(builtin, forget, world.retain[:2])
+    with pytest.raises(ValueError, match=r"'stand_in' needs a stand-in prompt per forget row.*world.stand_ins\(\)"):
+        get_objective("stand_in")
+
+
+def test_stand_in_unlearning_targets_the_original_model_on_stand_in_prompts(fresh, world, builtin):
+    from causal_unlearn.unlearning import StandIn
+
+    objective = StandIn(world.stand_ins())
+    # no evaluation before training: most targets are computed after the weights have moved
+    result = cu.unlearn(fresh, world.forget[:8], world.retain[:8], layers=[0, 7], objective=objective,
+                        **{**QUICK, "epochs": 3, "lr": 2e-3, "grad_accum": 1, "eval_every": None, "select": "last"})
+    by_epoch = [[h for h in result.history if h["epoch"] == e] for e in (0, 2)]
+    first, last = ({k: sum(h[k] for h in steps) / len(steps) for k in steps[0]} for steps in by_epoch)
+    assert last["forget_excess"] < 0.7 * first["forget_excess"] and last["forget_ce"] > first["forget_ce"] + 1
+    # the targets were computed mid-run with the original weights swapped in: they are the untouched model's
+    inputs = _stand_in_case(builtin, world)[1]
+    prompts = world.stand_ins()
+    for row in world.forget[:8]:
+        answer, cached = objective._targets[row, prompts[row.id]]
+        reference = StandIn(prompts)
+        reference.begin(builtin, [row], [])
+        expected_answer, expected = reference._targets_for(inputs, [row], [prompts[row.id]])[0]
+        assert torch.equal(answer, expected_answer) and torch.allclose(cached, expected, atol=1e-5)
+    result.revert()

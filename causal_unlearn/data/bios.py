@@ -19,6 +19,7 @@ from causal_unlearn.data import names
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.data.general_knowledge import make_general_knowledge
 from causal_unlearn.data.rows import Row
+from causal_unlearn.data.stand_ins import stand_in_prompts
 
 BIOS_TASK = "Task2"
 Split = Literal["forget", "retain", "holdout"]
@@ -214,6 +215,29 @@ class BiosWorld:
             nonmembers=self.holdout, utility=self.general_knowledge[1::2],
         )
 
+    def stand_ins(self, split: Split = "forget", *, seed: int = 1) -> dict[str, str]:
+        """Row id -> the row's prompt with the person's name swapped for a never-seen person's of
+        the same sex (no one in any split of this world), for the `stand_in` objective.
+
+        Examples:
+            >>> world = make_bios_world(n_forget=1, n_retain=1, n_holdout=1)
+            >>> row = world.forget[1]
+            >>> prompt = world.stand_ins()[row.id]
+            >>> prompt.startswith("What is the birth date of"), world.people_in("forget")[0].name in prompt
+            (True, False)
+        """
+        rng = random.Random(seed)
+        taken = {person.name for person in self.people}
+        pool = [(f"{first} {last}", female) for first, last, female in _all_names() if f"{first} {last}" not in taken]
+        rng.shuffle(pool)
+        replacements: dict[str, str] = {}
+        for person in self.people_in(split):
+            index = next((i for i, (_, female) in enumerate(pool) if female == person.female), None)
+            if index is None:
+                raise ValueError(f"the name lists have no unused name left for {person.name}'s stand-in")
+            replacements[person.name] = pool.pop(index)[0]
+        return stand_in_prompts(self.rows(split), replacements)
+
     def save(self, folder: str | Path) -> Path:
         """Write forget/retain/holdout/general_knowledge.jsonl and trace_facts.jsonl."""
         folder = Path(folder)
@@ -269,6 +293,12 @@ def _draw_person(rng: random.Random, first: str, last: str, female: bool, split:
     )
 
 
+def _all_names() -> list[tuple[str, str, bool]]:
+    """(first, last, female) for every name the lists can make."""
+    first_names = [(n, True) for n in names.FEMALE_FIRST_NAMES] + [(n, False) for n in names.MALE_FIRST_NAMES]
+    return [(first, last, female) for first, female in first_names for last in names.SURNAMES if first != last]
+
+
 def make_bios_world(
     n_forget: int = 50, n_retain: int = 50, n_holdout: int = 25, *, seed: int = 0, n_sums: int = 40
 ) -> BiosWorld:
@@ -285,8 +315,7 @@ def make_bios_world(
     if min(counts.values()) < 0 or n_forget + n_retain == 0:
         raise ValueError(f"need non-negative split sizes with some trained people, got {counts}")
     rng = random.Random(seed)
-    first_names = [(n, True) for n in names.FEMALE_FIRST_NAMES] + [(n, False) for n in names.MALE_FIRST_NAMES]
-    all_names = [(first, last, female) for first, female in first_names for last in names.SURNAMES if first != last]
+    all_names = _all_names()
     total = sum(counts.values())
     if total > len(all_names):
         raise ValueError(f"asked for {total} people but the name lists give only {len(all_names)} distinct names")

@@ -4,11 +4,11 @@ from causal_unlearn.unlearning.ablation import compare, control_layer_sets
 from causal_unlearn.unlearning.loop import UnlearnCallback, UnlearningDivergedError, unlearn
 from causal_unlearn.unlearning.objectives import (
     NPO, OBJECTIVES, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
-    SimNPO, get_objective,
+    SimNPO, StandIn, get_objective,
 )
 from causal_unlearn.unlearning.parameters import ParameterSelection, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
-           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "UnlearnCallback", "UnlearnResult",
+           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnResult",
            "UnlearningDivergedError", "compare", "control_layer_sets", "get_objective", "select_parameters", "unlearn"]

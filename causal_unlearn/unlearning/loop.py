@@ -104,6 +104,7 @@ def unlearn(
     objective = get_objective(objective)
     objective.reset()
     selection = select_parameters(model, layers, modules)
+    objective.begin(model, forget, retain)
     settings = dict(objective=objective.name, layers=selection.layers, modules=modules, epochs=epochs, lr=lr,
                     batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, select=select,
                     weight_decay=weight_decay, loss_on=loss_on, seed=seed, n_forget=len(forget), n_retain=len(retain))
@@ -194,13 +195,12 @@ def _loss_terms(
 ) -> tuple[Terms, LossInputs]:
     is_forget = torch.tensor([is_forget for _, is_forget in rows], device=model.device)
     batch = encode([row for row, _ in rows], is_forget).to(model.device)
-    reference = None
-    if objective.needs_reference:
-        with torch.no_grad(), _weights(selection, original):
-            reference = _logits(model, batch)
+    original_logits = partial(_original_logits, model, selection, original)
+    reference = original_logits(batch) if objective.needs_reference else None
     with torch.set_grad_enabled(training):
         inputs = LossInputs(_logits(model, batch), batch, is_forget, epoch, training,
-                            reference_logits_fn=None if reference is None else lambda: reference)
+                            reference_logits_fn=None if reference is None else lambda: reference,
+                            source_rows=[row for row, _ in rows], original_logits_fn=original_logits)
         return objective(inputs), inputs
 
 
@@ -214,6 +214,16 @@ def _encoder(model: LoadedModel, retain: list[Row], loss_on: str, max_length: in
 
 def _logits(model: LoadedModel, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
     return model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+
+@torch.no_grad()
+def _original_logits(model: LoadedModel, selection: ParameterSelection, original: dict[str, Tensor],
+                     batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+    """The original model's logits: the original weights swapped into the trained parameters
+    for one forward, so no second copy of the model is held. (Between a forward and its backward
+    this is safe: the edited weights are back before autograd reads them.)"""
+    with _weights(selection, original):
+        return _logits(model, batch)
 
 
 @torch.no_grad()

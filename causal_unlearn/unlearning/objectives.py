@@ -10,15 +10,19 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from causal_unlearn.data.encoding import EncodedBatch
+from causal_unlearn.data.encoding import EncodedBatch, encode_rows
+from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.likelihood import sequence_nll
+
+if TYPE_CHECKING:
+    from causal_unlearn.models.loader import LoadedModel
 
 Split = Literal["forget", "retain"]
 Terms = dict[str, Tensor]
@@ -27,7 +31,8 @@ Terms = dict[str, Tensor]
 @dataclass
 class LossInputs:
     """One batch as an objective sees it: the edited model's logits, which rows are forget rows,
-    and (computed only if asked for) the original model's logits on the same batch."""
+    the rows it was encoded from (`source_rows`), and (computed only if asked for) the original
+    model's logits on the same batch or, through `original_logits`, on any other."""
 
     logits: Float[Tensor, "batch pos vocab"]
     batch: EncodedBatch
@@ -35,6 +40,8 @@ class LossInputs:
     epoch: int
     training: bool
     reference_logits_fn: Callable[[], Float[Tensor, "batch pos vocab"]] | None = None
+    source_rows: Sequence[Row] = ()
+    original_logits_fn: Callable[[EncodedBatch], Float[Tensor, "batch pos vocab"]] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def rows(self, split: Split) -> Bool[Tensor, " batch"]:
@@ -68,6 +75,12 @@ class LossInputs:
             self._cache["reference"] = self.reference_logits_fn()
         return self._cache["reference"]
 
+    def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+        """The original model's logits (no gradient) on another batch."""
+        if self.original_logits_fn is None:
+            raise RuntimeError("this objective needs the original model but the loop provided none")
+        return self.original_logits_fn(batch)
+
     def kl_from_reference(self, split: Split) -> Float[Tensor, ""]:
         """KL(original || edited) per answer token, averaged over the split's answer tokens."""
         mask = self.batch.target_mask & self.rows(split)[:, None]
@@ -92,6 +105,10 @@ class Objective:
 
     def reset(self) -> None:
         """Forget the state of a previous run (called when a run starts)."""
+
+    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row]) -> None:
+        """Check the run's rows and keep what the objective needs (called after `reset`, before
+        the first step, with the original weights in place)."""
 
     def start_epoch(self, epoch: int) -> None:
         pass
@@ -243,11 +260,128 @@ class SimNPO(Objective):
                 "forget_ce": inputs.mean_nll("forget"), "retain_ce": retain_ce}
 
 
+class StandIn(Objective):
+    """Make the model answer about each forget subject as the original model answers about a
+    stranger, and no further.
+
+    `prompts` maps each forget row's id to its prompt with the subject swapped for someone the
+    model never saw (`BiosWorld.stand_ins`, or `data.stand_in_prompts` for your own names). At
+    every answer token of a forget row, the target is the original model's next-token
+    distribution on the stand-in prompt, teacher-forced on the same answer:
+
+        L = KL(target || edited) + excess_weight * mean_t max(0, log p(y_t) - log p_target(y_t))
+            + retain_weight * CE_retain
+
+    The excess term pushes each answer token down to the likelihood the original model gives it
+    about a stranger (the KL barely sees a token the target finds unlikely). Both forget terms are
+    zero once the subject is a stranger to the model, so nothing pushes past it into the answers
+    of people it never knew: that is what membership inference compares. The idea of "generic
+    predictions" from Eldan & Russinovich (2023), with a name swap as the anchor.
+
+    The targets come from the original weights, computed on a row's first batch and kept (up to
+    `cache_bytes`; beyond it they are recomputed). Answer tokens only: whatever `loss_on` says,
+    the prompt tokens are left alone.
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> world = cu.make_bios_world()
+        >>> objective = StandIn(world.stand_ins())
+        >>> objective.name, objective.excess_weight
+        ('stand_in', 0.5)
+    """
+
+    name = "stand_in"
+
+    def __init__(self, prompts: Mapping[str, str], *, excess_weight: float = 0.5, retain_weight: float = 1.0,
+                 cache_bytes: int = 2**30):
+        if not prompts:
+            raise ValueError("StandIn needs a stand-in prompt per forget row id, e.g. StandIn(world.stand_ins())")
+        self.prompts, self.excess_weight, self.retain_weight = dict(prompts), excess_weight, retain_weight
+        self.cache_bytes = cache_bytes
+        self.reset()
+
+    def __repr__(self) -> str:
+        return (f"StandIn({len(self.prompts)} prompts, excess_weight={self.excess_weight}, "
+                f"retain_weight={self.retain_weight})")
+
+    def reset(self) -> None:
+        self._targets: dict[tuple[Row, str], tuple[Tensor, Tensor]] = {}
+        self._cached_bytes = 0
+        self._tokenizer = None
+
+    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row]) -> None:
+        missing = [row.id for row in forget if row.id not in self.prompts]
+        if missing:
+            raise ValueError(f"{len(missing)} forget row(s) have no stand-in prompt (first: {missing[0]!r}); "
+                             "StandIn's prompts must cover every forget row id")
+        unchanged = [row.id for row in forget if self.prompts[row.id] == row.input]
+        if unchanged:
+            raise ValueError(f"{len(unchanged)} stand-in prompt(s) equal their forget prompt (first: {unchanged[0]!r}): "
+                             "their target would be the memorized answer")
+        self._tokenizer = model.tokenizer
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        rows = [row for row, forget in zip(inputs.source_rows, inputs.is_forget.tolist()) if forget]
+        if rows:
+            edited, answer = self._answer_log_probs(inputs, rows)
+            prompts = [self.prompts[row.id] for row in rows]
+            target_answer, target = (torch.cat(parts) for parts in zip(*self._targets_for(inputs, rows, prompts)))
+            if not torch.equal(answer, target_answer):
+                raise ValueError("a stand-in prompt changes how its row's answer is tokenized; the stand-in must "
+                                 "differ from the forget prompt only before the answer")
+            kl = F.kl_div(edited, target, log_target=True, reduction="batchmean")
+            excess = (edited.gather(1, answer[:, None]) - target.gather(1, answer[:, None])).clamp(min=0).mean()
+        else:
+            kl = excess = inputs.logits.sum() * 0
+        retain_ce = inputs.mean_nll("retain")
+        return {"loss": kl + self.excess_weight * excess + self.retain_weight * retain_ce, "forget_kl": kl,
+                "forget_excess": excess, "forget_ce": inputs.mean_nll("forget"), "retain_ce": retain_ce}
+
+    def _encode(self, rows: Sequence[Row]) -> EncodedBatch:
+        if self._tokenizer is None:
+            raise RuntimeError("StandIn.begin was not called; run it through unlearn()")
+        return encode_rows(self._tokenizer, rows)
+
+    def _answer_log_probs(
+        self, inputs: LossInputs, rows: list[Row]
+    ) -> tuple[Float[Tensor, "token vocab"], Int[Tensor, " token"]]:
+        """The edited model's log-probs at the answer tokens of the batch's forget rows, in row
+        order, and those tokens (found by encoding the rows answer-only, whatever `loss_on` is)."""
+        own = self._encode(rows)
+        mask = torch.zeros_like(inputs.batch.target_mask)
+        for k, (i, row) in enumerate(zip(inputs.is_forget.nonzero().flatten().tolist(), rows)):
+            n = int(own.attention_mask[k].sum())
+            if not torch.equal(inputs.batch.input_ids[i, :n].cpu(), own.input_ids[k, :n]):
+                raise ValueError(f"forget row {row.id!r} is cut short in the training batch (max_length?); "
+                                 "StandIn needs whole answers")
+            mask[i, :n] = own.target_mask[k, :n].to(mask.device)
+        mask = mask[:, 1:]  # the prediction of token t is read at position t - 1
+        return inputs.logits[:, :-1][mask].float().log_softmax(-1), inputs.batch.input_ids[:, 1:][mask]
+
+    def _targets_for(self, inputs: LossInputs, rows: list[Row], prompts: list[str]) -> list[tuple[Tensor, Tensor]]:
+        """(answer tokens, the original model's log-probs there) for each row's answer after `prompt`."""
+        keys = [(row, prompt) for row, prompt in zip(rows, prompts)]
+        missing = [key for key in dict.fromkeys(keys) if key not in self._targets]
+        fresh: dict[tuple[Row, str], tuple[Tensor, Tensor]] = {}
+        if missing:
+            batch = self._encode([Row(row.id, prompt, row.output, row.task) for row, prompt in missing])
+            batch = batch.to(inputs.logits.device)
+            log_probs = inputs.original_logits(batch)[:, :-1].float().log_softmax(-1)
+            mask = batch.target_mask[:, 1:]
+            for k, key in enumerate(missing):
+                fresh[key] = (batch.input_ids[k, 1:][mask[k]], log_probs[k][mask[k]])
+                size = fresh[key][1].numel() * fresh[key][1].element_size()
+                if self._cached_bytes + size <= self.cache_bytes:
+                    self._targets[key], self._cached_bytes = fresh[key], self._cached_bytes + size
+        return [self._targets[key] if key in self._targets else fresh[key] for key in keys]
+
+
 def _mean(values: Tensor) -> Tensor:
     """The mean, or 0 for a batch without rows of that split."""
     return values.mean() if values.numel() else values.sum()
 
 
+# by name, the objectives that need no data of their own (StandIn needs its prompts)
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, NPO, SimNPO)
 }
@@ -257,6 +391,9 @@ def get_objective(objective: str | Objective) -> Objective:
     """A fresh objective by name, or the given instance (to pass settings: `SHA256(alpha_max=2.8)`)."""
     if isinstance(objective, Objective):
         return objective
+    if objective == StandIn.name:
+        raise ValueError("'stand_in' needs a stand-in prompt per forget row: pass StandIn(prompts), e.g. "
+                         "StandIn(world.stand_ins()) or StandIn(stand_in_prompts(forget, {subject: stand-in name}))")
     try:
         return OBJECTIVES[objective]()
     except KeyError:

@@ -1,5 +1,5 @@
-"""Unlearning curves: each loss term and alpha per step, and the forget /
-retain accuracies at each evaluation. One builder serves the static figure and the live
+"""Unlearning curves: each loss term and alpha (the learning rate for objectives without one)
+per step, and the forget / retain accuracies at each evaluation. One builder serves the static figure and the live
 dashboard."""
 
 from __future__ import annotations
@@ -39,10 +39,19 @@ def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evalua
         >>> fig = update_curves(unlearning_figure(), history, [dict(step=2, forget_answer_accuracy=0.5)])
         >>> [(trace.name, list(trace.y)) for trace in fig.data]
         [('loss', [0.5, 0.2]), ('alpha', [3.0, 3.0]), ('forget answer accuracy', [0.5])]
+        >>> without_alpha = update_curves(unlearning_figure(), [dict(step=1, lr=1e-3, loss=0.5)], [])
+        >>> [trace.name for trace in without_alpha.data], without_alpha.layout.annotations[1].text
+        (['lr', 'loss'], 'learning rate')
     """
     curves: dict[tuple[int, str], tuple[list, list]] = {}
-    for name in _keys(history):
-        if name == "alpha":
+    names = _keys(history)
+    # SHA256's alpha is the schedule worth watching; other objectives have only the learning rate
+    schedule = "alpha" if "alpha" in names or not names else "lr"
+    if schedule == "lr":
+        fig.layout.annotations[1].text = "learning rate"
+        fig.update_yaxes(title_text="learning rate", row=1, col=2)
+    for name in names:
+        if name == schedule:
             curves[(2, name)] = _series(history, name)
         elif name not in NOT_A_TERM:
             curves[(1, name)] = _series(history, name)
