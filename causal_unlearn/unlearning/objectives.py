@@ -305,7 +305,7 @@ class StandIn(Objective):
                 f"retain_weight={self.retain_weight})")
 
     def reset(self) -> None:
-        self._targets: dict[tuple[Row, str], tuple[Tensor, Tensor]] = {}
+        self._targets: dict[Row, tuple[Tensor, Tensor]] = {}
         self._cached_bytes = 0
         self._tokenizer = None
 
@@ -324,8 +324,7 @@ class StandIn(Objective):
         rows = [row for row, forget in zip(inputs.source_rows, inputs.is_forget.tolist()) if forget]
         if rows:
             edited, answer = self._answer_log_probs(inputs, rows)
-            prompts = [self.prompts[row.id] for row in rows]
-            target_answer, target = (torch.cat(parts) for parts in zip(*self._targets_for(inputs, rows, prompts)))
+            target_answer, target = (torch.cat(parts) for parts in zip(*self._targets_for(inputs, rows)))
             if not torch.equal(answer, target_answer):
                 raise ValueError("a stand-in prompt changes how its row's answer is tokenized; the stand-in must "
                                  "differ from the forget prompt only before the answer")
@@ -358,22 +357,22 @@ class StandIn(Objective):
         mask = mask[:, 1:]  # the prediction of token t is read at position t - 1
         return inputs.logits[:, :-1][mask].float().log_softmax(-1), inputs.batch.input_ids[:, 1:][mask]
 
-    def _targets_for(self, inputs: LossInputs, rows: list[Row], prompts: list[str]) -> list[tuple[Tensor, Tensor]]:
-        """(answer tokens, the original model's log-probs there) for each row's answer after `prompt`."""
-        keys = [(row, prompt) for row, prompt in zip(rows, prompts)]
-        missing = [key for key in dict.fromkeys(keys) if key not in self._targets]
-        fresh: dict[tuple[Row, str], tuple[Tensor, Tensor]] = {}
+    def _targets_for(self, inputs: LossInputs, rows: list[Row]) -> list[tuple[Tensor, Tensor]]:
+        """(answer tokens, the original model's log-probs there) for each row's answer after its
+        stand-in prompt."""
+        missing = [row for row in dict.fromkeys(rows) if row not in self._targets]
+        fresh: dict[Row, tuple[Tensor, Tensor]] = {}
         if missing:
-            batch = self._encode([Row(row.id, prompt, row.output, row.task) for row, prompt in missing])
+            batch = self._encode([Row(row.id, self.prompts[row.id], row.output, row.task) for row in missing])
             batch = batch.to(inputs.logits.device)
             log_probs = inputs.original_logits(batch)[:, :-1].float().log_softmax(-1)
             mask = batch.target_mask[:, 1:]
-            for k, key in enumerate(missing):
-                fresh[key] = (batch.input_ids[k, 1:][mask[k]], log_probs[k][mask[k]])
-                size = fresh[key][1].numel() * fresh[key][1].element_size()
+            for k, row in enumerate(missing):
+                fresh[row] = (batch.input_ids[k, 1:][mask[k]], log_probs[k][mask[k]])
+                size = fresh[row][1].numel() * fresh[row][1].element_size()
                 if self._cached_bytes + size <= self.cache_bytes:
-                    self._targets[key], self._cached_bytes = fresh[key], self._cached_bytes + size
-        return [self._targets[key] if key in self._targets else fresh[key] for key in keys]
+                    self._targets[row], self._cached_bytes = fresh[row], self._cached_bytes + size
+        return [self._targets[row] if row in self._targets else fresh[row] for row in rows]
 
 
 def _mean(values: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Unlearning curves: each loss term and alpha (the learning rate for objectives without one)
-per step, and the forget / retain accuracies at each evaluation. One builder serves the static figure and the live
-dashboard."""
+per step, and the forget / retain accuracies at each evaluation. One builder serves the static
+figure and the live dashboard."""
 
 from __future__ import annotations
 
