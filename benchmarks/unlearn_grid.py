@@ -40,10 +40,7 @@ def main() -> None:
     torch.manual_seed(0)
     lm, world = cu.load_model("olmo-tiny-bios", device="cpu"), cu.make_bios_world()
     started = time.perf_counter()
-    traces = cu.trace_facts(lm, world.trace_facts("forget"), kinds=("mlp",), window=1, samples=args.samples)
-    traced = cu.localize(traces, kind="mlp")
-    print(f"traced {len(traces)} forget facts in {time.perf_counter() - started:.0f} s; localized MLP layers "
-          f"{traced.layers} ({traced.rule}); effect by layer: {[round(v, 3) for v in traced.effect.tolist()]}")
+    traced = localize_forget_facts(lm, world, samples=args.samples)
     sets = cu.control_layer_sets(traced, lm.n_layers, seeds=range(args.seeds))
     print("layer sets:", sets)
     task = world.unlearning_task()
@@ -60,6 +57,16 @@ def main() -> None:
         if args.out:
             pd.concat(tables).to_csv(args.out, index=False)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+def localize_forget_facts(lm: cu.LoadedModel, world: cu.BiosWorld, samples: int = 3) -> cu.Localization:
+    """Trace the MLP effect (window 1) of the world's forget facts, localize, and say what was found."""
+    started = time.perf_counter()
+    traces = cu.trace_facts(lm, world.trace_facts("forget"), kinds=("mlp",), window=1, samples=samples)
+    traced = cu.localize(traces, kind="mlp")
+    print(f"traced {len(traces)} forget facts in {time.perf_counter() - started:.0f} s; localized MLP layers "
+          f"{traced.layers} ({traced.rule}); effect by layer: {[round(v, 3) for v in traced.effect.tolist()]}")
+    return traced
 
 
 def markdown(table, header: bool = True) -> str:

@@ -25,7 +25,7 @@ from causal_unlearn.unlearning import OBJECTIVES, StandIn
 from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, builtin_sha256
 from causal_unlearn.viz import SCORE_LABELS
 
-from unlearn_grid import markdown
+from unlearn_grid import localize_forget_facts, markdown
 
 TUNED_SHA256 = builtin_sha256().name
 SHOWN = ["Task2/forget_knowledge", "Task2/retain_knowledge", "utility", "mia_score", "final"]
@@ -46,22 +46,17 @@ def objective_for(name: str, world: cu.BiosWorld, seed: int):
     return name
 
 
-def traced_layers(lm: cu.LoadedModel, world: cu.BiosWorld) -> list[int]:
-    torch.manual_seed(0)
-    traces = cu.trace_facts(lm, world.trace_facts("forget"), kinds=("mlp",), window=1, samples=3)
-    return cu.localize(traces, kind="mlp").layers
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objectives", default=f"{TUNED_SHA256},{StandIn.name}", help="comma-separated")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated shuffling seeds")
     parser.add_argument("--layers", default=None, help="comma-separated layers (default: trace and localize)")
     args = parser.parse_args()
+    torch.manual_seed(0)  # the trace's noise, as unlearn_grid.py draws it
     lm, world = cu.load_model("olmo-tiny-bios", device="cpu"), cu.make_bios_world()
     task = world.unlearning_task()
     started = time.perf_counter()
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else traced_layers(lm, world)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else localize_forget_facts(lm, world).layers
     print(f"layers {layers}; recipe {BUILTIN_RECIPE}", flush=True)
     seeds = [int(x) for x in args.seeds.split(",")]
     runs, gk_before = [], None
