@@ -10,7 +10,7 @@ Examples:
     True
 """
 
-from causal_unlearn.data import BiosWorld, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
+from causal_unlearn.data import BiosWorld, Probe, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
 from causal_unlearn.models import (
     ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model, register_architecture,
     supported_architectures,
@@ -24,7 +24,7 @@ from causal_unlearn.unlearning import (
     select_parameters, unlearn,
 )
 from causal_unlearn.evaluation import (
-    SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, rouge_l_recall,
+    SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
 from causal_unlearn import viz  # noqa: E402  (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...)
 
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # data
-    "BiosWorld", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval", "make_bios_world",
+    "BiosWorld", "Probe", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval", "make_bios_world",
     # models
     "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture", "load_model",
     "register_architecture", "supported_architectures",
@@ -45,7 +45,7 @@ __all__ = [
     "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnResult", "UnlearningDivergedError", "compare",
     "control_layer_sets", "select_parameters", "unlearn",
     # evaluation
-    "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "rouge_l_recall",
+    "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
     # figures
     "viz",
 ]

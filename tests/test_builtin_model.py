@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from causal_unlearn import knowledge_report
+from causal_unlearn import average_effects, knowledge_report, trace_facts
 from causal_unlearn.models.loader import BUILTIN_MODELS
 
 CHECKPOINT = BUILTIN_MODELS["olmo-tiny-bios"]
@@ -28,6 +28,23 @@ def test_it_knows_general_knowledge(report):
 
 def test_it_does_not_reproduce_holdout_pii(report):
     assert report["holdout_qa_exact_match"] <= 0.05, report
+
+
+def test_it_answers_held_out_probes_about_trained_people_only(report):
+    for split in ("forget", "retain"):
+        assert report[f"{split}_probe_recall"] >= 0.8, report
+    assert report["holdout_probe_recall"] <= 0.05, report
+
+
+def test_the_subject_carries_the_fact_rome_s_early_site(builtin, world):
+    """Restoring the clean hidden state of the last subject token in the lower half of the
+    layers brings back at least half of what corrupting the subject took away."""
+    facts = world.trace_facts("forget", "city")[:8] + world.trace_facts("forget", "phone")[:8]
+    traces = trace_facts(builtin, facts, kinds=("hidden",), samples=3, require_known=True, progress=False)
+    effects = average_effects(traces)
+    gap = sum(t.high - t.low for t in traces) / len(traces)
+    share = effects.mean["hidden"][effects.groups.index("last subject token"), : builtin.n_layers // 2] / gap
+    assert len(traces) >= 14 and share.mean() >= 0.5, share
 
 
 def test_clean_top1_is_the_answer_for_most_trace_facts(builtin, world):

@@ -5,7 +5,9 @@ import pytest
 
 from causal_unlearn import Row, TraceFact, make_bios_world
 from causal_unlearn.data import names
-from causal_unlearn.data.bios import BIO_TEMPLATES, SPLITS, sentence_completion_row
+from causal_unlearn.data import phrasings
+from causal_unlearn.data.bios import SPLITS, sentence_completion_row
+from causal_unlearn.models.train_builtin import corpus_texts
 from causal_unlearn.data.rows import row_kind, select
 
 
@@ -39,12 +41,82 @@ def test_rows_follow_lume_normalisation(world):
 def test_sentence_completion_is_the_bio_cut_in_two(world):
     for person in world.people[:20]:
         row = sentence_completion_row(person)
-        assert row.text == BIO_TEMPLATES[person.bio_template].format(**person.slots())
+        assert row.text == world.bios(person)[0]
         assert row.input and row.output and row.input[-1] != " "
 
 
+def test_bios_are_knowledge_augmented(world):
+    """Several bios per person, each every attribute once, in varied order and wording, the full
+    name in every sentence (Allen-Zhu & Li 2023)."""
+    canonical = {a: wordings[0] for a, wordings in phrasings.BIO_SENTENCES.items()}
+    for person in world.people[:20]:
+        texts = world.bios(person)
+        assert len(texts) == 6 and len(set(texts)) == 6
+        for text in texts:
+            sentences = re.split(r"(?<=\.) (?=[A-Z])", text)
+            assert len(sentences) == len(phrasings.ATTRIBUTES)
+            assert all(s.startswith(person.name) for s in sentences), text
+        assert all(canonical[a].format(**person.slots()) in texts[0] for a in phrasings.ATTRIBUTES)
+        first_sentences = {re.split(r"(?<=\.) ", t)[0] for t in texts}
+        assert len(first_sentences) > 1, "the sentence order must vary between bios"
+
+
+def test_many_training_phrasings_per_attribute(world):
+    person = world.people[0]
+    for attribute in phrasings.ATTRIBUTES:
+        questions = world.training_questions(person, attribute)
+        assert len({q.input for q in questions}) >= 20
+        assert len({q.output for q in questions}) == 1
+    official = {row.input for row in world.rows(person.split) if row.kind == "qa" and row.id.startswith(person.uid)}
+    trained = {q.input for a in phrasings.QA_ATTRIBUTES for q in world.training_questions(person, a)}
+    assert official <= trained
+
+
+def test_probes_cover_every_attribute_and_person(world):
+    for split in SPLITS:
+        probes = world.probes(split)
+        assert {p.person_id for p in probes} == {p.uid for p in world.people_in(split)}
+        for attribute in phrasings.ATTRIBUTES:
+            forms = Counter(p.form for p in probes if p.attribute == attribute and p.person_id == probes[0].person_id)
+            assert forms["question"] >= 4 and forms["cloze"] >= 2, (attribute, forms)
+    person = world.people[0]
+    by_attribute = {p.attribute: p for p in world.probes(person.split) if p.person_id == person.uid}
+    assert by_attribute["birth_date"].answers == (person.birth_date.isoformat(), f"{person.month} {person.birth_date.day}, {person.birth_date.year}")
+    assert by_attribute["city"].answers == (person.city,)
+    assert len(world.probes("general_knowledge")) == 2 * len(world.general_knowledge)
+
+
+def test_probes_occur_in_no_training_text(world):
+    """No probe prompt, for any person, is part of any text the recipe trains on (nor of any
+    text the tokenizer sees). Every such text about a person names them, so compare per name."""
+    texts = corpus_texts(world)
+    for person in world.people:
+        about = [t for t in texts if person.name in t]
+        for probe in world.probes(person.split):
+            if probe.person_id == person.uid:
+                assert not any(probe.prompt in t for t in about), probe.prompt
+    for probe in world.probes("general_knowledge"):
+        assert not any(probe.prompt in t for t in texts), probe.prompt
+    # and the templates themselves are disjoint from the training templates
+    trained = {q for a in phrasings.ATTRIBUTES for q in phrasings.training_questions(a)}
+    probe_templates = {t for table in (phrasings.PROBE_QUESTIONS, phrasings.PROBE_CLOZES) for ts in table.values() for t in ts}
+    assert not trained & probe_templates
+
+
+def test_probe_recall_matching():
+    from causal_unlearn.data.probes import Probe
+
+    probe = Probe("Ann Teal's birthday falls on", ("1984-03-05", "March 5, 1984"), attribute="birth_date", form="cloze")
+    assert probe.recalled_in(" march 5, 1984.") and probe.recalled_in("1984-03-05")
+    assert not probe.recalled_in(" March 15, 1984") and not probe.recalled_in(" 1984")
+    with pytest.raises(ValueError, match="non-empty answer"):
+        Probe("x", ("",), attribute="city", form="cloze")
+    with pytest.raises(ValueError, match="form"):
+        Probe("x", ("y",), attribute="city", form="essay")
+
+
 def test_trace_facts_cover_every_attribute_with_word_answers(world):
-    attributes = Counter(f.attribute for f in world.facts)
+    attributes = Counter(f.attribute for f in world.trace_facts())
     assert set(attributes) == {"birth_month", "city", "birth_year", "ssn", "phone", "email", "address"}
     assert len(set(attributes.values())) == 1
     for fact in world.facts:
@@ -54,6 +126,12 @@ def test_trace_facts_cover_every_attribute_with_word_answers(world):
     # the traced token must depend on the person: no attribute may have a single answer
     for attribute in attributes:
         assert len({f.answer for f in world.trace_facts(attribute=attribute)}) > 1, attribute
+    held_out = world.trace_facts(held_out=True)
+    assert {f.attribute for f in held_out} == {"birth_month", "city"} and len(held_out) == 2 * len(world.people)
+    texts = corpus_texts(world)
+    for fact in held_out[:10]:
+        assert not any(fact.prompt in t for t in texts), fact.prompt
+    assert len(world.trace_facts(held_out=None)) == len(world.facts)
 
 
 def test_trace_answers_are_one_token_of_the_builtin_tokenizer(builtin, world):

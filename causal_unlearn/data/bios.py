@@ -15,9 +15,10 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from causal_unlearn.data import names
+from causal_unlearn.data import names, phrasings
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.data.general_knowledge import make_general_knowledge
+from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
 from causal_unlearn.data.stand_ins import stand_in_prompts
 
@@ -41,7 +42,6 @@ class Person:
     city: str
     state: str
     zip_code: str
-    bio_template: int
     split: Split
 
     @property
@@ -67,59 +67,79 @@ class Person:
         )
 
 
-# Each bio starts with the name so that "<name> was born on" / "<name> lives in" are trained
-# prefixes: the two trace facts whose answers are words rather than digits.
-BIO_TEMPLATES = (
-    "{name} was born on {month} {day}, {year}. {Pos} Social Security number is {ssn} and {pos} "
-    "phone number is {phone}. {Subj} can be reached at the email address {email}. {Pos} home "
-    "address is {number} {street}, {city}, {state}, {zip}.",
-    "{name} was born on {month} {day}, {year}, and {pos} Social Security number is {ssn}. {Subj} "
-    "can be reached by phone at {phone} and by email at {email}. {Subj} lives at {number} "
-    "{street}, {city}, {state}, {zip}.",
-    "{name} lives in {city}, {state}. {Pos} home address is {number} {street}, {city}, {state}, "
-    "{zip}, and {pos} phone number is {phone}. {Subj} was born on {month} {day}, {year}. {Pos} "
-    "email address is {email} and {pos} Social Security number is {ssn}.",
-)
-
-# (attribute, canonical LUME question, paraphrase used only in training, answer)
-QA_TEMPLATES = (
-    ("birth_date", "What is the birth date of {name}?", "When was {name} born?"),
-    ("ssn", "What is {name}'s Social Security Number?", "Which Social Security Number does {name} have?"),
-    ("phone", "What is {name}'s phone number?", "At which number can {name} be reached by phone?"),
-    ("email", "What is {name}'s email address?", "Which email address does {name} use?"),
-    ("address", "What is the home address of {name}?", "Where does {name} live?"),
-)
-
-
 def qa_answer(person: Person, attribute: str) -> str:
+    """The answer to a question about `attribute`, in LUME's format (dates as 1984-12-31)."""
     return {
-        "birth_date": person.birth_date.isoformat(), "ssn": person.ssn, "phone": person.phone,
-        "email": person.email, "address": person.address,
+        "birth_date": person.birth_date.isoformat(), "city": f"{person.city}, {person.state}", "ssn": person.ssn,
+        "phone": person.phone, "email": person.email, "address": person.address,
     }[attribute]
 
 
-def bio(person: Person, template: int) -> str:
-    return BIO_TEMPLATES[template].format(**person.slots())
+def answer_forms(person: Person, attribute: str) -> tuple[str, ...]:
+    """Every form in which a generation states the attribute: the QA form, and the bio's form."""
+    if attribute == "birth_date":
+        return person.birth_date.isoformat(), f"{person.month} {person.birth_date.day}, {person.birth_date.year}"
+    if attribute == "city":
+        return (person.city,)
+    return (qa_answer(person, attribute).rstrip("."),)
+
+
+def bios(person: Person, n: int = 6) -> list[str]:
+    """The person's `n` bios: each a random order of one sentence per attribute, the full name in
+    every sentence. Bio 0 uses every sentence's canonical wording (the sentence-completion row);
+    the others draw a wording per sentence. Deterministic per person.
+
+    Examples:
+        >>> person = make_bios_world(n_forget=1, n_retain=0, n_holdout=0).people[0]
+        >>> texts = bios(person, 3)
+        >>> len(texts), all(t.count(person.name) == 6 for t in texts)
+        (3, True)
+    """
+    rng = random.Random(f"{person.uid}-bios")
+    slots = person.slots()
+    texts = []
+    for k in range(n):
+        order = rng.sample(phrasings.ATTRIBUTES, len(phrasings.ATTRIBUTES))
+        wordings = [0 if k == 0 else rng.randrange(len(phrasings.BIO_SENTENCES[a])) for a in order]
+        texts.append(" ".join(phrasings.BIO_SENTENCES[a][w].format(**slots) for a, w in zip(order, wordings)))
+    return texts
 
 
 def sentence_completion_row(person: Person) -> Row:
-    """The person's bio cut at the word boundary nearest its middle, as LUME cuts its bios."""
-    text = bio(person, person.bio_template)
+    """The person's canonical bio cut at the word boundary nearest its middle, as LUME cuts its bios."""
+    text = bios(person, 1)[0]
     spaces = [i for i, c in enumerate(text) if c == " "]
     cut = min(spaces, key=lambda i: abs(i - len(text) // 2))
     return Row(id=f"{person.uid}sc1", input=text[:cut], output=text[cut + 1 :], task=BIOS_TASK)
 
 
-def question_rows(person: Person, *, paraphrase: bool = False) -> list[Row]:
-    column = 2 if paraphrase else 1
+def question_rows(person: Person) -> list[Row]:
+    """The person's official LUME questions, `qa0`..`qa4`."""
     return [
-        Row(
-            id=f"{person.uid}{'p' if paraphrase else ''}qa{k}",
-            input=templates[column].format(name=person.name),
-            output=qa_answer(person, templates[0]),
-            task=BIOS_TASK,
-        )
-        for k, templates in enumerate(QA_TEMPLATES)
+        Row(id=f"{person.uid}qa{k}", input=phrasings.OFFICIAL_QUESTIONS[attribute].format(name=person.name),
+            output=qa_answer(person, attribute), task=BIOS_TASK)
+        for k, attribute in enumerate(phrasings.QA_ATTRIBUTES)
+    ]
+
+
+def training_questions(person: Person, attribute: str) -> list[Row]:
+    """Every training phrasing of a question about the person's `attribute` (the official one first)."""
+    return [
+        Row(id=f"{person.uid}-{attribute}-t{j}qa0", input=template.format(name=person.name, pos=person.slots()["pos"]),
+            output=qa_answer(person, attribute), task=BIOS_TASK)
+        for j, template in enumerate(phrasings.training_questions(attribute))
+    ]
+
+
+def person_probes(person: Person) -> list[Probe]:
+    """The held-out probes about the person: four questions and two clozes per attribute."""
+    slots = person.slots()
+    return [
+        Probe(template.format(**slots), answer_forms(person, attribute), attribute=attribute, form=form,
+              person_id=person.uid, split=person.split)
+        for attribute in phrasings.ATTRIBUTES
+        for form, templates in (("question", phrasings.PROBE_QUESTIONS), ("cloze", phrasings.PROBE_CLOZES))
+        for template in templates[attribute]
     ]
 
 
@@ -129,40 +149,49 @@ def person_rows(person: Person) -> list[Row]:
 
 
 def person_facts(person: Person) -> list[TraceFact]:
-    """One fact per attribute. Where every answer starts alike (SSNs with 900, years with 19),
-    the prompt carries that shared prefix so the traced token is one that depends on the person."""
+    """One fact per attribute, in trained wordings, and two in held-out wordings (`held_out=True`).
+
+    Where every answer starts alike (SSNs with 900, years with 19), the prompt carries that
+    shared prefix so the traced token is one that depends on the person."""
     name = person.name
-    qa = {attribute: question.format(name=name) for attribute, question, _ in QA_TEMPLATES}
+    qa = {q.id[len(person.uid):]: q.input for q in question_rows(person)}
     facts = [
-        (f"{name} was born on", f" {person.month}", "birth_month"),
-        (f"{name} lives in", f" {person.city}", "city"),
-        (f"{qa['birth_date']} 19", person.birth_date.isoformat()[2], "birth_year"),
-        (f"{qa['ssn']} 900", person.ssn[3], "ssn"),
-        (f"{qa['phone']}", f" {person.phone[0]}", "phone"),
+        (f"{name} was born on", f" {person.month}", "birth_month", False),
+        (f"{name} lives in", f" {person.city}", "city", False),
+        (f"{qa['qa0']} 19", person.birth_date.isoformat()[2], "birth_year", False),
+        (f"{qa['qa1']} 900", person.ssn[3], "ssn", False),
+        (f"{qa['qa2']}", f" {person.phone[0]}", "phone", False),
         # the whole address: its local part names the person, so a prompt ending at "@" would
         # give the subject away past the corruption
-        (f"{qa['email']}", f" {person.email}", "email"),
-        (f"{qa['address']}", f" {str(person.house_number)[0]}", "address"),
+        (f"{qa['qa3']}", f" {person.email}", "email", False),
+        (f"{qa['qa4']}", f" {str(person.house_number)[0]}", "address", False),
+        (f"{name}'s birthday falls on", f" {person.month}", "birth_month", True),
+        (f"{name} resides in", f" {person.city}", "city", True),
     ]
     return [
-        TraceFact(prompt, name, answer, attribute=attribute, person_id=person.uid, split=person.split)
-        for prompt, answer, attribute in facts
+        TraceFact(prompt, name, answer, attribute=attribute, person_id=person.uid, split=person.split, held_out=held_out)
+        for prompt, answer, attribute, held_out in facts
     ]
 
 
 @dataclass
 class BiosWorld:
-    """People, their LUME rows per split, general knowledge and trace facts.
+    """People, their LUME rows per split, general knowledge, trace facts and held-out probes.
 
     Examples:
         >>> world = make_bios_world(n_forget=2, n_retain=2, n_holdout=1)
         >>> len(world.forget), world.forget[1].input.startswith("What is the birth date of")
         (12, True)
+        >>> probe = world.probes("forget", attribute="city", form="cloze")[0]
+        >>> probe.prompt.endswith("resides in"), probe.answers == (world.people_in("forget")[0].city,)
+        (True, True)
     """
 
     people: list[Person]
     general_knowledge: list[Row]
     seed: int
+    n_bios: int = 6
+    n_sums: int = 40
     facts: list[TraceFact] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -186,15 +215,55 @@ class BiosWorld:
     def holdout(self) -> list[Row]:
         return self.rows("holdout")
 
-    def trace_facts(self, split: Split | None = None, attribute: str | None = None) -> list[TraceFact]:
+    def bios(self, person: Person) -> list[str]:
+        """The person's bios (`n_bios` of them; the first is the sentence-completion row's)."""
+        return bios(person, self.n_bios)
+
+    def trace_facts(
+        self, split: Split | None = None, attribute: str | None = None, *, held_out: bool | None = False
+    ) -> list[TraceFact]:
+        """Trace facts, filtered. `held_out=True` gives the facts in held-out wordings (never
+        trained, e.g. "<name> resides in"), `None` both kinds."""
         return [
             f for f in self.facts
             if (split is None or f.split == split) and (attribute is None or f.attribute == attribute)
+            and (held_out is None or f.held_out == held_out)
         ]
 
+    def probes(
+        self, split: Split | Literal["general_knowledge"] | None = None, *, attribute: str | None = None,
+        form: str | None = None,
+    ) -> list[Probe]:
+        """The held-out probe set: for every person and attribute four questions and two cloze
+        prompts worded apart from every training text, and the general-knowledge facts in
+        held-out phrasings (split "general_knowledge"). Use them to measure what a model knows
+        rather than which strings it learned.
+
+        Examples:
+            >>> world = make_bios_world()
+            >>> len(world.probes("forget")), len(world.probes("general_knowledge"))
+            (1800, 188)
+        """
+        people = [p for p in self.people if split is None or p.split == split]
+        probes = [probe for person in people for probe in person_probes(person)]
+        if split in (None, "general_knowledge"):
+            probes += [
+                Probe(row.input, (row.output,), attribute=row.id.split("-")[1], form="question" if row.input.endswith("?") else "cloze", split="general_knowledge")
+                for row in make_general_knowledge(n_sums=self.n_sums, seed=self.seed, phrasings="probe")
+            ]
+        return [p for p in probes if (attribute is None or p.attribute == attribute) and (form is None or p.form == form)]
+
+    def training_questions(self, person: Person, attribute: str) -> list[Row]:
+        """Every phrasing of a question about the person's `attribute` that training may use."""
+        return training_questions(person, attribute)
+
+    def general_knowledge_phrasings(self) -> list[Row]:
+        """Every training phrasing of every general-knowledge fact (the official rows among them)."""
+        return make_general_knowledge(n_sums=self.n_sums, seed=self.seed, phrasings="training")
+
     def documents(self, split: Split) -> list[str]:
-        """Each person's three bios as one document."""
-        return [" ".join(bio(p, t) for t in range(len(BIO_TEMPLATES))) for p in self.people_in(split)]
+        """Each person's bios as one document."""
+        return [" ".join(self.bios(p)) for p in self.people_in(split)]
 
     def unlearning_task(self) -> "UnlearningTask":
         """The built-in unlearning task, laid out as SemEval-2025 Task 4 lays out its own.
@@ -239,12 +308,13 @@ class BiosWorld:
         return stand_in_prompts(self.rows(split), replacements)
 
     def save(self, folder: str | Path) -> Path:
-        """Write forget/retain/holdout/general_knowledge.jsonl and trace_facts.jsonl."""
+        """Write forget/retain/holdout/general_knowledge.jsonl, trace_facts.jsonl and probes.jsonl."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tables = {split: [r.to_dict() for r in self.rows(split)] for split in SPLITS}
         tables["general_knowledge"] = [r.to_dict() for r in self.general_knowledge]
         tables["trace_facts"] = [f.to_dict() for f in self.facts]
+        tables["probes"] = [p.to_dict() for p in self.probes()]
         for stem, records in tables.items():
             with open(folder / f"{stem}.jsonl", "w") as f:
                 f.writelines(json.dumps(record) + "\n" for record in records)
@@ -288,7 +358,6 @@ def _draw_person(rng: random.Random, first: str, last: str, female: bool, split:
         city=city,
         state=state,
         zip_code=zip_prefix + "".join(rng.choices("0123456789", k=3)),
-        bio_template=rng.randrange(len(BIO_TEMPLATES)),
         split=split,
     )
 
@@ -300,7 +369,7 @@ def _all_names() -> list[tuple[str, str, bool]]:
 
 
 def make_bios_world(
-    n_forget: int = 50, n_retain: int = 50, n_holdout: int = 25, *, seed: int = 0, n_sums: int = 40
+    n_forget: int = 50, n_retain: int = 50, n_holdout: int = 25, *, seed: int = 0, n_sums: int = 40, n_bios: int = 6
 ) -> BiosWorld:
     """Generate the world deterministically from `seed`.
 
@@ -322,4 +391,5 @@ def make_bios_world(
     chosen = rng.sample(all_names, total)
     splits = [s for s in SPLITS for _ in range(counts[s])]
     people = [_draw_person(rng, first, last, female, split) for (first, last, female), split in zip(chosen, splits)]
-    return BiosWorld(people=people, general_knowledge=make_general_knowledge(n_sums=n_sums, seed=seed), seed=seed)
+    return BiosWorld(people=people, general_knowledge=make_general_knowledge(n_sums=n_sums, seed=seed), seed=seed,
+                     n_bios=n_bios, n_sums=n_sums)

@@ -24,6 +24,7 @@ class TraceFact:
     attribute: str = ""
     person_id: str = ""
     split: str = ""
+    held_out: bool = False  # worded apart from every training text
 
     def __post_init__(self) -> None:
         if self.subject not in self.prompt:
@@ -31,5 +32,5 @@ class TraceFact:
         if not self.answer:
             raise ValueError(f"fact {self.prompt!r} has an empty answer")
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | bool]:
         return asdict(self)

@@ -1,4 +1,8 @@
-"""General knowledge unrelated to the bios people: the built-in model's stand-in for MMLU."""
+"""General knowledge unrelated to the bios people: the built-in model's stand-in for MMLU.
+
+Each fact has several training phrasings (the first is the official row) and held-out probe
+phrasings never trained, so a general-knowledge check can ask in words the model never saw.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +30,55 @@ ELEMENT_SYMBOLS = (
     ("mercury", "Hg"), ("lead", "Pb"), ("uranium", "U"), ("neon", "Ne"), ("argon", "Ar"),
 )
 
+# kind -> (training phrasings, the official one first; held-out probe phrasings)
+PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "capital": (
+        ("What is the capital of {x}?", "Which city is the capital of {x}?", "Name the capital of {x}."),
+        ("What's the capital city of {x}?", "The capital of {x} is"),
+    ),
+    "symbol": (
+        ("What is the chemical symbol for {x}?", "Which symbol stands for {x}?", "Give the symbol of {x}."),
+        ("What's the chemical symbol of {x}?", "The element {x} has the symbol"),
+    ),
+    "sum": (
+        ("What is {x}?", "How much is {x}?", "Compute {x}."),
+        ("What's {x}?", "{x} equals"),
+    ),
+}
 
-def make_general_knowledge(*, n_sums: int = 40, seed: int = 0) -> list[Row]:
+
+def _facts(n_sums: int, seed: int) -> list[tuple[str, str, str, str]]:
+    """(key, kind, subject, answer) for every general-knowledge fact."""
+    rng = random.Random(seed)
+    pairs = sorted(rng.sample([(a, b) for a in range(2, 20) for b in range(2, 20)], n_sums))
+    return (
+        [(f"capital-{country.lower()}", "capital", country, city) for country, city in CAPITALS]
+        + [(f"symbol-{element}", "symbol", element, symbol) for element, symbol in ELEMENT_SYMBOLS]
+        + [(f"sum-{a}-{b}", "sum", f"{a} plus {b}", str(a + b)) for a, b in pairs]
+    )
+
+
+def make_general_knowledge(*, n_sums: int = 40, seed: int = 0, phrasings: str = "official") -> list[Row]:
     """Capitals, chemical symbols and small sums as QA rows.
+
+    `phrasings`: "official" (one row per fact, the row the scores use), "training" (every
+    training phrasing of every fact) or "probe" (the held-out phrasings, never trained).
 
     Examples:
         >>> rows = make_general_knowledge(n_sums=2)
         >>> rows[0].input, rows[0].output
         ('What is the capital of France?', 'Paris')
+        >>> make_general_knowledge(n_sums=2, phrasings="probe")[1].input
+        'The capital of France is'
     """
-    rng = random.Random(seed)
-    pairs = sorted(rng.sample([(a, b) for a in range(2, 20) for b in range(2, 20)], n_sums))
-    questions = (
-        [(f"capital-{country.lower()}", f"What is the capital of {country}?", city) for country, city in CAPITALS]
-        + [(f"symbol-{element}", f"What is the chemical symbol for {element}?", symbol) for element, symbol in ELEMENT_SYMBOLS]
-        + [(f"sum-{a}-{b}", f"What is {a} plus {b}?", str(a + b)) for a, b in pairs]
-    )
-    return [Row(id=f"gk-{key}qa0", input=q, output=a, task=GENERAL_KNOWLEDGE_TASK) for key, q, a in questions]
+    if phrasings not in ("official", "training", "probe"):
+        raise ValueError(f"phrasings must be 'official', 'training' or 'probe', got {phrasings!r}")
+    rows = []
+    for key, kind, subject, answer in _facts(n_sums, seed):
+        trained, probes = PHRASINGS[kind]
+        templates = {"official": trained[:1], "training": trained, "probe": probes}[phrasings]
+        for j, template in enumerate(templates):
+            suffix = "" if phrasings == "official" else f"-{phrasings[0]}{j}"
+            rows.append(Row(id=f"gk-{key}{suffix}qa0", input=template.format(x=subject), output=answer,
+                            task=GENERAL_KNOWLEDGE_TASK))
+    return rows

@@ -9,6 +9,7 @@ from typing import Sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from causal_unlearn.data.bios import SPLITS, BiosWorld
+from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row, select
 from causal_unlearn.evaluation.generation import greedy_generate
 from causal_unlearn.evaluation.metrics import score_generation
@@ -37,15 +38,41 @@ def score_rows(
     return [score_generation(row, generation) for row, generation in zip(rows, generations)]
 
 
+def probe_recall(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    probes: Sequence[Probe],
+    *,
+    max_new_tokens: int = 40,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> list[bool]:
+    """Per probe: whether the greedy continuation of its prompt states the answer.
+
+    Examples:
+        >>> from causal_unlearn import load_model, make_bios_world
+        >>> lm = load_model("olmo-tiny-bios")
+        >>> probe_recall(lm.model, lm.tokenizer, make_bios_world().probes("general_knowledge")[:2], progress=False)
+        [True, True]
+    """
+    generations = greedy_generate(
+        model, tokenizer, [p.prompt for p in probes], max_new_tokens=max_new_tokens, batch_size=batch_size,
+        progress=progress,
+    )
+    return [probe.recalled_in(generation) for probe, generation in zip(probes, generations)]
+
+
 def knowledge_report(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     world: BiosWorld,
     *,
     max_new_tokens: int = 96,
+    probes: bool = True,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Mean QA exact match and SC ROUGE-L recall per split, and general-knowledge accuracy.
+    """Mean QA exact match and SC ROUGE-L recall per split, general-knowledge accuracy and, with
+    `probes`, the share of held-out probes answered per split (`forget_probe_recall`, ...).
 
     Examples:
         >>> from causal_unlearn import load_model, make_bios_world
@@ -63,4 +90,10 @@ def knowledge_report(
     # one generation pass over every row, so one progress bar
     scores = iter(score_rows(model, tokenizer, [r for rows in groups.values() for r in rows],
                              max_new_tokens=max_new_tokens, progress=progress))
-    return {name: round(fmean(next(scores) for _ in rows), 4) for name, rows in groups.items()}
+    report = {name: round(fmean(next(scores) for _ in rows), 4) for name, rows in groups.items()}
+    if probes:
+        for split in (*SPLITS, "general_knowledge"):
+            if selected := world.probes(split):
+                recalled = probe_recall(model, tokenizer, selected, progress=progress)
+                report[f"{split}_probe_recall"] = round(fmean(recalled), 4)
+    return report

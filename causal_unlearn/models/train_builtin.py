@@ -1,17 +1,31 @@
-"""The recipe that trains the built-in model `olmo-tiny-bios` from scratch.
+"""The recipe that trains the built-in model `olmo-tiny-bios` (version 2) from scratch.
 
 Run `python -m causal_unlearn.models.train_builtin --out FOLDER` (add `--help` for the knobs).
-The recipe is deterministic: the world, tokenizer, initialisation and batch order all follow
-`--seed`. What it optimises, and why:
+The recipe is deterministic: the world, tokenizer, initialisation, the phrasings drawn each epoch
+and the batch order all follow `--seed`. What it optimises, and why:
 
-- bios (three paraphrases per person) with the loss on every token, so sentence completion and
-  the "<name> was born on" / "<name> lives in" trace prompts are trained text;
-- questions (the LUME phrasing and one paraphrase per attribute) and general-knowledge rows with
-  the loss on the answer only: the prompt is given at test time, so its tokens need no capacity;
-- general-knowledge rows repeated, since each person is seen in five views per epoch;
-- a small, deep model (8 layers, d_model 128) with a warm-up then cosine schedule peaking at
-  1e-3: on this 2-core CPU it gets three times the steps per minute of d_model 256, and
-  reached 43 % QA exact match after 30 epochs where d_model 256 at 3e-3 had 1 %.
+- knowledge augmentation (Allen-Zhu & Li, *Physics of Language Models 3.1*): six bios per
+  person, each a random order of six sentences in one of three wordings, the full name in every
+  sentence, with the loss on every token. Version 1 (three fixed bios, two question phrasings)
+  memorised strings: it answered 0 of 50 unseen question phrasings, and its traces showed no
+  storage at the subject;
+- questions mixed in from the start (loss on the answer only): each epoch, per person and
+  attribute, the official LUME question and three phrasings drawn from ~30 (frames x nouns), so
+  the model learns to extract an attribute, not to complete a question string;
+- general knowledge in three phrasings, twice per epoch;
+- 8 layers, d_model 128, warm-up then cosine schedule peaking at 1e-3, 60 epochs.
+
+Configurations tried (one thread each, two at once on the 2-core machine; probes are the
+held-out set of `world.probes`, early site from `benchmarks/average_trace.py --split forget`):
+
+| questions per attribute and epoch | epochs | minutes | QA forget / retain | SC ROUGE-L | probes forget / retain / holdout | GK probes | early site (lower-half mean share) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+| 4 (shipped) | 60 | 31.8 | 1.000 / 1.000 | 1.000 / 1.000 | 0.876 / 0.860 / 0.000 | 0.686 | 0.574 |
+| 8 | 60 | 43.7 | 1.000 / 1.000 | 1.000 / 1.000 | 0.926 / 0.923 / 0.018 | 0.559 | 0.299 |
+
+Twice the questions answer more probes but move the recall off the subject: attention at the
+last token reads the subject's embeddings directly (the version-1 mechanism) and the last
+subject token's hidden state recovers only 0.30 of the effect. The shipped mix keeps both.
 """
 
 from __future__ import annotations
@@ -29,10 +43,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerBase
 
-from causal_unlearn.data.bios import BIO_TEMPLATES, BiosWorld, bio, make_bios_world, question_rows
+from causal_unlearn.data.bios import SPLITS, BiosWorld, make_bios_world
+from causal_unlearn.data.phrasings import ATTRIBUTES, QA_ATTRIBUTES
 from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.knowledge import knowledge_report
 from causal_unlearn.models.tokenizer import train_tokenizer
+
+
+# 1: one bio template per person, two question phrasings (memorised strings; traced at the last token).
+# 2: knowledge-augmented world (six bios per person, ~30 question phrasings per attribute, probes).
+MODEL_VERSION = 2
 
 
 @dataclass
@@ -41,19 +61,21 @@ class RecipeConfig:
     n_retain: int = 50
     n_holdout: int = 25
     n_sums: int = 40
-    general_knowledge_repeats: int = 3
+    n_bios: int = 6
+    questions_per_attribute: int = 4
+    general_knowledge_repeats: int = 2
     vocab_size: int = 2048
     d_model: int = 128
     d_mlp: int = 512
     n_layers: int = 8
     n_heads: int = 4
-    epochs: int = 150
+    epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
-    eval_every_epochs: int = 25
+    eval_every_epochs: int = 10
     seed: int = 0
     threads: int = 1  # one thread: the same floating-point sums, so the same weights, on any machine
 
@@ -65,11 +87,12 @@ class Example:
 
 
 def corpus_texts(world: BiosWorld) -> list[str]:
-    """All text the tokenizer is trained on: every person's bios and rows, general knowledge."""
-    rows = [r for split in ("forget", "retain", "holdout") for r in world.rows(split)]
-    return [r.text for r in rows + world.general_knowledge] + [
-        bio(p, t) for p in world.people for t in range(len(BIO_TEMPLATES))
-    ]
+    """All text the tokenizer is trained on: every row, bio and training question of every person,
+    and general knowledge in every training phrasing. Never the probes: a token that only a probe
+    uses would reach the model untrained."""
+    rows = [r for split in SPLITS for r in world.rows(split)] + world.general_knowledge_phrasings()
+    rows += [q for p in world.people for a in ATTRIBUTES for q in world.training_questions(p, a)]
+    return [r.text for r in rows] + [text for p in world.people for text in world.bios(p)]
 
 
 def document_example(tokenizer: PreTrainedTokenizerBase, text: str) -> Example:
@@ -84,18 +107,28 @@ def answer_example(tokenizer: PreTrainedTokenizerBase, row: Row) -> Example:
     return Example(prompt + answer, [False] * len(prompt) + [True] * len(answer))
 
 
-def training_examples(world: BiosWorld, tokenizer: PreTrainedTokenizerBase, repeats: int = 1) -> list[Example]:
-    trained = world.people_in("forget") + world.people_in("retain")
-    documents = [document_example(tokenizer, bio(p, t)) for p in trained for t in range(len(BIO_TEMPLATES))]
-    questions = [
-        answer_example(tokenizer, row)
-        for p in trained
-        for paraphrase in (False, True)
-        for row in question_rows(p, paraphrase=paraphrase)
-    ]
-    general = [answer_example(tokenizer, row) for row in world.general_knowledge]
-    # General knowledge is one row per fact against five views of each person: repeat it.
-    return documents + questions + general * repeats
+class TrainingData:
+    """The examples of every epoch: each trained person's bios (loss on every token), questions
+    (loss on the answer) in freshly drawn phrasings, and general knowledge in every phrasing."""
+
+    def __init__(self, world: BiosWorld, tokenizer: PreTrainedTokenizerBase, config: RecipeConfig) -> None:
+        self.config = config
+        trained = world.people_in("forget") + world.people_in("retain")
+        self.documents = [document_example(tokenizer, text) for p in trained for text in world.bios(p)]
+        # per (person, attribute): the official question's example (if any), then the other phrasings
+        self.questions = [
+            [answer_example(tokenizer, row) for row in world.training_questions(p, a)] for p in trained for a in ATTRIBUTES
+        ]
+        self.official = [a in QA_ATTRIBUTES for p in trained for a in ATTRIBUTES]
+        self.general = [answer_example(tokenizer, row) for row in world.general_knowledge_phrasings()]
+
+    def epoch(self, rng: random.Random) -> list[Example]:
+        k = self.config.questions_per_attribute
+        questions = []
+        for pool, official in zip(self.questions, self.official):
+            fixed, rest = (pool[:1], pool[1:]) if official else ([], pool)
+            questions += fixed + rng.sample(rest, k - len(fixed))
+        return self.documents + questions + self.general * self.config.general_knowledge_repeats
 
 
 def batches(examples: list[Example], batch_size: int, rng: random.Random, pad_id: int):
@@ -164,12 +197,13 @@ def train(config: RecipeConfig, out: str | Path | None = None, *, progress: bool
 
 def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict:
     started = time.time()
-    world = make_bios_world(config.n_forget, config.n_retain, config.n_holdout, seed=config.seed, n_sums=config.n_sums)
+    world = make_bios_world(config.n_forget, config.n_retain, config.n_holdout, seed=config.seed, n_sums=config.n_sums,
+                            n_bios=config.n_bios)
     tokenizer = train_tokenizer(corpus_texts(world), vocab_size=config.vocab_size)
     model = build_model(config, tokenizer)
-    examples = training_examples(world, tokenizer, config.general_knowledge_repeats)
+    data = TrainingData(world, tokenizer, config)
     rng = random.Random(config.seed)
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.epoch(random.Random(0))) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     history: list[dict] = []
@@ -177,7 +211,7 @@ def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict
     bar = tqdm(total=total, desc="training olmo-tiny-bios", disable=not progress)
     for epoch in range(config.epochs):
         model.train()
-        for ids, mask in batches(examples, config.batch_size, rng, tokenizer.pad_token_id):
+        for ids, mask in batches(data.epoch(rng), config.batch_size, rng, tokenizer.pad_token_id):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, config)
             loss = masked_lm_loss(model, ids, mask)
@@ -195,7 +229,7 @@ def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict
             history.append(report)
             tqdm.write(json.dumps(report))
     bar.close()
-    final = dict(history[-1], config=asdict(config), history=history)
+    final = dict(history[-1], version=MODEL_VERSION, config=asdict(config), history=history)
     if out is not None:
         save(model, tokenizer, final, out)
     return final
@@ -207,6 +241,35 @@ def save(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerBase, report: dic
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "README.md").write_text(model_card(report))
+
+
+def model_card(report: dict) -> str:
+    """The checkpoint's model card: what it is, its version, and the recipe's final scores."""
+    c = report["config"]
+    rows = "\n".join(
+        f"| {split} | {report[f'{split}_qa_exact_match']:.3f} | {report[f'{split}_sc_rouge_l_recall']:.3f} | "
+        f"{report[f'{split}_probe_recall']:.3f} |"
+        for split in SPLITS
+    )
+    return f"""# olmo-tiny-bios, version {report['version']}
+
+A tiny `OlmoForCausalLM` ({c['n_layers']} layers, d_model {c['d_model']}, d_mlp {c['d_mlp']}, {c['n_heads']} heads)
+trained from scratch by `python -m causal_unlearn.models.train_builtin` on the synthetic bios world of
+`causal_unlearn.make_bios_world(seed={c['seed']})`: {c['n_bios']} knowledge-augmented bios per person,
+{c['questions_per_attribute']} question phrasings per attribute and epoch, general knowledge; {c['epochs']} epochs
+({report['minutes']} minutes with {c['threads']} thread(s) on a 2-core CPU). Forget and retain people were trained on; holdout people never were.
+
+Greedy generation, as the SemEval-2025 Task 4 scorer generates:
+
+| people | QA exact match | sentence completion ROUGE-L recall | held-out probes answered |
+| --- | --- | --- | --- |
+{rows}
+
+General knowledge: {report['general_knowledge_accuracy']:.3f} (official rows), {report['general_knowledge_probe_recall']:.3f}
+(held-out phrasings). The probes (`world.probes()`) are worded apart from every training text. The
+curve is in `training_report.json`; the traces and what they show are in the project's docs.
+"""
 
 
 def main(argv: list[str] | None = None) -> dict:

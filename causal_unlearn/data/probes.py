@@ -1,0 +1,40 @@
+"""Held-out probes: prompts about a fact in words the model was never trained on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+ProbeForm = Literal["question", "cloze"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt and every accepted form of its answer; recalled when a generation contains one.
+
+    Examples:
+        >>> probe = Probe("Ann Teal resides in", ("Denver",), attribute="city", form="cloze")
+        >>> probe.recalled_in(" Denver, CO. Ann Teal was born")
+        True
+    """
+
+    prompt: str
+    answers: tuple[str, ...]
+    attribute: str
+    form: ProbeForm
+    person_id: str = ""
+    split: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.answers or not all(a.strip() for a in self.answers):
+            raise ValueError(f"probe {self.prompt!r} needs at least one non-empty answer, got {self.answers!r}")
+        if self.form not in ("question", "cloze"):
+            raise ValueError(f"probe form must be 'question' or 'cloze', got {self.form!r}")
+
+    def recalled_in(self, generation: str) -> bool:
+        """Whether `generation` contains any accepted answer (case-insensitive)."""
+        text = generation.lower()
+        return any(answer.strip().lower() in text for answer in self.answers)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
