@@ -99,7 +99,7 @@ def prompt_vocabulary(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row]) -
         >>> tok = load_model("olmo-tiny-bios").tokenizer
         >>> ids = prompt_vocabulary(tok, [Row("a1qa1", "Where is Paris?", "France", "T")])
         >>> sorted(tok.decode([i]) for i in ids.tolist())
-        [' Paris', ' is', '<|endoftext|>', '?', 'Wh', 'e', 'er']
+        [' Paris', ' is', '<|endoftext|>', '?', 'Where']
     """
     return torch.tensor(sorted({i for ids in tokenizer([r.input for r in rows])["input_ids"] for i in ids}))
 

@@ -22,7 +22,7 @@ class ParameterSelection:
         >>> import causal_unlearn as cu
         >>> selection = cu.select_parameters(cu.load_model("olmo-tiny-bios"), [0, 1])
         >>> selection.count, f"{selection.share:.1%}", selection.names[0]
-        (393216, '17.4%', 'model.layers.0.mlp.gate_proj.weight')
+        (393216, '17.3%', 'model.layers.0.mlp.gate_proj.weight')
     """
 
     layers: list[int]
