@@ -98,7 +98,7 @@ def test_probes_occur_in_no_training_text(world):
     for probe in world.probes("general_knowledge"):
         assert not any(probe.prompt in t for t in texts), probe.prompt
     # and the templates themselves are disjoint from the training templates
-    trained = {q for a in phrasings.ATTRIBUTES for q in phrasings.training_questions(a)}
+    trained = {q for a in phrasings.ATTRIBUTES for q in phrasings.question_templates(a)}
     probe_templates = {t for table in (phrasings.PROBE_QUESTIONS, phrasings.PROBE_CLOZES) for ts in table.values() for t in ts}
     assert not trained & probe_templates
 

@@ -127,7 +127,7 @@ def training_questions(person: Person, attribute: str) -> list[Row]:
     return [
         Row(id=f"{person.uid}-{attribute}-t{j}qa0", input=template.format(name=person.name, pos=person.slots()["pos"]),
             output=qa_answer(person, attribute), task=BIOS_TASK)
-        for j, template in enumerate(phrasings.training_questions(attribute))
+        for j, template in enumerate(phrasings.question_templates(attribute))
     ]
 
 

@@ -141,13 +141,13 @@ PROBE_CLOZES: dict[str, tuple[str, ...]] = {
 }
 
 
-def training_questions(attribute: str) -> tuple[str, ...]:
-    """Every training phrasing of a question about `attribute` (the official one first, if any).
+def question_templates(attribute: str) -> tuple[str, ...]:
+    """The training phrasings of a question about `attribute`, with a `{name}` slot (the official one first, if any).
 
     Examples:
-        >>> training_questions("phone")[0]
+        >>> question_templates("phone")[0]
         "What is {name}'s phone number?"
-        >>> len(training_questions("phone"))
+        >>> len(question_templates("phone"))
         32
     """
     framed = [frame.format(name="{name}", noun=noun) for noun in ATTRIBUTE_NOUNS[attribute] for frame in QUESTION_FRAMES]
