@@ -18,8 +18,12 @@ def demo(tmp_path_factory):
     return run_demo(tmp_path_factory.mktemp("demo"), device="cpu", progress=False, log=lambda line: None)
 
 
-def test_localize_picks_the_first_and_last_mlp(demo):
-    assert demo.localization.layers == [0, 7]
+def test_localize_picks_one_mlp_of_each_of_rome_s_sites(demo):
+    found = demo.localization
+    assert found.layers == [0, 7]
+    # the early site at the subject, the late site at the last token (docs/unlearning.md: 0.503, 0.596)
+    assert found.token_group[0] == "last subject token" and found.token_group[7] == "last token"
+    assert found.effect[0] > 0.4 and found.effect[7] > 0.4 and found.effect[1:7].max() < 0.3
 
 
 def test_the_forget_set_is_forgotten_and_the_rest_kept(demo):
