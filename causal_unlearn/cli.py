@@ -111,7 +111,7 @@ def knowledge(args: argparse.Namespace) -> int:
     print(f"model: {lm.name} ({lm.architecture.name}, {lm.n_layers} layers, d_model {lm.d_model}, "
           f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M parameters) on {lm.device}, {lm.dtype}")
     world = make_bios_world(seed=args.seed)
-    report = knowledge_report(lm.model, lm.tokenizer, world, max_new_tokens=args.max_new_tokens)
+    report = knowledge_report(lm.model, lm.tokenizer, world, max_new_tokens=args.max_new_tokens, probes=not args.no_probes)
     width = max(map(len, report))
     print("what the model knows of the built-in world (greedy generation)")
     for key, value in report.items():
@@ -273,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default=None, help="also write the scores as JSON")
 
     sub = command("knowledge", knowledge, "print what the model knows of the built-in world",
-                  "Greedy-generate every question of the built-in world and report exact-match accuracy per split.")
+                  "Greedy-generate every row of the built-in world and report QA exact match and sentence-completion "
+                  "ROUGE-L recall per split, general-knowledge accuracy, and the share of held-out probes (questions "
+                  "and cloze prompts in wordings never trained) answered per split.")
+    sub.add_argument("--no-probes", action="store_true", help="skip the held-out probes (faster)")
     sub.add_argument("--seed", type=int, default=0, help="seed of the bios world (the built-in model knows seed 0)")
     sub.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row")
     sub.add_argument("--json", action="store_true", help="also print the report as one JSON line")

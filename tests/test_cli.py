@@ -76,6 +76,7 @@ def test_knowledge_prints_what_the_model_knows(capsys):
     assert "olmo-tiny-bios (olmo, 8 layers" in out
     report = json.loads(out.strip().splitlines()[-1])
     assert report["forget_qa_exact_match"] >= 0.95 and report["holdout_qa_exact_match"] <= 0.05
+    assert report["retain_probe_recall"] >= 0.8 and report["holdout_probe_recall"] <= 0.05
 
 
 @pytest.mark.parametrize("command", ["demo", "trace", "unlearn", "evaluate", "knowledge"])

@@ -77,7 +77,8 @@ def knowledge_report(
     Examples:
         >>> from causal_unlearn import load_model, make_bios_world
         >>> lm = load_model("olmo-tiny-bios")
-        >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), probes=False, progress=False)
+        >>> report = knowledge_report(lm.model, lm.tokenizer, make_bios_world(), max_new_tokens=32, probes=False,
+        ...                           progress=False)
         >>> report["forget_qa_exact_match"], report["holdout_qa_exact_match"]
         (1.0, 0.0)
     """
