@@ -68,7 +68,8 @@ def print_sites(effects, traces, n_layers: int) -> None:
     print(f"mean high - low: {gap:.3f}")
     print("early site: hidden state of the last subject token restored, share of (high - low) recovered per layer")
     print("  " + "  ".join(f"{layer}: {v:.2f}" for layer, v in enumerate(hidden.tolist())))
-    print(f"  lower half (layers 0-{n_layers // 2 - 1}): mean {hidden[lower].mean():.3f}, max {hidden[lower].max():.3f}")
+    print(f"  lower half (layers 0-{n_layers // 2 - 1}): mean {hidden[lower].mean():.3f}, "
+          f"max {hidden[lower].max():.3f}")
     for kind, group in (("mlp", "last subject token"), ("attn", "last token"), ("mlp", "last token")):
         row = effects.mean[kind][g(group)]
         peak = int(row.argmax())

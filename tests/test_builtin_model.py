@@ -1,7 +1,6 @@
 """The shipped checkpoint meets the acceptance targets of the built-in model."""
 
 import json
-from pathlib import Path
 
 import pytest
 

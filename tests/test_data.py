@@ -81,7 +81,8 @@ def test_probes_cover_every_attribute_and_person(world):
             assert forms["question"] >= 4 and forms["cloze"] >= 2, (attribute, forms)
     person = world.people[0]
     by_attribute = {p.attribute: p for p in world.probes(person.split) if p.person_id == person.uid}
-    assert by_attribute["birth_date"].answers == (person.birth_date.isoformat(), f"{person.month} {person.birth_date.day}, {person.birth_date.year}")
+    day, year = person.birth_date.day, person.birth_date.year
+    assert by_attribute["birth_date"].answers == (person.birth_date.isoformat(), f"{person.month} {day}, {year}")
     assert by_attribute["city"].answers == (person.city,)
     assert len(world.probes("general_knowledge")) == 2 * len(world.general_knowledge)
 
@@ -99,7 +100,8 @@ def test_probes_occur_in_no_training_text(world):
         assert not any(probe.prompt in t for t in texts), probe.prompt
     # and the templates themselves are disjoint from the training templates
     trained = {q for a in phrasings.ATTRIBUTES for q in phrasings.question_templates(a)}
-    probe_templates = {t for table in (phrasings.PROBE_QUESTIONS, phrasings.PROBE_CLOZES) for ts in table.values() for t in ts}
+    tables = (phrasings.PROBE_QUESTIONS, phrasings.PROBE_CLOZES)
+    probe_templates = {t for table in tables for templates in table.values() for t in templates}
     assert not trained & probe_templates
 
 

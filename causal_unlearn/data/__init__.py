@@ -9,6 +9,7 @@ from causal_unlearn.data.stand_ins import stand_in_prompts
 from causal_unlearn.data.semeval import SemEvalData, SemEvalFormatError, load_semeval, read_rows
 
 __all__ = [
-    "BiosWorld", "Person", "Probe", "Row", "SemEvalData", "SemEvalFormatError", "TraceFact", "UnlearningTask", "load_semeval",
+    "BiosWorld", "Person", "Probe", "Row", "SemEvalData", "SemEvalFormatError", "TraceFact", "UnlearningTask",
+    "load_semeval",
     "make_bios_world", "make_general_knowledge", "read_rows", "row_kind", "select", "stand_in_prompts",
 ]

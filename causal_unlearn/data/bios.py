@@ -169,7 +169,8 @@ def person_facts(person: Person) -> list[TraceFact]:
         (f"{name} resides in", f" {person.city}", "city", True),
     ]
     return [
-        TraceFact(prompt, name, answer, attribute=attribute, person_id=person.uid, split=person.split, held_out=held_out)
+        TraceFact(prompt, name, answer, attribute=attribute, person_id=person.uid, split=person.split,
+                  held_out=held_out)
         for prompt, answer, attribute, held_out in facts
     ]
 
@@ -248,10 +249,12 @@ class BiosWorld:
         probes = [probe for person in people for probe in person_probes(person)]
         if split in (None, "general_knowledge"):
             probes += [
-                Probe(row.input, (row.output,), attribute=row.id.split("-")[1], form="question" if row.input.endswith("?") else "cloze", split="general_knowledge")
+                Probe(row.input, (row.output,), attribute=row.id.split("-")[1],
+                      form="question" if row.input.endswith("?") else "cloze", split="general_knowledge")
                 for row in make_general_knowledge(n_sums=self.n_sums, seed=self.seed, phrasings="probe")
             ]
-        return [p for p in probes if (attribute is None or p.attribute == attribute) and (form is None or p.form == form)]
+        return [p for p in probes
+                if (attribute is None or p.attribute == attribute) and (form is None or p.form == form)]
 
     def training_questions(self, person: Person, attribute: str) -> list[Row]:
         """Every phrasing of a question about the person's `attribute` that training may use."""

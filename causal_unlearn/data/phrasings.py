@@ -150,7 +150,8 @@ def question_templates(attribute: str) -> tuple[str, ...]:
         >>> len(question_templates("phone"))
         32
     """
-    framed = [frame.format(name="{name}", noun=noun) for noun in ATTRIBUTE_NOUNS[attribute] for frame in QUESTION_FRAMES]
+    nouns = ATTRIBUTE_NOUNS[attribute]
+    framed = [frame.format(name="{name}", noun=noun) for noun in nouns for frame in QUESTION_FRAMES]
     official = [OFFICIAL_QUESTIONS[attribute]] if attribute in OFFICIAL_QUESTIONS else []
     questions = official + framed + list(SPECIFIC_QUESTIONS[attribute])
     return tuple(dict.fromkeys(questions))  # the official question is also a frame; keep one

@@ -117,7 +117,8 @@ class TrainingData:
         self.documents = [document_example(tokenizer, text) for p in trained for text in world.bios(p)]
         # per (person, attribute): the official question's example (if any), then the other phrasings
         self.questions = [
-            [answer_example(tokenizer, row) for row in world.training_questions(p, a)] for p in trained for a in ATTRIBUTES
+            [answer_example(tokenizer, row) for row in world.training_questions(p, a)]
+            for p in trained for a in ATTRIBUTES
         ]
         self.official = [a in QA_ATTRIBUTES for p in trained for a in ATTRIBUTES]
         self.general = [answer_example(tokenizer, row) for row in world.general_knowledge_phrasings()]
@@ -258,7 +259,8 @@ A tiny `OlmoForCausalLM` ({c['n_layers']} layers, d_model {c['d_model']}, d_mlp 
 trained from scratch by `python -m causal_unlearn.models.train_builtin` on the synthetic bios world of
 `causal_unlearn.make_bios_world(seed={c['seed']})`: {c['n_bios']} knowledge-augmented bios per person,
 {c['questions_per_attribute']} question phrasings per attribute and epoch, general knowledge; {c['epochs']} epochs
-({report['minutes']} minutes with {c['threads']} thread(s) on a 2-core CPU). Forget and retain people were trained on; holdout people never were.
+({report['minutes']} minutes with {c['threads']} thread(s) on a 2-core CPU). Forget and retain people were trained on;
+holdout people never were.
 
 Greedy generation, as the SemEval-2025 Task 4 scorer generates:
 
