@@ -25,9 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     lm = cu.load_model(args.model, device="cpu")
     world = cu.make_bios_world()
-    held_out = bool(args.held_out)
-    facts = (world.trace_facts(args.split, held_out=held_out) if args.split
-             else world.trace_facts("forget", held_out=held_out) + world.trace_facts("retain", held_out=held_out))
+    splits = [args.split] if args.split else ["forget", "retain"]
+    facts = [fact for split in splits for fact in world.trace_facts(split, held_out=args.held_out)]
     facts = facts[: args.limit]
     started = time.perf_counter()
     traces = cu.trace_facts(lm, facts, samples=args.samples, window=args.window, require_known=True)

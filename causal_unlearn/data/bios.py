@@ -17,7 +17,7 @@ from typing import Literal
 
 from causal_unlearn.data import names, phrasings
 from causal_unlearn.data.facts import TraceFact
-from causal_unlearn.data.general_knowledge import make_general_knowledge
+from causal_unlearn.data.general_knowledge import general_knowledge_probes, make_general_knowledge
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
 from causal_unlearn.data.stand_ins import stand_in_prompts
@@ -125,7 +125,7 @@ def question_rows(person: Person) -> list[Row]:
 def training_questions(person: Person, attribute: str) -> list[Row]:
     """Every training phrasing of a question about the person's `attribute` (the official one first)."""
     return [
-        Row(id=f"{person.uid}-{attribute}-t{j}qa0", input=template.format(name=person.name, pos=person.slots()["pos"]),
+        Row(id=f"{person.uid}-{attribute}-t{j}qa0", input=template.format(name=person.name),
             output=qa_answer(person, attribute), task=BIOS_TASK)
         for j, template in enumerate(phrasings.question_templates(attribute))
     ]
@@ -248,11 +248,7 @@ class BiosWorld:
         people = [p for p in self.people if split is None or p.split == split]
         probes = [probe for person in people for probe in person_probes(person)]
         if split in (None, "general_knowledge"):
-            probes += [
-                Probe(row.input, (row.output,), attribute=row.id.split("-")[1],
-                      form="question" if row.input.endswith("?") else "cloze", split="general_knowledge")
-                for row in make_general_knowledge(n_sums=self.n_sums, seed=self.seed, phrasings="probe")
-            ]
+            probes += general_knowledge_probes(n_sums=self.n_sums, seed=self.seed)
         return [p for p in probes
                 if (attribute is None or p.attribute == attribute) and (form is None or p.form == form)]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
 
 GENERAL_KNOWLEDGE_TASK = "GeneralKnowledge"
@@ -61,24 +62,39 @@ def _facts(n_sums: int, seed: int) -> list[tuple[str, str, str, str]]:
 def make_general_knowledge(*, n_sums: int = 40, seed: int = 0, phrasings: str = "official") -> list[Row]:
     """Capitals, chemical symbols and small sums as QA rows.
 
-    `phrasings`: "official" (one row per fact, the row the scores use), "training" (every
-    training phrasing of every fact) or "probe" (the held-out phrasings, never trained).
+    `phrasings`: "official" (one row per fact, the row the scores use) or "training" (every
+    training phrasing of every fact). The held-out phrasings are `general_knowledge_probes`.
 
     Examples:
         >>> rows = make_general_knowledge(n_sums=2)
         >>> rows[0].input, rows[0].output
         ('What is the capital of France?', 'Paris')
-        >>> make_general_knowledge(n_sums=2, phrasings="probe")[1].input
-        'The capital of France is'
+        >>> make_general_knowledge(n_sums=2, phrasings="training")[1].input
+        'Which city is the capital of France?'
     """
-    if phrasings not in ("official", "training", "probe"):
-        raise ValueError(f"phrasings must be 'official', 'training' or 'probe', got {phrasings!r}")
+    if phrasings not in ("official", "training"):
+        raise ValueError(f"phrasings must be 'official' or 'training', got {phrasings!r}")
     rows = []
     for key, kind, subject, answer in _facts(n_sums, seed):
-        trained, probes = PHRASINGS[kind]
-        templates = {"official": trained[:1], "training": trained, "probe": probes}[phrasings]
-        for j, template in enumerate(templates):
-            suffix = "" if phrasings == "official" else f"-{phrasings[0]}{j}"
+        trained, _ = PHRASINGS[kind]
+        for j, template in enumerate(trained[:1] if phrasings == "official" else trained):
+            suffix = "" if phrasings == "official" else f"-t{j}"
             rows.append(Row(id=f"gk-{key}{suffix}qa0", input=template.format(x=subject), output=answer,
                             task=GENERAL_KNOWLEDGE_TASK))
     return rows
+
+
+def general_knowledge_probes(*, n_sums: int = 40, seed: int = 0) -> list[Probe]:
+    """Every general-knowledge fact in its held-out phrasings (never trained), as probes.
+
+    Examples:
+        >>> probes = general_knowledge_probes(n_sums=2)
+        >>> probes[1].prompt, probes[1].answers, probes[1].form
+        ('The capital of France is', ('Paris',), 'cloze')
+    """
+    return [
+        Probe(template.format(x=subject), (answer,), attribute=kind,
+              form="question" if template.endswith("?") else "cloze", split="general_knowledge")
+        for _, kind, subject, answer in _facts(n_sums, seed)
+        for template in PHRASINGS[kind][1]
+    ]

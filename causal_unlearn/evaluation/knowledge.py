@@ -93,8 +93,9 @@ def knowledge_report(
                              max_new_tokens=max_new_tokens, progress=progress))
     report = {name: round(fmean(next(scores) for _ in rows), 4) for name, rows in groups.items()}
     if probes:
-        for split in (*SPLITS, "general_knowledge"):
-            if selected := world.probes(split):
-                recalled = probe_recall(model, tokenizer, selected, progress=progress)
-                report[f"{split}_probe_recall"] = round(fmean(recalled), 4)
+        every_probe = world.probes()
+        by_split: dict[str, list[bool]] = {}
+        for probe, recalled in zip(every_probe, probe_recall(model, tokenizer, every_probe, progress=progress)):
+            by_split.setdefault(probe.split, []).append(recalled)
+        report.update({f"{split}_probe_recall": round(fmean(hits), 4) for split, hits in by_split.items()})
     return report

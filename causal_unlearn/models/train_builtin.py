@@ -115,20 +115,23 @@ class TrainingData:
         self.config = config
         trained = world.people_in("forget") + world.people_in("retain")
         self.documents = [document_example(tokenizer, text) for p in trained for text in world.bios(p)]
-        # per (person, attribute): the official question's example (if any), then the other phrasings
-        self.questions = [
-            [answer_example(tokenizer, row) for row in world.training_questions(p, a)]
-            for p in trained for a in ATTRIBUTES
-        ]
-        self.official = [a in QA_ATTRIBUTES for p in trained for a in ATTRIBUTES]
+        # per (person, attribute): the official question, trained every epoch (none for the city),
+        # and the other phrasings, drawn from
+        self.questions = []
+        for p in trained:
+            for a in ATTRIBUTES:
+                pool = [answer_example(tokenizer, row) for row in world.training_questions(p, a)]
+                self.questions.append((pool[:1], pool[1:]) if a in QA_ATTRIBUTES else ([], pool))
         self.general = [answer_example(tokenizer, row) for row in world.general_knowledge_phrasings()]
+
+    def __len__(self) -> int:
+        """Examples per epoch."""
+        per_epoch = len(self.questions) * self.config.questions_per_attribute
+        return len(self.documents) + per_epoch + len(self.general) * self.config.general_knowledge_repeats
 
     def epoch(self, rng: random.Random) -> list[Example]:
         k = self.config.questions_per_attribute
-        questions = []
-        for pool, official in zip(self.questions, self.official):
-            fixed, rest = (pool[:1], pool[1:]) if official else ([], pool)
-            questions += fixed + rng.sample(rest, k - len(fixed))
+        questions = [example for fixed, rest in self.questions for example in fixed + rng.sample(rest, k - len(fixed))]
         return self.documents + questions + self.general * self.config.general_knowledge_repeats
 
 
@@ -204,7 +207,7 @@ def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict
     model = build_model(config, tokenizer)
     data = TrainingData(world, tokenizer, config)
     rng = random.Random(config.seed)
-    steps_per_epoch = math.ceil(len(data.epoch(random.Random(0))) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     history: list[dict] = []
