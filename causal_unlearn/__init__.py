@@ -1,6 +1,7 @@
 """causal_unlearn: find where a language model stores a fact, then remove it.
 
     facts --trace--> effects --localize--> layers --unlearn--> edited model --evaluate--> scores
+                                                                                  --audit--> robustness
 
 Examples:
     >>> import causal_unlearn as cu
@@ -26,6 +27,7 @@ from causal_unlearn.unlearning import (
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
+from causal_unlearn.audit import AuditConfig, AuditResult, RelearnBudget, audit
 from causal_unlearn import viz  # noqa: E402  (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...)
 
 __version__ = "0.1.0"
@@ -46,6 +48,8 @@ __all__ = [
     "control_layer_sets", "select_parameters", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
+    # audit
+    "AuditConfig", "AuditResult", "RelearnBudget", "audit",
     # figures
     "viz",
 ]

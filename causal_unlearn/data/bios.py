@@ -136,7 +136,7 @@ def person_probes(person: Person) -> list[Probe]:
     slots = person.slots()
     return [
         Probe(template.format(**slots), answer_forms(person, attribute), attribute=attribute, form=form,
-              person_id=person.uid, split=person.split)
+              person_id=person.uid, split=person.split, subject=person.name)
         for attribute in phrasings.ATTRIBUTES
         for form, templates in (("question", phrasings.PROBE_QUESTIONS), ("cloze", phrasings.PROBE_CLOZES))
         for template in templates[attribute]
@@ -281,6 +281,8 @@ class BiosWorld:
         return UnlearningTask(
             forget=self.forget, retain=self.retain + self.general_knowledge[::2], members=self.forget,
             nonmembers=self.holdout, utility=self.general_knowledge[1::2],
+            probes=self.probes(), labels={p.name: {"city": p.city, "birth_month": p.month} for p in self.people},
+            facts=self.trace_facts("forget"),
         )
 
     def stand_ins(self, split: Split = "forget", *, seed: int = 1) -> dict[str, str]:
@@ -322,13 +324,20 @@ class BiosWorld:
 
 @dataclass(frozen=True)
 class UnlearningTask:
-    """What to forget, what to keep, and what scores it: the arguments of `unlearn` and `evaluate`."""
+    """What to forget, what to keep, and what scores it: the arguments of `unlearn` and `evaluate`.
+
+    The audit's evidence travels with it: `probes` (held-out prompts about forget, retain and
+    holdout subjects), `labels` (subject -> categorical attribute -> value, for the decoding
+    check) and `facts` (trace facts about forget subjects, re-traced after unlearning)."""
 
     forget: list[Row]
     retain: list[Row]
     members: list[Row]
     nonmembers: list[Row]
     utility: list[Row]
+    probes: list[Probe] = field(default_factory=list)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    facts: list[TraceFact] = field(default_factory=list)
 
     def scoring(self) -> dict[str, list[Row]]:
         """Keyword arguments for `evaluate(model, **task.scoring())`."""

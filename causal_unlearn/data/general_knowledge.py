@@ -94,7 +94,8 @@ def general_knowledge_probes(*, n_sums: int = 40, seed: int = 0) -> list[Probe]:
     """
     return [
         Probe(template.format(x=subject), (answer,), attribute=kind,
-              form="question" if template.endswith("?") else "cloze", split="general_knowledge")
+              form="question" if template.endswith("?") else "cloze", split="general_knowledge",
+              subject=subject)
         for _, kind, subject, answer in _facts(n_sums, seed)
         for template in PHRASINGS[kind][1]
     ]

@@ -11,6 +11,8 @@ ProbeForm = Literal["question", "cloze"]
 @dataclass(frozen=True)
 class Probe:
     """A prompt and every accepted form of its answer; recalled when a generation contains one.
+    `subject` is who or what the prompt asks about, as written in it (the audit reads the hidden
+    state at its last token and relearns on rows that name it).
 
     Examples:
         >>> probe = Probe("Ann Teal resides in", ("Denver",), attribute="city", form="cloze")
@@ -24,12 +26,15 @@ class Probe:
     form: ProbeForm
     person_id: str = ""
     split: str = ""
+    subject: str = ""
 
     def __post_init__(self) -> None:
         if not self.answers or not all(a.strip() for a in self.answers):
             raise ValueError(f"probe {self.prompt!r} needs at least one non-empty answer, got {self.answers!r}")
         if self.form not in ("question", "cloze"):
             raise ValueError(f"probe form must be 'question' or 'cloze', got {self.form!r}")
+        if self.subject and self.subject not in self.prompt:
+            raise ValueError(f"probe subject {self.subject!r} does not occur in its prompt {self.prompt!r}")
 
     def recalled_in(self, generation: str) -> bool:
         """Whether `generation` contains any accepted answer (case-insensitive)."""

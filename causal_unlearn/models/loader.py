@@ -3,6 +3,9 @@ already-loaded HF model, or a TransformerLens 4 `TransformerBridge`."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,10 @@ class LoadedModel:
             f"LoadedModel({self.name!r}, architecture={self.architecture.name!r}, n_layers={self.n_layers}, "
             f"d_model={self.d_model}, device={str(self.device)!r}, dtype={self.dtype})"
         )
+
+    def copy(self) -> "LoadedModel":
+        """An independent copy of the weights (the tokenizer is shared): to edit or audit beside this one."""
+        return dataclasses.replace(self, model=copy.deepcopy(self.model), bridge=None)
 
     def module(self, path: str) -> nn.Module:
         """The submodule at a registry address, e.g. `lm.module(lm.architecture.mlp_module(3))`."""

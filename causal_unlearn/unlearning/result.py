@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from causal_unlearn.models.loader import LoadedModel
@@ -51,6 +52,15 @@ class UnlearnResult:
         """Put the edited weights back after `revert()`."""
         self.selection.load(self.edited)
         self.is_reverted = False
+
+    def edited_model(self) -> LoadedModel:
+        """A copy of the model holding the edited weights, whichever weights the model holds now
+        (for `audit(original, result.edited_model(), task)`)."""
+        edited = self.model.copy()
+        with torch.no_grad():
+            for name, weight in self.edited.items():
+                edited.model.get_parameter(name).copy_(weight)
+        return edited
 
     def history_frame(self):
         import pandas as pd

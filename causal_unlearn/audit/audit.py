@@ -1,0 +1,240 @@
+"""`audit`: did the model really forget, and what else did it lose?
+
+Each check asks about the task's subjects in a way the unlearning never saw, for the original and
+the edited model, per split (forget, retain, holdout) and attribute:
+
+    probes      greedy recall on held-out phrasings                  (generation_recall)
+    choice      rank of the true answer among candidates             (choice_ranks)
+    relearning  fine-tune briefly on half the forget rows, or on retain rows, then recall (relearned)
+    precision   int8 dynamic quantization, bf16 round trip, then recall (int8_dynamic, round_trip)
+    decoding    linear read-out of categorical attributes at the subject's last token (subject_states)
+    retrace     the forget facts traced again                        (compare_traces)
+
+Holdout subjects are people the model never knew: their numbers are what "forgotten" looks like.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+from causal_unlearn.audit.decoding import decoding_accuracy, labelled, subject_states
+from causal_unlearn.audit.precision import int8_dynamic, round_trip
+from causal_unlearn.audit.probing import answer_pool, choice_ranks, generation_recall
+from causal_unlearn.audit.relearning import RelearnBudget, relearned, rows_about
+from causal_unlearn.audit.result import AuditResult, mean_records
+from causal_unlearn.data.bios import UnlearningTask
+from causal_unlearn.data.probes import Probe
+from causal_unlearn.localization.verify import compare_traces
+from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning
+from causal_unlearn.tracing.trace import trace_facts
+
+CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace")
+SPLITS = ("forget", "retain", "holdout")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The audit's settings. `choices_per_subject` bounds multiple-choice probing to the first
+    probe of each (subject, attribute, form), since every choice costs a forward pass."""
+
+    checks: tuple[str, ...] = CHECKS
+    max_new_tokens: int = 40
+    n_choices: int = 10
+    relearn: RelearnBudget = field(default_factory=lambda: RelearnBudget(steps=50))
+    decode_attributes: tuple[str, ...] = ("city", "birth_month")
+    trace_samples: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.checks if c not in CHECKS]
+        if unknown or not self.checks:
+            raise ValueError(f"unknown audit check(s) {unknown or self.checks!r}; choose from {CHECKS}")
+
+
+def audit(
+    original: LoadedModel,
+    edited: LoadedModel,
+    task: UnlearningTask,
+    *,
+    config: AuditConfig = AuditConfig(),
+    layers: Sequence[int] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: None,
+) -> AuditResult:
+    """Run the audit's checks on `original` and `edited` (two models, e.g. `result.edited_model()`
+    beside the original) with the task's probes, labels and facts. Neither model is changed.
+    `layers` marks the edited layers in the re-trace.
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+        >>> task = world.unlearning_task()
+        >>> result = cu.audit(lm, lm.copy(), task, config=cu.AuditConfig(checks=("probes",)), progress=False)
+        >>> result.value("probes", "recall", "forget", "edited") == result.value("probes", "recall", "forget", "original")
+        True
+    """
+    _check_pair(original, edited)
+    probes = _task_probes(task)
+    records: list[dict] = []
+    seconds: dict[str, float] = {}
+    comparison = None
+    models = {"original": original, "edited": edited}
+    for check in config.checks:
+        log(f"audit: {check}")
+        started = time.perf_counter()
+        if check == "retrace":
+            comparison = _retrace(models, task, config, layers, progress)
+        else:
+            records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
+        seconds[check] = time.perf_counter() - started
+    settings = {**asdict(config), "relearn": config.relearn.describe(), "layers": list(layers),
+                "original": original.name, "edited": edited.name}
+    return AuditResult(records, settings, comparison, seconds)
+
+
+def _probe_check(models, task, probes, config, progress) -> list[dict]:
+    records = []
+    for variant, model in models.items():
+        hits = generation_recall(model, probes, max_new_tokens=config.max_new_tokens, progress=progress)
+        records += mean_records("probes", "recall", variant, probes, hits)
+    return records
+
+
+def _choice_check(models, task, probes, config, progress) -> list[dict]:
+    first = {}
+    for probe in probes:  # the first probe of each (subject, attribute, form)
+        first.setdefault((probe.subject, probe.attribute, probe.form), probe)
+    asked = list(first.values())
+    pool = answer_pool(probes)
+    records = []
+    for variant, model in models.items():
+        ranks = choice_ranks(model, asked, pool=pool, n_choices=config.n_choices, seed=config.seed, progress=progress)
+        records += mean_records("choice", "top-1", variant, asked, [rank == 0 for rank, _ in ranks])
+        records += mean_records("choice", "chance", variant, asked, [1 / n for _, n in ranks])
+    return records
+
+
+def _relearning_check(models, task, probes, config, progress) -> list[dict]:
+    """(a) Fine-tune on the forget rows of half the forget subjects, recall the other half's
+    probes; (b) fine-tune on retain rows only, recall every forget probe."""
+    forget_probes = [p for p in probes if p.split == "forget"]
+    subjects = list(dict.fromkeys(p.subject for p in forget_probes))
+    if len(subjects) < 2:
+        raise ValueError("the relearning check needs probes about at least two forget subjects (it relearns "
+                         "one half and asks about the other)")
+    taught, held_out = subjects[::2], set(subjects[1::2])
+    rows = [r for r in rows_about(task.forget, taught) if not any(s in r.text for s in held_out)]
+    if not rows:
+        raise ValueError("no forget row names a forget probe's subject; the relearning check fine-tunes on the "
+                         "forget rows of half the subjects, so rows and probes must name the same subjects")
+    asked = [p for p in forget_probes if p.subject in held_out]
+    renamed = [_in_split(p, "forget, held-out half") for p in asked]
+    records = []
+    for variant, model in models.items():
+        records += mean_records("relearning", "recall", variant, renamed,
+                                generation_recall(model, asked, max_new_tokens=config.max_new_tokens, progress=progress))
+    edited = models["edited"]
+    with relearned(edited, rows, config.relearn, progress=progress) as tuned:
+        records += mean_records("relearning", "recall", "edited, relearned", renamed,
+                                generation_recall(tuned, asked, max_new_tokens=config.max_new_tokens, progress=progress))
+    with relearned(edited, task.retain, config.relearn, progress=progress) as tuned:
+        records += mean_records("relearning", "recall", "edited, relearned on retain", forget_probes,
+                                generation_recall(tuned, forget_probes, max_new_tokens=config.max_new_tokens,
+                                                  progress=progress))
+    return records
+
+
+def _precision_check(models, task, probes, config, progress) -> list[dict]:
+    asked = [p for p in probes if p.split in ("forget", "retain")]
+    records = []
+    for variant, make in (("edited, int8", int8_dynamic), ("edited, bf16", round_trip)):
+        copy = make(models["edited"])
+        records += mean_records("precision", "recall", variant, asked,
+                                generation_recall(copy, asked, max_new_tokens=config.max_new_tokens, progress=progress))
+        del copy
+    return records
+
+
+def _decoding_check(models, task, probes, config, progress) -> list[dict]:
+    """A read-out fitted on retain subjects' states, scored on forget and holdout subjects'."""
+    by_split = {split: [p for p in probes if p.split == split and p.subject in task.labels] for split in SPLITS}
+    for attribute in config.decode_attributes:
+        if not labelled(by_split["retain"], task.labels, attribute)[0]:
+            raise ValueError(f"the task labels no retain subject's {attribute!r}; the decoding check trains on "
+                             "retain subjects (task.labels[subject][attribute])")
+    records = []
+    for variant, model in models.items():
+        states = {split: subject_states(model, asked, progress=progress) for split, asked in by_split.items() if asked}
+        for attribute in config.decode_attributes:
+            train = _labelled_states(states["retain"], by_split["retain"], task.labels, attribute)
+            for split in ("forget", "holdout"):
+                if split not in states:
+                    continue
+                test = _labelled_states(states[split], by_split[split], task.labels, attribute)
+                if not test[1]:
+                    continue
+                accuracy, chance = decoding_accuracy(*train, *test)
+                common = dict(check="decoding", split=split, attribute=attribute, variant=variant, n=len(test[1]))
+                records += [dict(common, measure="accuracy", layer=layer, value=value) for layer, value in enumerate(accuracy)]
+                records.append(dict(common, measure="chance", layer=None, value=chance))
+    return records
+
+
+def _labelled_states(states, probes, labels, attribute):
+    keep = [i for i, p in enumerate(probes) if attribute in labels[p.subject]]
+    return states[keep], [labels[probes[i].subject][attribute] for i in keep]
+
+
+def _retrace(models, task, config, layers, progress):
+    if not task.facts:
+        raise ValueError("the task has no trace facts to re-trace; add facts=... to the UnlearningTask or drop "
+                         "'retrace' from the audit's checks")
+    with warnings.catch_warnings():  # multi-token answers are traced on their first token, as documented
+        warnings.simplefilter("ignore", MultiTokenAnswerWarning)
+        traces = {variant: trace_facts(model, task.facts, kinds=("mlp",), window=1, samples=config.trace_samples,
+                                       progress=progress)
+                  for variant, model in models.items()}
+    return compare_traces(traces["original"], traces["edited"], layers=layers)
+
+
+CHECK_FUNCTIONS = dict(probes=_probe_check, choice=_choice_check, relearning=_relearning_check,
+                       precision=_precision_check, decoding=_decoding_check)
+
+
+def _in_split(probe: Probe, split: str) -> Probe:
+    from dataclasses import replace
+
+    return replace(probe, split=split)
+
+
+def _task_probes(task: UnlearningTask) -> list[Probe]:
+    probes = [p for p in task.probes if p.split in SPLITS]
+    if not probes:
+        raise ValueError("the task has no probes about forget, retain or holdout subjects; the audit asks held-out "
+                         "questions (world.unlearning_task() carries them; for your own task pass "
+                         "UnlearningTask(..., probes=[Probe(...), ...]))")
+    if not any(p.split == "forget" for p in probes):
+        raise ValueError("the task's probes ask about no forget subject (Probe.split == 'forget'); nothing to audit")
+    return probes
+
+
+def _check_pair(original: LoadedModel, edited: LoadedModel) -> None:
+    for name, model in (("original", original), ("edited", edited)):
+        if not isinstance(model, LoadedModel):
+            raise TypeError(f"audit takes two LoadedModels; the {name} model is a {type(model).__name__} "
+                            "(load it with cu.load_model; an UnlearnResult gives result.edited_model())")
+    if original.model is edited.model:
+        raise ValueError("the original and the edited model are the same object; audit a copy "
+                         "(result.edited_model() after unlearn, or lm.copy() before it)")
+    if type(original.model) is not type(edited.model) or original.n_layers != edited.n_layers \
+            or original.d_model != edited.d_model:
+        raise ValueError(f"the edited model ({type(edited.model).__name__}, {edited.n_layers} layers, d_model "
+                         f"{edited.d_model}) is not the same architecture as the original "
+                         f"({type(original.model).__name__}, {original.n_layers} layers, d_model {original.d_model})")
+    if original.tokenizer.get_vocab() != edited.tokenizer.get_vocab():
+        raise ValueError("the edited model's tokenizer has another vocabulary than the original's; an audit "
+                         "compares answers token for token, so both must share one tokenizer")

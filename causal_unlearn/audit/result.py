@@ -1,0 +1,97 @@
+"""What an audit returns: one long table of measurements, and views of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import fmean
+from typing import Any
+
+from causal_unlearn.localization.verify import TraceComparison
+
+COLUMNS = ("check", "measure", "split", "attribute", "variant", "layer", "value", "n")
+
+
+@dataclass
+class AuditResult:
+    """Every measurement of `audit` as a record: which check, what it measures, on whose probes
+    (`split`), which `attribute` ("all" for the mean over every probe), on which model `variant`
+    ("original", "edited", "edited, int8", ...), at which `layer` (decoding only), its `value` and
+    how many probes it averages (`n`).
+
+    `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
+    draws them, `comparison` holds the re-trace (or None when it was not run).
+    """
+
+    records: list[dict[str, Any]]
+    settings: dict[str, Any]
+    comparison: TraceComparison | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.records, columns=list(COLUMNS))
+
+    def table(self, attribute: str = "all"):
+        """Rows (check, measure, split, attribute), a column per model variant: the audit at a
+        glance, over every attribute (or one). Decoding reads out each of its attributes and
+        shows its best layer."""
+        frame = self.to_dataframe()
+        frame = frame[(frame.attribute == attribute) | (frame.check == "decoding")]
+        frame = frame.groupby(["check", "measure", "split", "attribute", "variant"], sort=False)["value"].max()
+        return frame.unstack("variant")
+
+    def value(self, check: str, measure: str, split: str, variant: str, attribute: str = "all") -> float:
+        """One number of the table (decoding: its best layer)."""
+        values = [r["value"] for r in self.records
+                  if (r["check"], r["measure"], r["split"], r["variant"], r["attribute"])
+                  == (check, measure, split, variant, attribute)]
+        if not values:
+            raise KeyError(f"the audit has no {check}/{measure} for split {split!r}, variant {variant!r}, "
+                           f"attribute {attribute!r}; see result.table()")
+        return max(values)
+
+    def summary(self) -> dict[str, float]:
+        """The headline numbers, flat (for `compare`, the CLI and scores.json)."""
+        wanted = {
+            "probe_recall_forget": ("probes", "recall", "forget", "edited"),
+            "probe_recall_retain": ("probes", "recall", "retain", "edited"),
+            "choice_top1_forget": ("choice", "top-1", "forget", "edited"),
+            "choice_top1_retain": ("choice", "top-1", "retain", "edited"),
+            "relearn_forget_half": ("relearning", "recall", "forget, held-out half", "edited, relearned"),
+            "relearn_benign": ("relearning", "recall", "forget", "edited, relearned on retain"),
+            "int8_recall_forget": ("precision", "recall", "forget", "edited, int8"),
+            "bf16_recall_forget": ("precision", "recall", "forget", "edited, bf16"),
+            "decoding_city_forget": ("decoding", "accuracy", "forget", "edited"),
+        }
+        out = {}
+        for name, key in wanted.items():
+            try:
+                out[name] = self.value(*key, attribute="city" if name.startswith("decoding") else "all")
+            except KeyError:
+                continue
+        if self.comparison is not None:
+            out.update({f"retrace_{k}": v for k, v in self.comparison.summary().items()
+                        if k.startswith(("effect", "p_answer"))})
+        return out
+
+    def plot(self, **kwargs):
+        """The audit figure (`viz.plot_audit`)."""
+        from causal_unlearn.viz.audit import plot_audit
+
+        return plot_audit(self, **kwargs)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in list(self.summary().items())[:4])
+        return f"AuditResult({len(self.records)} measurements; {shown}, ...)"
+
+
+def mean_records(check: str, measure: str, variant: str, probes, values, *, layer: int | None = None) -> list[dict]:
+    """Records of the mean of `values` (one per probe) per split, per split and attribute, and
+    over all attributes ("all")."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for probe, value in zip(probes, values):
+        groups.setdefault((probe.split, probe.attribute), []).append(float(value))
+        groups.setdefault((probe.split, "all"), []).append(float(value))
+    return [dict(check=check, measure=measure, split=split, attribute=attribute, variant=variant, layer=layer,
+                 value=fmean(group), n=len(group)) for (split, attribute), group in groups.items()]
