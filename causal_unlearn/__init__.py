@@ -27,7 +27,7 @@ from causal_unlearn.unlearning import (
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
-from causal_unlearn.audit import AuditConfig, AuditResult, RelearnBudget, audit
+from causal_unlearn.auditing import AuditConfig, AuditResult, RelearnBudget, audit
 from causal_unlearn import viz  # noqa: E402  (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...)
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The `causal-unlearn` command line: `demo`, `trace`, `unlearn`, `evaluate`, `knowledge`."""
+"""The `causal-unlearn` command line: `demo`, `trace`, `unlearn`, `evaluate`, `audit`, `knowledge`."""
 
 from __future__ import annotations
 
@@ -103,6 +103,38 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_command(args: argparse.Namespace) -> int:
+    from causal_unlearn.auditing import AuditConfig, RelearnBudget, audit
+    from causal_unlearn.models.loader import load_model
+
+    original = _load(args)
+    edited = load_model(args.edited, device=args.device, dtype=args.dtype)
+    config = AuditConfig(checks=tuple(args.checks.split(",")), relearn=RelearnBudget(steps=args.relearn_steps,
+                         lr=args.relearn_lr), max_new_tokens=args.max_new_tokens, probes_per_form=args.probes_per_form)
+    layers = json.loads((Path(args.edited) / "unlearning.json").read_text()).get("layers", []) \
+        if (Path(args.edited) / "unlearning.json").is_file() else []
+    result = audit(original, edited, _builtin_world().unlearning_task(), config=config, layers=layers, log=print)
+    with _wide_tables():
+        print(result.table().round(3).to_string())
+    print(json.dumps({k: round(v, 4) for k, v in result.summary().items()}))
+    if args.out:
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.to_dataframe().to_csv(folder / "audit.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(dict(summary=result.summary(), settings=result.settings,
+                                                             seconds=result.seconds), indent=1, default=str))
+        print(f"saved {folder / 'audit.csv'}, {folder / 'summary.json'}")
+    if args.figure:
+        _write_figure(result.plot(), args.figure)
+    return 0
+
+
+def _wide_tables():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", None)
+
+
 def knowledge(args: argparse.Namespace) -> int:
     from causal_unlearn.data.bios import make_bios_world
     from causal_unlearn.evaluation.knowledge import knowledge_report
@@ -202,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
               causal-unlearn trace --prompt "Otto Russet lives in" --subject "Otto Russet" --figure trace.pdf
               causal-unlearn unlearn --layers 0,7 --out edited/     # the built-in task, the built-in recipe
               causal-unlearn evaluate --model edited/ --out scores.json
+              causal-unlearn audit --edited edited/ --figure audit.pdf   # asked in ways unlearning never saw
             """))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -271,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(f"--{split}", default=None, help=f"{split} rows file")
     sub.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row (SemEval uses 256)")
     sub.add_argument("--out", default=None, help="also write the scores as JSON")
+
+    sub = command("audit", audit_command, "audit an edited model: held-out probes, relearning, quantization, ...",
+                  "Compare the edited model with the original (--model) on the built-in world's held-out probes: "
+                  "greedy recall, multiple-choice ranks, recall after brief relearning on half the forget rows "
+                  "and on retain rows, after int8 quantization and a bf16 round trip, a linear read-out of city "
+                  "and birth month at the subject, and the forget facts re-traced. Neither model is changed.")
+    sub.add_argument("--edited", required=True, help="folder of the edited model (what `unlearn --out` wrote)")
+    sub.add_argument("--checks", default="probes,choice,relearning,precision,decoding,retrace",
+                     help="comma-separated checks to run")
+    sub.add_argument("--relearn-steps", type=int, default=100, help="relearning budget: optimizer steps")
+    sub.add_argument("--relearn-lr", type=float, default=3e-4, help="relearning budget: learning rate")
+    sub.add_argument("--max-new-tokens", type=int, default=40, help="generation budget per probe")
+    sub.add_argument("--probes-per-form", type=int, default=None,
+                     help="at most N probes per person, attribute and form (quicker; default: all 36 per person)")
+    sub.add_argument("--out", default=None, help="folder for audit.csv (every measurement) and summary.json")
+    sub.add_argument("--figure", default=None, help="save the audit figure: .html, .pdf, .svg or .png")
 
     sub = command("knowledge", knowledge, "print what the model knows of the built-in world",
                   "Greedy-generate every row of the built-in world and report QA exact match and sentence-completion "

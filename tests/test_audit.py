@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import causal_unlearn as cu
-from causal_unlearn.audit import (
+from causal_unlearn.auditing import (
     RelearnBudget, answer_pool, choice_ranks, decoding_accuracy, int8_dynamic, relearned, round_trip, subject_states,
 )
-from causal_unlearn.audit.probing import choices
+from causal_unlearn.auditing.probing import choices
 from causal_unlearn.data.bios import UnlearningTask
 from causal_unlearn.data.rows import Row
 from tiny_models import tiny_model, tiny_tokenizer
@@ -167,7 +167,8 @@ def test_audit_end_to_end(builtin, small_task):
     decoding = audit.to_dataframe().query("check == 'decoding' and measure == 'accuracy'")
     assert sorted(set(decoding.layer)) == list(range(builtin.n_layers))
     table = audit.table()
-    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, relearned"} <= set(table.columns)
+    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, relearned", "original, relearned",
+            "original, relearned on retain"} <= set(table.columns)
     summary = audit.summary()
     assert summary["probe_recall_forget"] == value("probes", "recall", "forget", "edited")
     assert summary["retrace_effect_before"] > summary["retrace_effect_after"]
@@ -175,6 +176,12 @@ def test_audit_end_to_end(builtin, small_task):
     frame = audit.to_dataframe()
     assert set(frame.split) >= {"forget", "retain", "holdout"} and frame.value.between(0, 1).all()
     assert result.edited_model() is not edited
+    # a baseline audit supplies the original's numbers: the same table, the original measured once
+    again = cu.audit(builtin, edited, small_task, config=config, layers=[0, 1], baseline=audit, progress=False)
+    canonical = lambda t: t.sort_index().sort_index(axis=1)  # noqa: E731
+    assert canonical(again.table()).equals(canonical(table)) and again.summary() == summary
+    with pytest.raises(ValueError, match="other settings"):
+        cu.audit(builtin, edited, small_task, config=cu.AuditConfig(n_choices=5), baseline=audit, progress=False)
 
 
 def test_edited_model_is_a_copy_with_the_edit(builtin, world):
@@ -229,3 +236,16 @@ def test_relearning_check_needs_rows_about_the_subjects(builtin, small_task):
     task = dataclasses.replace(small_task, forget=[Row("x1qa0", "What is 2 + 2?", "4", "Task2")])
     with pytest.raises(ValueError, match="no forget row names"):
         cu.audit(builtin, builtin.copy(), task, config=cu.AuditConfig(checks=("relearning",)), progress=False)
+
+
+def test_compare_adds_a_column_per_audit_number(builtin, small_task):
+    before = _state(builtin)
+    table = cu.compare(builtin, small_task.forget, small_task.retain, objectives=["grad_diff"],
+                       layer_sets={"first": [0], "both": [0, 1]}, audit=small_task,
+                       audit_config=cu.AuditConfig(checks=("probes",)), epochs=3, lr=2e-3, batch_size=4, grad_accum=1,
+                       eval_every=None, select="last", max_new_tokens=16, progress=False)
+    assert _same(builtin, before)
+    assert list(table.layer_set) == ["original", "first", "both"]
+    recall = table.probe_recall_forget.tolist()
+    assert recall[0] > 0.7 and max(recall[1:]) < recall[0]
+    assert table.probe_recall_retain.between(0, 1).all()

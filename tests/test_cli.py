@@ -79,7 +79,28 @@ def test_knowledge_prints_what_the_model_knows(capsys):
     assert report["retain_probe_recall"] >= 0.8 and report["holdout_probe_recall"] <= 0.05
 
 
-@pytest.mark.parametrize("command", ["demo", "trace", "unlearn", "evaluate", "knowledge"])
+def test_audit_command_prints_saves_and_draws(tmp_path, builtin, world, capsys):
+    edited = builtin.copy()
+    result = cu.unlearn(edited, world.forget[:12], world.retain[:12], layers=[0, 1], objective="grad_diff", epochs=3,
+                        lr=2e-3, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False)
+    result.save_pretrained(tmp_path / "edited")
+    out = tmp_path / "audit"
+    assert main(["audit", "--edited", str(tmp_path / "edited"), "--device", "cpu", "--checks", "probes",
+                 "--probes-per-form", "1", "--out", str(out), "--figure", str(out / "audit.html")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["layers"] == [0, 1] and summary["settings"]["n_probes"] == 1500
+    import pandas as pd
+
+    frame = pd.read_csv(out / "audit.csv")
+    recall = frame.query("check == 'probes' and attribute == 'all' and split == 'forget'").set_index("variant").value
+    assert recall["original"] > 0.8 and recall["edited"] < recall["original"]  # two forget people were edited
+    headline = json.loads(next(line for line in printed.splitlines() if line.startswith("{")))
+    assert headline["probe_recall_forget"] == pytest.approx(recall["edited"], abs=1e-4)
+    assert (out / "audit.html").read_text().count("plotly") > 0
+
+
+@pytest.mark.parametrize("command", ["demo", "trace", "unlearn", "evaluate", "audit", "knowledge"])
 def test_help_reads_well(command, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_:

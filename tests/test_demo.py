@@ -15,7 +15,10 @@ from causal_unlearn.demo import run_demo
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return run_demo(tmp_path_factory.mktemp("demo"), device="cpu", progress=False, log=lambda line: None)
+    # the audit's own checks are tested in test_audit.py; here the two that read the demo's edit
+    config = cu.AuditConfig(checks=("probes", "retrace"), probes_per_form=1)
+    return run_demo(tmp_path_factory.mktemp("demo"), device="cpu", audit_config=config, progress=False,
+                    log=lambda line: None)
 
 
 def test_localize_picks_one_mlp_of_each_of_rome_s_sites(demo):
@@ -35,6 +38,15 @@ def test_the_forget_set_is_forgotten_and_the_rest_kept(demo):
     assert after["task_aggregate"] > 0.75 > before["task_aggregate"] == 0
     # membership inference: from members obvious to members hard to tell from never-seen people
     assert after["mia_score"] >= 0.8 > 0.3 > before["mia_score"]
+
+
+def test_the_audit_asks_in_held_out_words(demo):
+    value = demo.audit.value
+    assert value("probes", "recall", "forget", "original") > 0.9 and value("probes", "recall", "holdout", "original") < 0.05
+    assert value("probes", "recall", "forget", "edited") <= 0.10  # docs/audit.md: 0.048
+    assert value("probes", "recall", "retain", "edited") > 0.6  # ... and 0.807 of 0.977 kept
+    assert json.loads((demo.folder / "scores.json").read_text())["audit"] == demo.audit.summary()
+    assert (demo.folder / "audit.csv").read_text().startswith("check,measure,split,attribute,variant")
 
 
 def test_the_mlp_effect_at_the_localized_layers_shrinks(demo):
@@ -60,15 +72,16 @@ def test_the_model_is_restored_and_only_the_localized_mlps_were_edited(demo):
 def test_the_report_folder_holds_scores_and_pdfs(demo):
     scores = json.loads((demo.folder / "scores.json").read_text())
     assert scores["layers"] == [0, 7] and scores["after"] == demo.scores_after
-    assert sorted(p.name for p in demo.exported) == ["average_effects.pdf", "before_after.pdf", "trace.pdf", "unlearning.pdf"]
+    assert sorted(p.name for p in demo.exported) == ["audit.pdf", "average_effects.pdf", "before_after.pdf", "trace.pdf",
+                                                     "unlearning.pdf"]
     assert all(p.read_bytes()[:5] == b"%PDF-" for p in demo.exported)
 
 
 def test_the_report_renders_every_figure_in_chromium_without_console_messages(demo):
     page = render(demo.report)
     assert page.console == []
-    assert page.figure_divs == len(demo.figures) == page.plots == 4
-    assert "Official SemEval-2025 Task 4 scores" in page.dom
+    assert page.figure_divs == len(demo.figures) == page.plots == 5
+    assert "Official SemEval-2025 Task 4 scores" in page.dom and "Audit: asked in ways unlearning never saw" in page.dom
 
 
 def test_the_render_check_sees_errors_and_missing_plots(tmp_path):

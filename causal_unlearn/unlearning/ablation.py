@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +17,10 @@ from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import check_layers
+
+if TYPE_CHECKING:
+    from causal_unlearn.auditing import AuditConfig
+    from causal_unlearn.data.bios import UnlearningTask
 
 
 def control_layer_sets(
@@ -54,13 +58,17 @@ def compare(
     utility: Utility = None,
     include_original: bool = True,
     max_new_tokens: int = 256,
+    audit: "UnlearningTask | None" = None,
+    audit_config: "AuditConfig | None" = None,
     progress: bool = True,
     **unlearn_settings: Any,
 ):
     """Unlearn with each objective on each layer set, score each edited model with `evaluate`,
     and restore the original weights after each run. Returns a pandas DataFrame with one row per
     run (and one for the original model): the layers, the trainable-parameter count and share,
-    the official scores, and the run's time.
+    the official scores, and the run's time. With `audit=task` (an `UnlearningTask` with
+    probes), each edit is also audited (`cu.audit`, `audit_config`) and every number of
+    `AuditResult.summary()` is a column; the original is audited once.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -77,10 +85,12 @@ def compare(
         raise ValueError("no layer sets to compare; see causal_unlearn.control_layer_sets")
     before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
     score = dict(members=members, nonmembers=nonmembers, utility=utility, max_new_tokens=max_new_tokens, progress=False)
+    audited = _Auditor(model, audit, audit_config) if audit is not None else None
     records = []
     if include_original:
         records.append(dict(objective="none", layer_set="original", layers=[], trainable=0, share=0.0, seconds=0.0,
-                            **evaluate(model, forget, retain, **score).to_dict()))
+                            **evaluate(model, forget, retain, **score).to_dict(),
+                            **(audited.original_summary() if audited else {})))
     runs = [(objective, name, layers) for objective in objectives for name, layers in layer_sets.items()]
     for objective, name, layers in tqdm(runs, desc="compare", unit="run", disable=not progress):
         start = time.perf_counter()
@@ -88,14 +98,34 @@ def compare(
         seconds = time.perf_counter() - start
         try:
             scores = evaluate(model, forget, retain, **score)
+            edited = result.edited_model() if audited else None
         finally:
             result.revert()
         records.append(dict(objective=result.objective.name, layer_set=name, layers=result.selection.layers,
                             trainable=result.selection.count, share=result.selection.share, seconds=seconds,
-                            **scores.to_dict()))
+                            **scores.to_dict(), **(audited(edited, result.selection.layers) if audited else {})))
+        del edited
     # each run reverts its own edit; check nothing else moved
     if any(not torch.equal(p, before[name]) for name, p in model.model.named_parameters()):
         raise RuntimeError("the model's weights differ from before compare(); this is a bug, please report it")
     import pandas as pd
 
     return pd.DataFrame.from_records(records)
+
+
+class _Auditor:
+    """Audits each edit of one model against one baseline audit of the original."""
+
+    def __init__(self, model: LoadedModel, task: "UnlearningTask", config: "AuditConfig | None"):
+        from causal_unlearn.auditing import AuditConfig, audit
+
+        self.model, self.task, self.config, self._audit = model, task, config or AuditConfig(), audit
+        self.baseline = audit(model, model.copy(), task, config=self.config, progress=False)
+
+    def original_summary(self) -> dict[str, float]:
+        """The baseline's numbers for the original (its "edited" copy is the original itself)."""
+        return self.baseline.summary()
+
+    def __call__(self, edited: LoadedModel, layers: Sequence[int]) -> dict[str, float]:
+        return self._audit(self.model, edited, self.task, config=self.config, layers=layers, baseline=self.baseline,
+                           progress=False).summary()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from causal_unlearn.audit.result import AuditResult
+from causal_unlearn.auditing.result import AuditResult
 from causal_unlearn.viz.style import OKABE_ITO, Column, paper_layout
 
 VARIANT_COLORS = {
     "original": "#999999", "edited": OKABE_ITO[0], "edited, int8": OKABE_ITO[1], "edited, bf16": OKABE_ITO[5],
     "edited, relearned": OKABE_ITO[3], "edited, relearned on retain": OKABE_ITO[4],
+    "original, relearned": "#666666", "original, relearned on retain": "#CCCCCC",
 }
 PANELS = (("probes", "recall", "held-out probes: recall"), ("choice", "top-1", "multiple choice: top-1"),
           ("relearning", "recall", "after relearning: recall"), ("decoding", "accuracy", "linear read-out (forget)"))
@@ -25,7 +26,7 @@ def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute:
     chance). Checks the audit did not run leave their panel empty.
 
     Examples:
-        >>> from causal_unlearn.audit.result import AuditResult
+        >>> from causal_unlearn.auditing.result import AuditResult
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
         ...                 layer=None, value=x, n=10) for v, x in (("original", 0.9), ("edited", 0.1))]
         >>> [trace.name for trace in plot_audit(AuditResult(records, {})).data]

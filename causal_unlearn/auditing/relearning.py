@@ -22,6 +22,10 @@ from causal_unlearn.models.loader import LoadedModel
 class RelearnBudget:
     """How hard the attacker fine-tunes: `steps` AdamW steps at `lr` on batches of `batch_size`
     rows drawn with `seed`, every weight of the model trainable, the loss on the rows' outputs.
+    The default relearns what it is taught on the built-in model (an unlearned model answers
+    0.99 of the taught people's questions again) while the original model keeps most of what
+    it knew of others (recall of untaught people 0.88 -> 0.76); 1e-3 for 50 steps drops the
+    original's to 0.41, which would hide what relearning brings back (docs/audit.md).
 
     Examples:
         >>> RelearnBudget(steps=0)
@@ -30,8 +34,8 @@ class RelearnBudget:
         ValueError: a relearning budget needs at least one step, got steps=0
     """
 
-    steps: int = 25
-    lr: float = 1e-3
+    steps: int = 100
+    lr: float = 3e-4
     batch_size: int = 12
     seed: int = 0
 

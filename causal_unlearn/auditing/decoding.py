@@ -12,9 +12,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from jaxtyping import Float
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -65,11 +62,15 @@ def decoding_accuracy(
     states; and the accuracy of always guessing the train set's most common label (chance).
 
     Examples:
-        >>> torch.manual_seed(0); x = torch.randn(40, 1, 4); labels = ["a" if v > 0 else "b" for v in x[:, 0, 0]]
+        >>> _ = torch.manual_seed(0); x = torch.randn(40, 1, 4); labels = ["a" if v > 0 else "b" for v in x[:, 0, 0]]
         >>> accuracy, chance = decoding_accuracy(x[:20], labels[:20], x[20:], labels[20:])
         >>> accuracy[0] > chance
         True
     """
+    from sklearn.linear_model import LogisticRegression  # scikit-learn loads only when decoding runs
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if len(set(train_labels)) < 2:
         raise ValueError("decoding needs at least two distinct labels among the training subjects")
     common = Counter(train_labels).most_common(1)[0][0]

@@ -20,11 +20,11 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from causal_unlearn.audit.decoding import decoding_accuracy, labelled, subject_states
-from causal_unlearn.audit.precision import int8_dynamic, round_trip
-from causal_unlearn.audit.probing import answer_pool, choice_ranks, generation_recall
-from causal_unlearn.audit.relearning import RelearnBudget, relearned, rows_about
-from causal_unlearn.audit.result import AuditResult, mean_records
+from causal_unlearn.auditing.decoding import decoding_accuracy, labelled, subject_states
+from causal_unlearn.auditing.precision import int8_dynamic, round_trip
+from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
+from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
+from causal_unlearn.auditing.result import AuditResult, mean_records
 from causal_unlearn.data.bios import UnlearningTask
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.localization.verify import compare_traces
@@ -38,13 +38,15 @@ SPLITS = ("forget", "retain", "holdout")
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """The audit's settings. `choices_per_subject` bounds multiple-choice probing to the first
-    probe of each (subject, attribute, form), since every choice costs a forward pass."""
+    """The audit's settings. `probes_per_form` keeps at most that many probes per (subject,
+    attribute, form) for a quicker audit (None: every probe); multiple choice always asks the
+    first of each, since every choice costs a forward pass."""
 
     checks: tuple[str, ...] = CHECKS
+    probes_per_form: int | None = None
     max_new_tokens: int = 40
     n_choices: int = 10
-    relearn: RelearnBudget = field(default_factory=lambda: RelearnBudget(steps=50))
+    relearn: RelearnBudget = field(default_factory=RelearnBudget)
     decode_attributes: tuple[str, ...] = ("city", "birth_month")
     trace_samples: int = 2
     seed: int = 0
@@ -53,6 +55,8 @@ class AuditConfig:
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown or not self.checks:
             raise ValueError(f"unknown audit check(s) {unknown or self.checks!r}; choose from {CHECKS}")
+        if self.probes_per_form is not None and (not isinstance(self.probes_per_form, int) or self.probes_per_form < 1):
+            raise ValueError(f"probes_per_form must be a positive integer or None, got {self.probes_per_form!r}")
 
 
 def audit(
@@ -62,38 +66,54 @@ def audit(
     *,
     config: AuditConfig = AuditConfig(),
     layers: Sequence[int] = (),
+    baseline: AuditResult | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: None,
 ) -> AuditResult:
     """Run the audit's checks on `original` and `edited` (two models, e.g. `result.edited_model()`
     beside the original) with the task's probes, labels and facts. Neither model is changed.
-    `layers` marks the edited layers in the re-trace.
+    `layers` marks the edited layers in the re-trace. `baseline`, an earlier audit of the same
+    original with the same task and settings, supplies the original's numbers (auditing many
+    edits of one model measures it once).
 
     Examples:
-        >>> import causal_unlearn as cu
+        >>> import dataclasses, causal_unlearn as cu
         >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
         >>> task = world.unlearning_task()
-        >>> result = cu.audit(lm, lm.copy(), task, config=cu.AuditConfig(checks=("probes",)), progress=False)
+        >>> two_people = dataclasses.replace(task, probes=task.probes[:72])  # a quick look
+        >>> result = cu.audit(lm, lm.copy(), two_people, config=cu.AuditConfig(checks=("probes",)), progress=False)
         >>> result.value("probes", "recall", "forget", "edited") == result.value("probes", "recall", "forget", "original")
         True
     """
     _check_pair(original, edited)
-    probes = _task_probes(task)
-    records: list[dict] = []
+    probes = _task_probes(task, config.probes_per_form)
+    settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes)}
+    if baseline is not None:
+        _check_baseline(baseline, settings, original)
+    records: list[dict] = [r for r in baseline.records if r["variant"] == "original"] if baseline else []
     seconds: dict[str, float] = {}
     comparison = None
-    models = {"original": original, "edited": edited}
+    models = {"edited": edited} if baseline else {"original": original, "edited": edited}
     for check in config.checks:
         log(f"audit: {check}")
         started = time.perf_counter()
         if check == "retrace":
-            comparison = _retrace(models, task, config, layers, progress)
+            before = baseline.comparison.traces_before if baseline else None
+            comparison = _retrace(models, task, config, layers, progress, before)
         else:
             records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
         seconds[check] = time.perf_counter() - started
-    settings = {**asdict(config), "relearn": config.relearn.describe(), "layers": list(layers),
-                "original": original.name, "edited": edited.name}
+    settings.update(layers=list(layers), original=original.name, edited=edited.name)
     return AuditResult(records, settings, comparison, seconds)
+
+
+def _check_baseline(baseline: AuditResult, settings: dict, original: LoadedModel) -> None:
+    differing = [k for k, v in settings.items() if baseline.settings.get(k) != v]
+    if differing or baseline.settings.get("original") != original.name:
+        raise ValueError(f"the baseline audit was made with other settings ({differing or ['original model']}); "
+                         "a baseline must audit the same original with the same task and AuditConfig")
+    if "retrace" in settings["checks"] and baseline.comparison is None:
+        raise ValueError("the baseline audit has no re-trace; run it with 'retrace' among its checks")
 
 
 def _probe_check(models, task, probes, config, progress) -> list[dict]:
@@ -105,10 +125,7 @@ def _probe_check(models, task, probes, config, progress) -> list[dict]:
 
 
 def _choice_check(models, task, probes, config, progress) -> list[dict]:
-    first = {}
-    for probe in probes:  # the first probe of each (subject, attribute, form)
-        first.setdefault((probe.subject, probe.attribute, probe.form), probe)
-    asked = list(first.values())
+    asked = per_form(probes, 1)
     pool = answer_pool(probes)
     records = []
     for variant, model in models.items():
@@ -137,14 +154,15 @@ def _relearning_check(models, task, probes, config, progress) -> list[dict]:
     for variant, model in models.items():
         records += mean_records("relearning", "recall", variant, renamed,
                                 generation_recall(model, asked, max_new_tokens=config.max_new_tokens, progress=progress))
-    edited = models["edited"]
-    with relearned(edited, rows, config.relearn, progress=progress) as tuned:
-        records += mean_records("relearning", "recall", "edited, relearned", renamed,
-                                generation_recall(tuned, asked, max_new_tokens=config.max_new_tokens, progress=progress))
-    with relearned(edited, task.retain, config.relearn, progress=progress) as tuned:
-        records += mean_records("relearning", "recall", "edited, relearned on retain", forget_probes,
-                                generation_recall(tuned, forget_probes, max_new_tokens=config.max_new_tokens,
-                                                  progress=progress))
+        # the same attacks on the original say what they do to a model that never forgot
+        with relearned(model, rows, config.relearn, progress=progress) as tuned:
+            records += mean_records("relearning", "recall", f"{variant}, relearned", renamed,
+                                    generation_recall(tuned, asked, max_new_tokens=config.max_new_tokens,
+                                                      progress=progress))
+        with relearned(model, task.retain, config.relearn, progress=progress) as tuned:
+            records += mean_records("relearning", "recall", f"{variant}, relearned on retain", forget_probes,
+                                    generation_recall(tuned, forget_probes, max_new_tokens=config.max_new_tokens,
+                                                      progress=progress))
     return records
 
 
@@ -189,7 +207,7 @@ def _labelled_states(states, probes, labels, attribute):
     return states[keep], [labels[probes[i].subject][attribute] for i in keep]
 
 
-def _retrace(models, task, config, layers, progress):
+def _retrace(models, task, config, layers, progress, before=None):
     if not task.facts:
         raise ValueError("the task has no trace facts to re-trace; add facts=... to the UnlearningTask or drop "
                          "'retrace' from the audit's checks")
@@ -198,7 +216,7 @@ def _retrace(models, task, config, layers, progress):
         traces = {variant: trace_facts(model, task.facts, kinds=("mlp",), window=1, samples=config.trace_samples,
                                        progress=progress)
                   for variant, model in models.items()}
-    return compare_traces(traces["original"], traces["edited"], layers=layers)
+    return compare_traces(traces["original"] if before is None else before, traces["edited"], layers=layers)
 
 
 CHECK_FUNCTIONS = dict(probes=_probe_check, choice=_choice_check, relearning=_relearning_check,
@@ -211,8 +229,22 @@ def _in_split(probe: Probe, split: str) -> Probe:
     return replace(probe, split=split)
 
 
-def _task_probes(task: UnlearningTask) -> list[Probe]:
-    probes = [p for p in task.probes if p.split in SPLITS]
+def per_form(probes: Sequence[Probe], n: int | None) -> list[Probe]:
+    """The first `n` probes of each (subject, attribute, form), in order (all when `n` is None)."""
+    if n is None:
+        return list(probes)
+    seen: dict[tuple[str, str, str], int] = {}
+    kept = []
+    for probe in probes:
+        key = (probe.subject, probe.attribute, probe.form)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= n:
+            kept.append(probe)
+    return kept
+
+
+def _task_probes(task: UnlearningTask, per_form_limit: int | None) -> list[Probe]:
+    probes = per_form([p for p in task.probes if p.split in SPLITS], per_form_limit)
     if not probes:
         raise ValueError("the task has no probes about forget, retain or holdout subjects; the audit asks held-out "
                          "questions (world.unlearning_task() carries them; for your own task pass "

@@ -1,0 +1,15 @@
+"""Audit: ask the edited model in ways unlearning never saw (held-out probes, multiple choice,
+relearning, lower precision, linear read-outs, re-tracing) and compare with the original."""
+
+from causal_unlearn.auditing.audit import CHECKS, AuditConfig, audit
+from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
+from causal_unlearn.auditing.precision import int8_dynamic, round_trip
+from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
+from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
+from causal_unlearn.auditing.result import AuditResult
+
+__all__ = [
+    "CHECKS", "AuditConfig", "AuditResult", "RelearnBudget", "answer_pool", "audit", "choice_ranks",
+    "decoding_accuracy", "generation_recall", "int8_dynamic", "relearned", "round_trip", "rows_about",
+    "subject_states",
+]
