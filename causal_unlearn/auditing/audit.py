@@ -90,7 +90,7 @@ def audit(
     settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes)}
     if baseline is not None:
         _check_baseline(baseline, settings, original)
-    records: list[dict] = [r for r in baseline.records if r["variant"] == "original"] if baseline else []
+    records: list[dict] = [r for r in baseline.records if r["variant"].startswith("original")] if baseline else []
     seconds: dict[str, float] = {}
     comparison = None
     models = {"edited": edited} if baseline else {"original": original, "edited": edited}
