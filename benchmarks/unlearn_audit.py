@@ -56,7 +56,7 @@ OFFICIAL = {"Task2/forget_knowledge": "forget QA", "Task2/retain_knowledge": "re
 def audit_row(audit: cu.AuditResult, variant: str = "edited") -> dict[str, float]:
     row = {}
     for column, (check, measure, split, which, attribute) in COLUMNS.items():
-        which = which.replace("edited", variant, 1) if variant == "original" and which == "edited" else which
+        which = variant if which == "edited" else which
         try:
             row[column] = audit.value(check, measure, split, which, attribute=attribute)
         except KeyError:

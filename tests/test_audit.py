@@ -134,8 +134,12 @@ def test_subject_states_equal_one_prompt_at_a_time(builtin, world):
     for probe, got in zip(probes, states):
         ids = builtin.to_tokens(probe.prompt)
         end = cu.tracing.tokens.subject_token_range(builtin, probe.prompt, probe.subject)[1]
-        hidden = builtin.model(input_ids=ids, output_hidden_states=True).hidden_states
-        assert torch.allclose(got, torch.stack([h[0, end - 1] for h in hidden[1:]]), atol=1e-5)
+        # transformers' hidden states after each block but the last, whose entry is after the final
+        # norm; the last block's output is what that norm reads
+        with cu.models.hooks.record_inputs(builtin.model, ["model.norm"]) as final:
+            hidden = builtin.model(input_ids=ids, output_hidden_states=True).hidden_states
+        expected = [h[0, end - 1] for h in hidden[1:-1]] + [final["model.norm"][0, end - 1]]
+        assert torch.allclose(got, torch.stack(expected), atol=1e-5)
 
 
 def test_decoding_accuracy_reads_a_linear_label():

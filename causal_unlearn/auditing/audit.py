@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
-from causal_unlearn.auditing.decoding import decoding_accuracy, labelled, subject_states
+from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
 from causal_unlearn.auditing.precision import int8_dynamic, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
 from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
@@ -181,7 +181,7 @@ def _decoding_check(models, task, probes, config, progress) -> list[dict]:
     """A read-out fitted on retain subjects' states, scored on forget and holdout subjects'."""
     by_split = {split: [p for p in probes if p.split == split and p.subject in task.labels] for split in SPLITS}
     for attribute in config.decode_attributes:
-        if not labelled(by_split["retain"], task.labels, attribute)[0]:
+        if not any(attribute in task.labels[p.subject] for p in by_split["retain"]):
             raise ValueError(f"the task labels no retain subject's {attribute!r}; the decoding check trains on "
                              "retain subjects (task.labels[subject][attribute])")
     records = []
@@ -224,8 +224,6 @@ CHECK_FUNCTIONS = dict(probes=_probe_check, choice=_choice_check, relearning=_re
 
 
 def _in_split(probe: Probe, split: str) -> Probe:
-    from dataclasses import replace
-
     return replace(probe, split=split)
 
 

@@ -7,7 +7,7 @@ no longer said (Belrose et al. 2023 on linear read-outs; Lynch et al. 2024 on un
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.probes import Probe
+from causal_unlearn.models.hooks import record_outputs
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.tokens import subject_token_range
 
@@ -23,7 +24,8 @@ from causal_unlearn.tracing.tokens import subject_token_range
 @torch.no_grad()
 def subject_states(model: LoadedModel, probes: Sequence[Probe], *, batch_size: int = 64,
                    progress: bool = True) -> Float[Tensor, "probe layer d_model"]:
-    """The residual stream after each layer at the last token of each probe's subject.
+    """The residual stream after each layer (the architecture's `block_output`, before any final
+    norm) at the last token of each probe's subject.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -36,6 +38,7 @@ def subject_states(model: LoadedModel, probes: Sequence[Probe], *, batch_size: i
         raise ValueError(f"{len(missing)} probe(s) name no subject (first: {missing[0]!r}); decoding reads the "
                          "state at the subject's last token, so give each Probe its subject")
     positions = [subject_token_range(model, p.prompt, p.subject)[1] - 1 for p in probes]
+    blocks = [model.architecture.block_output(layer) for layer in range(model.n_layers)]
     previous_side, model.tokenizer.padding_side = model.tokenizer.padding_side, "right"
     states = []
     try:
@@ -43,10 +46,11 @@ def subject_states(model: LoadedModel, probes: Sequence[Probe], *, batch_size: i
         for start in tqdm(starts, desc="hidden states", unit="batch", disable=not progress or len(starts) < 2):
             chunk = probes[start : start + batch_size]
             batch = model.tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True).to(model.device)
-            hidden = model.model(**batch, output_hidden_states=True).hidden_states[1:]  # after each layer
+            with record_outputs(model.model, blocks) as hidden:
+                model.model(**batch)
             at = torch.tensor(positions[start : start + batch_size], device=model.device)
             rows = torch.arange(len(chunk), device=model.device)
-            states.append(torch.stack([h[rows, at] for h in hidden], dim=1).float().cpu())
+            states.append(torch.stack([hidden[block][rows, at] for block in blocks], dim=1).float().cpu())
     finally:
         model.tokenizer.padding_side = previous_side
     return torch.cat(states)
@@ -82,8 +86,3 @@ def decoding_accuracy(
         accuracy.append(float(classifier.score(test_states[:, layer].numpy(), list(test_labels))))
     return accuracy, chance
 
-
-def labelled(probes: Sequence[Probe], labels: Mapping[str, Mapping[str, str]], attribute: str) -> tuple[list[Probe], list[str]]:
-    """The probes whose subject has a label for `attribute`, and those labels."""
-    kept = [p for p in probes if attribute in labels.get(p.subject, {})]
-    return kept, [labels[p.subject][attribute] for p in kept]

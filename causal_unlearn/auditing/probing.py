@@ -7,13 +7,12 @@ import random
 from typing import Mapping, Sequence
 
 import torch
-from jaxtyping import Float
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from causal_unlearn.data.encoding import EncodedBatch, encode_continuations
+from causal_unlearn.data.encoding import encode_continuations
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.evaluation.knowledge import probe_recall
+from causal_unlearn.evaluation.likelihood import sequence_nll
 from causal_unlearn.models.loader import LoadedModel
 
 AnswerPool = Mapping[str, Sequence[tuple[str, ...]]]  # attribute -> every distinct answer (all its forms)
@@ -86,17 +85,9 @@ def choice_ranks(
         batch = encode_continuations(model.tokenizer, [probes[p].prompt for p, _, _ in chunk],
                                      [form for _, _, form in chunk]).to(model.device)
         logits = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        for (p, c, _), score in zip(chunk, _mean_answer_logprob(logits, batch).cpu().tolist()):
+        total, count = sequence_nll(logits, batch)
+        for (p, c, _), score in zip(chunk, (-total / count).cpu().tolist()):
             scores[p, c] = max(float(scores[p, c]), score)
     return [(int((scores[p, 1 : len(candidates)] > scores[p, 0]).sum()), len(candidates))
             for p, candidates in enumerate(options)]
 
-
-def _mean_answer_logprob(logits: Float[Tensor, "batch pos vocab"], batch: EncodedBatch) -> Float[Tensor, " batch"]:
-    """Mean log p per answer token of each row; the softmax is taken at answer positions only
-    (most of a short multiple-choice sequence is prompt)."""
-    mask = batch.target_mask[:, 1:]  # the prediction of token t is read at position t - 1
-    picked = logits[:, :-1][mask].float().log_softmax(-1).gather(-1, batch.input_ids[:, 1:][mask][:, None])[:, 0]
-    rows = mask.nonzero()[:, 0]
-    total = torch.zeros(len(batch), device=logits.device).index_add_(0, rows, picked)
-    return total / mask.sum(-1).clamp(min=1)
