@@ -7,7 +7,7 @@ then for each budget fine-tunes the original and the edited model on the forget 
 the forget people and prints: recall of the other half's held-out probes (every probe) for the
 original (a budget that damages it would hide what relearning brings back) and for the edited
 model, and the edited model's exact match on the taught half's questions (did it relearn what it
-was taught?). About 15 minutes on one thread.
+was taught?).
 """
 
 from __future__ import annotations

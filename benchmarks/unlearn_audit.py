@@ -14,10 +14,10 @@ layer set, and per run whether it meets the targets of the audit issue:
     python benchmarks/unlearn_audit.py --objectives stand_in --seeds 0,1,2 --out results/audit_stand_in.csv
         [--layer-sets traced,other band,random,all] [--layers 0,7]
 
-To keep a run near 4 minutes on one thread (unlearning about 2.5), the audit asks the first
-question and the first cloze prompt of each person and attribute (600 probes per split instead of
-1,800; `--all-probes` for every one); the original model is audited once and reused
-(`baseline=`). Objective names as in `unlearn_seeds.py`.
+To keep runs short the audit asks the first question and the first cloze prompt of each person
+and attribute (600 probes per split instead of 1,800; `--all-probes` for every one); the
+original model is audited once and reused (`baseline=`). One run took 4–12 minutes on one thread
+(two runs side by side on 2 cores, half unlearning and half the audit; research log). Objective names as in `unlearn_seeds.py`.
 """
 
 from __future__ import annotations

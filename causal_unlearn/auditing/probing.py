@@ -33,7 +33,14 @@ def generation_recall(model: LoadedModel, probes: Sequence[Probe], *, max_new_to
 
 def answer_pool(probes: Sequence[Probe]) -> dict[str, list[tuple[str, ...]]]:
     """Every distinct answer per attribute among `probes`, in first-seen order: the candidates of
-    multiple-choice probing (a city question chooses among all the world's cities)."""
+    multiple-choice probing (a city question chooses among all the world's cities).
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> pool = answer_pool(cu.make_bios_world().probes())
+        >>> len(pool["city"]), pool["birth_date"][0]
+        (12, ('1952-02-23', 'February 23, 1952'))
+    """
     pool: dict[str, dict[str, tuple[str, ...]]] = {}
     for probe in probes:
         pool.setdefault(probe.attribute, {}).setdefault(probe.answers[0], probe.answers)

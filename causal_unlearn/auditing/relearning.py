@@ -52,7 +52,15 @@ class RelearnBudget:
 
 
 def rows_about(rows: Sequence[Row], subjects: Sequence[str]) -> list[Row]:
-    """The rows whose text names any of `subjects`."""
+    """The rows whose text names any of `subjects`.
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> world = cu.make_bios_world()
+        >>> person = world.people_in("forget")[0]
+        >>> len(rows_about(world.forget, [person.name]))  # one sentence completion, five questions
+        6
+    """
     return [row for row in rows if any(subject in row.text for subject in subjects)]
 
 

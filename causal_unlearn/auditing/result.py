@@ -20,6 +20,12 @@ class AuditResult:
 
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
     draws them, `comparison` holds the re-trace (or None when it was not run).
+
+    Examples:
+        >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
+        ...                 layer=None, value=x, n=10) for v, x in (("original", 0.9), ("edited", 0.1))]
+        >>> AuditResult(records, {}).summary()
+        {'probe_recall_forget': 0.1}
     """
 
     records: list[dict[str, Any]]

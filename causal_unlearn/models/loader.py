@@ -69,7 +69,14 @@ class LoadedModel:
         )
 
     def copy(self) -> "LoadedModel":
-        """An independent copy of the weights (the tokenizer is shared): to edit or audit beside this one."""
+        """An independent copy of the weights (the tokenizer is shared): to edit or audit beside this one.
+
+        Examples:
+            >>> lm = load_model("olmo-tiny-bios")
+            >>> twin = lm.copy()
+            >>> twin.model is lm.model, torch.equal(twin.model.lm_head.weight, lm.model.lm_head.weight)
+            (False, True)
+        """
         return dataclasses.replace(self, model=copy.deepcopy(self.model), bridge=None)
 
     def module(self, path: str) -> nn.Module:

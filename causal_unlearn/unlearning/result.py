@@ -55,7 +55,19 @@ class UnlearnResult:
 
     def edited_model(self) -> LoadedModel:
         """A copy of the model holding the edited weights, whichever weights the model holds now
-        (for `audit(original, result.edited_model(), task)`)."""
+        (for `audit(original, result.edited_model(), task)`).
+
+        Examples:
+            >>> import causal_unlearn as cu
+            >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
+            >>> result = cu.unlearn(lm, world.forget[:4], world.retain[:4], layers=[1], objective="grad_diff", epochs=1,
+            ...                     lr=1e-3, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False)
+            >>> result.revert()
+            >>> edited = result.edited_model()
+            >>> name = result.selection.names[0]
+            >>> torch.equal(edited.model.get_parameter(name), result.edited[name])
+            True
+        """
         edited = self.model.copy()
         with torch.no_grad():
             for name, weight in self.edited.items():
