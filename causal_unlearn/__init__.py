@@ -13,16 +13,16 @@ Examples:
 
 from causal_unlearn.data import BiosWorld, Probe, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
 from causal_unlearn.models import (
-    ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model, register_architecture,
-    supported_architectures,
+    ArchitectureMismatchError, ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model,
+    register_architecture, supported_architectures,
 )
 from causal_unlearn.tracing import (
     AveragedEffects, GaussianNoise, TokenReplacement, TraceResult, UniformNoise, average_effects, trace, trace_facts,
 )
 from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
 from causal_unlearn.unlearning import (
-    Objective, ParameterSelection, UnlearnCallback, UnlearnResult, UnlearningDivergedError, compare, control_layer_sets,
-    select_parameters, unlearn,
+    Objective, ParameterSelection, UnlearnCallback, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted, compare,
+    control_layer_sets, select_parameters, unlearn,
 )
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
@@ -36,16 +36,16 @@ __all__ = [
     # data
     "BiosWorld", "Probe", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval", "make_bios_world",
     # models
-    "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture", "load_model",
-    "register_architecture", "supported_architectures",
+    "ArchitectureMismatchError", "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
+    "load_model", "register_architecture", "supported_architectures",
     # tracing
     "AveragedEffects", "GaussianNoise", "TokenReplacement", "TraceResult", "UniformNoise", "average_effects", "trace",
     "trace_facts",
     # localization
     "Localization", "TraceComparison", "compare_traces", "localize",
     # unlearning
-    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnResult", "UnlearningDivergedError", "compare",
-    "control_layer_sets", "select_parameters", "unlearn",
+    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
+    "compare", "control_layer_sets", "select_parameters", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
     # audit

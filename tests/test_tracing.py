@@ -12,7 +12,7 @@ from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_o
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.models.hooks import record_outputs
 from naive_trace import naive_trace
-from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
+from tiny_models import CONFIGS, SLIDING, WINDOW, save_tiny_model, tiny_model, tiny_tokenizer
 
 TOL = 1e-5
 
@@ -36,11 +36,13 @@ def test_builtin_model_equals_naive_reference(builtin, world, fact_index, window
     assert_matches_naive(builtin, result)
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "llama", "olmo2", "gpt_neox", "qwen2"])
-def test_tiny_random_models_equal_naive_reference(model_type):
-    lm = cu.load_model(tiny_model(model_type), tiny_tokenizer())
+@pytest.mark.parametrize("model_type, sliding", [(t, False) for t in CONFIGS] + [(t, True) for t in SLIDING])
+def test_tiny_random_models_equal_naive_reference(model_type, sliding):
+    lm = cu.load_model(tiny_model(model_type, sliding=sliding), tiny_tokenizer())
     result = trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", answer=" 3", samples=3, window=2,
                    noise=0.5, max_batch_tokens=64, progress=False)
+    if sliding:  # the prompt is longer than the window: a prefix cache of a sliding layer holds only the window
+        assert len(result.tokens) > WINDOW
     assert_matches_naive(lm, result)
 
 

@@ -258,18 +258,91 @@ class _Explodes(Objective):
         return {"loss": -ce, "forget_ce": ce}
 
 
-def test_a_nan_loss_stops_with_the_step_and_term_and_keeps_good_weights(fresh, world):
+def _unchanged(lm, before):
+    return all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
+
+
+def test_a_nan_loss_stops_with_the_step_and_term_and_restores_the_original(fresh, world):
     before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
-    with pytest.raises(cu.UnlearningDivergedError, match=r"'loss' became nan at optimizer step 3") as caught:
+    with pytest.raises(cu.UnlearningDivergedError, match=r"'loss' became nan at optimizer step 3 .*original weights "
+                                                         r"again.*after step 1") as caught:
         # two batches per step, so the 5th batch is the first of step 3
         cu.unlearn(fresh, world.forget[:12], world.retain[:12], layers=[0], objective=_Explodes(after=4),
                    **{**QUICK, "eval_every": None, "select": "last"})
+    assert _unchanged(fresh, before)
+    so_far = caught.value.result
+    assert so_far.is_reverted and so_far.selected_step == 1 and len(so_far.history) == 2
+    so_far.apply()  # the weights after step 1, the last whose losses were all finite
     weights = dict(fresh.model.named_parameters())
-    assert all(torch.isfinite(p).all() for p in weights.values())
-    after_step_1 = caught.value.result.edited
-    assert all(torch.equal(weights[n], after_step_1[n]) for n in after_step_1)
-    caught.value.result.revert()
-    assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
+    assert all(torch.equal(weights[n], so_far.edited[n]) for n in so_far.edited)
+    assert all(torch.isfinite(w).all() for w in so_far.edited.values()) and not _unchanged(fresh, before)
+    so_far.revert()
+    assert _unchanged(fresh, before)
+
+
+class _NanGradientAtLastStep(Objective):
+    """A finite loss whose gradient is NaN (sqrt at 0) in the last step's batches: the weights,
+    not the loss, become non-finite, and only after the last optimizer step."""
+
+    name = "nan_gradient"
+
+    def __init__(self, last_step_from_call):
+        self.first_bad, self.calls = last_step_from_call, 0
+
+    def __call__(self, inputs):
+        ce = inputs.mean_nll("forget")
+        if inputs.training:
+            self.calls += 1
+            if self.calls >= self.first_bad:
+                ce = ce + torch.sqrt((ce - ce.detach()) ** 2)
+        return {"loss": -ce, "forget_ce": ce}
+
+
+@pytest.mark.parametrize("select", ["last", "lowest_joint_loss"])
+def test_a_divergence_at_the_last_step_is_caught_under_either_selection(fresh, world, select):
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    settings = {**QUICK, "epochs": 1, "eval_every": 1, "select": select}  # 24 rows, batches of 4: 3 steps of 2
+    with pytest.raises(cu.UnlearningDivergedError, match=r"weight 'model.layers.0.mlp.\w+.weight' became NaN or "
+                                                         r"infinite at optimizer step 3") as caught:
+        cu.unlearn(fresh, world.forget[:12], world.retain[:12], layers=[0], objective=_NanGradientAtLastStep(5),
+                   **settings)
+    assert _unchanged(fresh, before)
+    so_far = caught.value.result
+    assert so_far.selected_step == 2 and all(torch.isfinite(w).all() for w in so_far.edited.values())
+
+
+class _Interrupt(cu.UnlearnCallback):
+    def on_step(self, record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_restores_the_original_and_keeps_the_run_so_far(fresh, world):
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in fresh.model.named_parameters()}
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 2 of 3 optimizer steps") as caught:
+        cu.unlearn(fresh, world.forget[:12], world.retain[:12], layers=[0], objective="grad_diff",
+                   callbacks=[_Interrupt()], **{**QUICK, "eval_every": None, "select": "last"})
+    assert isinstance(caught.value, cu.UnlearningInterrupted)
+    assert _unchanged(fresh, before) and flags == {n: p.requires_grad for n, p in fresh.model.named_parameters()}
+    so_far = caught.value.result
+    so_far.apply()
+    assert not _unchanged(fresh, before) and so_far.selected_step == 1
+    so_far.revert()
+    assert _unchanged(fresh, before)
+
+
+def test_any_error_inside_the_run_restores_the_original(fresh, world):
+    class Broken(cu.UnlearnCallback):
+        def on_step(self, record):
+            raise RuntimeError("the dashboard broke")
+
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    with pytest.raises(RuntimeError, match="the dashboard broke") as caught:
+        cu.unlearn(fresh, world.forget[:12], world.retain[:12], layers=[0], objective="grad_diff",
+                   callbacks=[Broken()], **{**QUICK, "eval_every": None, "select": "last"})
+    assert _unchanged(fresh, before)
+    assert "the model holds its original weights again" in "".join(caught.value.__notes__)
 
 
 def test_unlearn_rejects_bad_input(builtin, world):

@@ -7,10 +7,15 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    FalconConfig,
+    Gemma2Config,
+    Gemma3TextConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
     Olmo2Config,
+    Olmo3Config,
     OlmoConfig,
     PretrainedConfig,
     Qwen2Config,
@@ -29,6 +34,21 @@ CONFIGS: dict[str, PretrainedConfig] = {
     "qwen2": Qwen2Config(**_COMMON, max_position_embeddings=64, num_key_value_heads=2),
     "olmo": OlmoConfig(**_COMMON, max_position_embeddings=64),
     "olmo2": Olmo2Config(**_COMMON, max_position_embeddings=64),
+    "falcon": FalconConfig(**_COMMON, max_position_embeddings=64),
+    "gemma2": Gemma2Config(**_COMMON, max_position_embeddings=64, num_key_value_heads=2, head_dim=8),
+}
+
+# Attention that sees only the last few positions: the test prompts (15 tokens) are longer.
+WINDOW = 4
+SLIDING: dict[str, PretrainedConfig] = {
+    "qwen2": Qwen2Config(**_COMMON, max_position_embeddings=64, num_key_value_heads=2, use_sliding_window=True,
+                         sliding_window=WINDOW, max_window_layers=1),
+    "mistral": MistralConfig(**_COMMON, max_position_embeddings=64, num_key_value_heads=2, sliding_window=WINDOW),
+    "gemma3_text": Gemma3TextConfig(**_COMMON, max_position_embeddings=64, num_key_value_heads=2, head_dim=8,
+                                    sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention",
+                                                                         "sliding_attention"]),
+    "olmo3": Olmo3Config(**_COMMON, max_position_embeddings=64, sliding_window=WINDOW,
+                         layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
 }
 
 
@@ -36,9 +56,9 @@ def tiny_tokenizer():
     return train_tokenizer(["Ann Teal was born in Denver on May 3, 1984. What is the capital of France? Paris"] * 4, vocab_size=VOCAB)
 
 
-def tiny_model(model_type: str, seed: int = 0):
+def tiny_model(model_type: str, seed: int = 0, *, sliding: bool = False):
     torch.manual_seed(seed)
-    config = CONFIGS[model_type]
+    config = (SLIDING if sliding else CONFIGS)[model_type]
     model = AutoModelForCausalLM.from_config(config)
     model.config.architectures = [type(model).__name__]
     return model.eval()

@@ -8,8 +8,9 @@ from causal_unlearn.models.architectures import (
     supported_architectures,
 )
 from causal_unlearn.models.loader import BUILTIN_MODELS, LoadedModel, load_model
+from causal_unlearn.models.residual import ArchitectureMismatchError, check_residual_stream
 
 __all__ = [
-    "ArchitectureSpec", "BUILTIN_MODELS", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
+    "ArchitectureMismatchError", "ArchitectureSpec", "BUILTIN_MODELS", "check_residual_stream", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
     "load_model", "register_architecture", "supported_architectures",
 ]

@@ -97,11 +97,17 @@ _BUILTIN = (
     _spec("gpt_neox", embedding="gpt_neox.embed_in", blocks="gpt_neox.layers", attn="attention",
           final_norm="gpt_neox.final_layer_norm"),
     _spec("llama"),
+    _spec("mistral"),
     _spec("qwen2"),
     _spec("olmo"),
-    # OLMo-2 normalises each sublayer's output before the residual add: the contribution is the
-    # post-norm, not the raw attention or MLP output.
-    _spec("olmo2", attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm"),
+    # OLMo-2 and -3 and Gemma-2 and -3 normalise each sublayer's output before the residual add:
+    # the contribution is the post-norm, not the raw attention or MLP output.
+    *(_spec(name, attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm")
+      for name in ("olmo2", "olmo3", "gemma2", "gemma3_text")),
+    # Falcon adds its attention output into the MLP's output in place (parallel attention); the
+    # contributions are still the two modules' own outputs.
+    _spec("falcon", embedding="transformer.word_embeddings", blocks="transformer.h", attn="self_attention",
+          final_norm="transformer.ln_f"),
 )
 
 _REGISTRY: dict[str, ArchitectureSpec] = {t: spec for spec in _BUILTIN for t in spec.model_types}

@@ -74,7 +74,8 @@ def _recording(model: nn.Module, addresses: Sequence[str], pick: Callable[[tuple
 
     def hook_for(address: str):
         def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
-            recorded[address] = pick(args, output).detach()
+            # a copy: some blocks add into a sublayer's output in place (Falcon's parallel MLP)
+            recorded[address] = pick(args, output).detach().clone()
 
         return hook
 

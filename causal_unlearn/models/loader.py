@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from causal_unlearn.models.architectures import ArchitectureSpec, get_architecture
+from causal_unlearn.models.residual import check_residual_stream
 
 BUILTIN_MODELS: dict[str, Path] = {"olmo-tiny-bios": Path(__file__).parent / "olmo_tiny_bios"}
 
@@ -138,6 +139,7 @@ def load_model(
     if device is not None or dtype is not None:
         hf_model.to(device=device, dtype=torch_dtype)
     hf_model.eval()
+    check_residual_stream(hf_model, architecture)
     return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None)
 
 

@@ -121,7 +121,10 @@ def run_exact(
 
     blocks = [spec.block_output(l) for l in range(n_layers)]
     mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
-    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run:
+    block_arity: dict[str, int] = {}  # blocks that return (hidden, attention weights, ...) are skipped alike
+    arity_hook = {blocks[0]: lambda m, a, out: block_arity.update(n=len(out) if isinstance(out, tuple) else 0)}
+    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run, \
+            forward_hooks(lm.model, arity_hook):
         output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
     prefix_cache = _keys_and_values(output)
 
@@ -133,8 +136,7 @@ def run_exact(
     chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
     table = _CellTable(kinds, n_tokens, n_layers, torch.promote_types(lm.dtype, torch.float32), metric, top_predictions)
     unembedding = _DeferredUnembedding.for_model(lm, clean_unembedding_input, clean_logits, max_batch_tokens, table.record)
-    # A bridged model's attention may not fill the cache; then every batch is fed from position 0.
-    reuse_prefix = all(k is not None and v is not None for k, v in prefix_cache)
+    reuse_prefix = _prefix_reusable(lm, prefix_cache, n_tokens)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
         t = chunk[0].token
         start = t if reuse_prefix else 0
@@ -146,7 +148,7 @@ def run_exact(
             stack.enter_context(_restore_position(lm.model, t - start, restore, {a: clean_states[a][t] for a in restore}))
             if first > 0:
                 entry = _entry_states(spec, chunk, corrupted_run, clean_states, start, samples)
-                stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry))
+                stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry, block_arity["n"]))
             if first < n_layers:
                 stack.enter_context(_last_position_only(lm.module(spec.mlp_module(n_layers - 1))))
             if unembedding:
@@ -332,16 +334,20 @@ def _replaced_forward(module: nn.Module, forward: Callable):
             module.__dict__["forward"] = saved
 
 
-def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor) -> ExitStack:
-    """The `skipped` blocks do not run: the last returns `entry`, the others pass their input on."""
+def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor, arity: int) -> ExitStack:
+    """The `skipped` blocks do not run: the last returns `entry`, the others pass their input on,
+    each as a tuple of `arity` (hidden states first) where the blocks return tuples."""
+
+    def output(hidden_states: Tensor) -> Tensor | tuple:
+        return (hidden_states, *[None] * (arity - 1)) if arity else hidden_states
 
     def passthrough(hidden_states, *args, **kwargs):
-        return hidden_states
+        return output(hidden_states)
 
     stack = ExitStack()
     for address in skipped[:-1]:
         stack.enter_context(_replaced_forward(model.get_submodule(address), passthrough))
-    stack.enter_context(_replaced_forward(model.get_submodule(skipped[-1]), lambda *args, **kwargs: entry))
+    stack.enter_context(_replaced_forward(model.get_submodule(skipped[-1]), lambda *args, **kwargs: output(entry)))
     return stack
 
 
@@ -351,6 +357,8 @@ def _last_position_only(mlp: nn.Module):
     full = mlp.forward
 
     def last_position(hidden_states, *args, **kwargs):
+        if hidden_states.dim() != 3:  # positions flattened into rows (OPT's MLP): no shortcut
+            return full(hidden_states, *args, **kwargs)
         last = full(hidden_states[:, -1:], *args, **kwargs)
         if not isinstance(last, Tensor) or last.shape[-1] != hidden_states.shape[-1]:
             return full(hidden_states, *args, **kwargs)  # an MLP of another shape: no shortcut
@@ -370,6 +378,34 @@ def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:
     if "logits_to_keep" in parameters:
         kwargs["logits_to_keep"] = 1
     return kwargs
+
+
+def attention_window(config) -> int | None:
+    """The smallest number of past positions some layer's attention sees (sliding-window or
+    chunked attention), or None where every layer sees the whole prefix.
+
+    Examples:
+        >>> from transformers import MistralConfig, Qwen2Config
+        >>> attention_window(MistralConfig(sliding_window=4096)), attention_window(Qwen2Config())
+        (4096, None)
+    """
+    windows = [getattr(config, name, None) for name in ("sliding_window", "attention_chunk_size")]
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and not any("sliding" in t or "chunked" in t for t in layer_types):
+        return None  # a window in the config that no layer uses (Qwen2 with use_sliding_window=False)
+    windows = [w for w in windows if isinstance(w, int) and w > 0]
+    return min(windows) if windows else None
+
+
+def _prefix_reusable(lm: LoadedModel, prefix_cache: list[tuple[Tensor, Tensor]], n_tokens: int) -> bool:
+    """Whether the corrupted run's cache holds every layer's keys and values at every position,
+    so batches can feed positions t.. only. A bridged model's attention may not fill the cache,
+    and a sliding-window layer's cache keeps only its window: then every batch is fed from
+    position 0, which is exact for any attention pattern."""
+    window = attention_window(lm.model.config)
+    if window is not None and n_tokens >= window:
+        return False
+    return all(k is not None and v is not None and k.shape[-2] == n_tokens for k, v in prefix_cache)
 
 
 def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:

@@ -27,8 +27,19 @@ Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are
 
 
 class UnlearningDivergedError(RuntimeError):
-    """A loss term became NaN or infinite. The model holds the last weights whose losses were all
-    finite; `result` is the run up to there (so `error.result.revert()` restores the original)."""
+    """A loss term or a trained weight became NaN or infinite. The model holds its original
+    weights again; `result` is the run up to the last step whose losses and weights were all
+    finite (`error.result.apply()` puts those weights in the model)."""
+
+    def __init__(self, message: str, result: UnlearnResult):
+        super().__init__(message)
+        self.result = result
+
+
+class UnlearningInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, the notebook's stop button, a callback). The model holds
+    its original weights again; `result` is the run up to the last completed step
+    (`error.result.apply()` puts those weights in the model)."""
 
     def __init__(self, message: str, result: UnlearnResult):
         super().__init__(message)
@@ -77,7 +88,10 @@ def unlearn(
     no retain prompt contains (the person's name in LUME; the shared question template is left
     alone). AdamW with linear decay to 0 takes one step per `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
     with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
-    The model is edited in place; `result.revert()` restores it bit for bit.
+    The model is edited in place; `result.revert()` restores it bit for bit. A run that stops
+    early (a NaN or infinite loss or weight: `UnlearningDivergedError`; an interrupt:
+    `UnlearningInterrupted`; any other error) leaves the model with its original weights, and the
+    error's `result` holds the run so far.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -122,7 +136,8 @@ def unlearn(
     history: list[dict[str, float]] = []
     evaluations: list[dict[str, float]] = []
     best = (math.inf, 0, original)  # joint loss, step, weights
-    last_good = original
+    # the weights before the latest optimizer step (after step `good_step`): their losses were all finite
+    last_good, good_step = original, 0
     step, start = 0, time.perf_counter()
 
     def result(weights: dict[str, Tensor], selected_step: int) -> UnlearnResult:
@@ -130,10 +145,24 @@ def unlearn(
         return UnlearnResult(model, selection, objective, settings, history, evaluations, selected_step,
                              time.perf_counter() - start, original, weights)
 
+    def stopped() -> UnlearnResult:
+        """The run so far, with the original weights back in the model."""
+        so_far = result(last_good, good_step)
+        so_far.revert()
+        return so_far
+
+    def diverged(what: str) -> UnlearningDivergedError:
+        optimizer.zero_grad(set_to_none=True)
+        return UnlearningDivergedError(
+            f"{what}; the model holds its original weights again. Lower lr, or call error.result.apply() for the "
+            f"weights after step {good_step}, the last whose losses and weights were all finite.", stopped())
+
     def evaluate_now() -> None:
         nonlocal best
         record = {"step": step, "epoch": epoch, **_evaluate(model, objective, selection, original, rows,
                                                             batch_size, encode, epoch)}
+        if not math.isfinite(record["joint_loss"]):
+            raise diverged(f"the evaluated joint loss became {record['joint_loss']} after optimizer step {step}")
         evaluations.append(record)
         for callback in callbacks:
             callback.on_evaluate(record)
@@ -142,48 +171,62 @@ def unlearn(
 
     for callback in callbacks:
         callback.on_train_begin(settings)
-    with _train_only(model, selection), tqdm(total=total_steps, desc=f"unlearning ({objective.name})",
-                                             unit="step", disable=not progress) as bar:
-        epoch = 0
-        if eval_every is not None:
-            evaluate_now()
-        for epoch in range(epochs):
-            objective.start_epoch(epoch)
-            order = torch.randperm(len(rows), generator=generator).tolist()
-            batches = [[rows[i] for i in order[b : b + batch_size]] for b in range(0, len(rows), batch_size)]
-            for window_start in range(0, len(batches), grad_accum):
-                window = batches[window_start : window_start + grad_accum]
-                window_terms: list[dict[str, float]] = []
-                for index, batch in enumerate(window):
-                    terms, _ = _loss_terms(model, objective, selection, original, batch, encode, epoch, training=True)
-                    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-                    if bad:
-                        optimizer.zero_grad(set_to_none=True)
-                        so_far = result(last_good, max(step - 1, 0))
-                        raise UnlearningDivergedError(
-                            f"loss term {bad[0]!r} became {float(terms[bad[0]].detach())} at optimizer step {step + 1} "
-                            f"(epoch {epoch}, batch {window_start + index} of the epoch); the model keeps the weights "
-                            f"before step {step}, the last whose losses were all finite. Lower lr, or call "
-                            "error.result.revert() to restore the original weights.", so_far)
-                    (terms["loss"] / len(window)).backward()
-                    window_terms.append({name: float(value.detach()) for name, value in terms.items()})
-                last_good = selection.snapshot()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0],
-                          **{name: fmean(t[name] for t in window_terms) for name in window_terms[0]}}
-                schedule.step()
-                history.append(record)
-                bar.update()
-                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "lr")}, refresh=False)
-                for callback in callbacks:
-                    callback.on_step(record)
-                if eval_every is not None and (step % eval_every == 0 or step == total_steps):
-                    evaluate_now()
-            objective.end_epoch(epoch)
+    try:
+        with _train_only(model, selection), tqdm(total=total_steps, desc=f"unlearning ({objective.name})",
+                                                 unit="step", disable=not progress) as bar:
+            epoch = 0
+            if eval_every is not None:
+                evaluate_now()
+            for epoch in range(epochs):
+                objective.start_epoch(epoch)
+                order = torch.randperm(len(rows), generator=generator).tolist()
+                batches = [[rows[i] for i in order[b : b + batch_size]] for b in range(0, len(rows), batch_size)]
+                for window_start in range(0, len(batches), grad_accum):
+                    window = batches[window_start : window_start + grad_accum]
+                    window_terms: list[dict[str, float]] = []
+                    for index, batch in enumerate(window):
+                        terms, _ = _loss_terms(model, objective, selection, original, batch, encode, epoch, training=True)
+                        bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+                        if bad:
+                            raise diverged(f"loss term {bad[0]!r} became {float(terms[bad[0]].detach())} at optimizer "
+                                           f"step {step + 1} (epoch {epoch}, batch {window_start + index} of the epoch)")
+                        (terms["loss"] / len(window)).backward()
+                        window_terms.append({name: float(value.detach()) for name, value in terms.items()})
+                    last_good, good_step = selection.snapshot(), step
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    broken = next((n for n, p in selection.parameters.items() if not torch.isfinite(p).all()), None)
+                    if broken is not None:
+                        raise diverged(f"weight {broken!r} became NaN or infinite at optimizer step {step + 1}")
+                    step += 1
+                    record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0],
+                              **{name: fmean(t[name] for t in window_terms) for name in window_terms[0]}}
+                    schedule.step()
+                    history.append(record)
+                    bar.update()
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "lr")}, refresh=False)
+                    for callback in callbacks:
+                        callback.on_step(record)
+                    if eval_every is not None and (step % eval_every == 0 or step == total_steps):
+                        evaluate_now()
+                objective.end_epoch(epoch)
+    except (UnlearningDivergedError, UnlearningInterrupted):
+        raise
+    except KeyboardInterrupt as interrupt:
+        raise UnlearningInterrupted(
+            f"unlearning was interrupted after {step} of {total_steps} optimizer steps; the model holds its original "
+            f"weights again (error.result.apply() puts in the weights after step {good_step})", stopped()) from interrupt
+    except BaseException as error:
+        stopped()
+        error.add_note(f"unlearning stopped after {step} of {total_steps} optimizer steps; the model holds its "
+                       "original weights again")
+        raise
     final = selection.snapshot()
     outcome = result(best[2] if select == "lowest_joint_loss" else final, best[1] if select == "lowest_joint_loss" else step)
+    if select == "lowest_joint_loss" and outcome.selected_step == 0:
+        warnings.warn(f"no evaluated step had a lower joint loss than the original weights ({best[0]:.4g} at step 0), "
+                      "so the model keeps its original weights; try another lr or objective, or select='last'",
+                      stacklevel=2)
     for callback in callbacks:
         callback.on_train_end(outcome)
     return outcome
