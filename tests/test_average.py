@@ -50,3 +50,17 @@ def test_bad_input():
         average_effects([])
     with pytest.raises(ValueError, match="unknown value"):
         average_effects([fake_trace(torch.zeros(3, 1), (0, 1))], value="ie")
+
+
+def test_traces_that_do_not_mean_the_same_are_not_averaged():
+    from dataclasses import replace
+
+    a = fake_trace(torch.ones(4, 2), (1, 2))
+    for name, value in [("model", "gpt2"), ("metric", "logprob"), ("method", "attribution"), ("window", 3)]:
+        b = fake_trace(torch.ones(4, 2), (1, 2))
+        b.settings = replace(SETTINGS, **{name: value})
+        with pytest.raises(ValueError, match=rf"the traces differ in {name}: .*{value!r} \(first at trace 2\)"):
+            average_effects([a, a, b])
+    broken = fake_trace(torch.tensor([[0.1, float("nan")]] * 4), (1, 2))
+    with pytest.raises(ValueError, match=r"trace 1 \('p'\) has NaN or infinite scores in \['mlp'\]"):
+        average_effects([a, broken])

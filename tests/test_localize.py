@@ -94,3 +94,15 @@ def test_compare_traces(builtin, world):
     other = cu.trace_facts(builtin, facts, kinds=("mlp",), window=1, samples=3, progress=False)
     with pytest.raises(ValueError, match="different settings"):
         cu.compare_traces(traces, other)
+
+
+def test_effects_without_evidence_choose_no_layers():
+    """All-zero effects would pass every threshold, and NaN effects compare False everywhere:
+    either would have picked layers from no evidence."""
+    for rule in (dict(), dict(top_k=2), dict(threshold=0.0), dict(top_k=3, contiguous=True)):
+        with pytest.raises(ValueError, match="no layer has a positive mlp effect .*strongest is 0"):
+            cu.localize(_effects([0.0] * 8), **rule)
+    with pytest.raises(ValueError, match=r"effects of layers \[2\] are NaN"):
+        cu.localize(_effects([0.5, 0.1, float("nan"), 0.1, 0.0, 0.0, 0.0, 0.2]), token_group="last token", top_k=2)
+    with pytest.raises(ValueError, match=r"effects of layers \[0, 1, 2, 3, 4, 5, 6, 7\] are NaN"):
+        cu.localize(_effects(EFFECT), token_group="middle subject tokens")

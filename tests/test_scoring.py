@@ -81,6 +81,28 @@ def test_mean_token_nll_equals_the_models_own_loss(builtin, world):
         assert float(value) == pytest.approx(float(reference), rel=1e-5)
 
 
+def test_mean_token_nll_counts_special_tokens_as_the_official_scorer_does(builtin, world):
+    """The official MIA loss is `model(ids, labels=ids).loss` on whatever the tokenizer returns: with
+    a tokenizer that appends EOS, the EOS is a scored token."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    appends_eos = copy.deepcopy(builtin.tokenizer)
+    eos, eos_id = appends_eos.eos_token, appends_eos.eos_token_id
+    appends_eos._tokenizer.post_processor = TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, eos_id)])
+    texts = [world.forget[0].text, world.holdout[1].text, "Paris"]
+    assert all(appends_eos(t)["input_ids"][-1] == eos_id for t in texts)
+    ours = mean_token_nll(builtin.model, appends_eos, texts, batch_size=3, progress=False)
+    for text, value in zip(texts, ours):
+        ids = appends_eos(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            official = builtin.model(ids, labels=ids.clone()).loss  # as in the task's evaluate_generations.py
+            without_eos = builtin.model(ids[:, :-1], labels=ids[:, :-1].clone()).loss
+        assert float(value) == pytest.approx(float(official), rel=1e-5)
+        assert float(value) != pytest.approx(float(without_eos), rel=1e-4)  # the EOS really counts
+
+
 def test_row_encoding_marks_exactly_the_output_tokens(builtin, world):
     rows = [world.forget[0], world.forget[2], world.retain[3]]
     batch = encode_rows(builtin.tokenizer, rows)

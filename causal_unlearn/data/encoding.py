@@ -81,6 +81,37 @@ def encode_continuations(
     return EncodedBatch(encoded["input_ids"], encoded["attention_mask"], target_mask)
 
 
+def encode_documents(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_length: int | None = None
+) -> EncodedBatch:
+    """Whole documents as the official SemEval membership-inference loss reads them: every token
+    the tokenizer returns after the first is a target, special tokens (a BOS, an appended EOS)
+    included, as `model(ids, labels=ids).loss` counts them.
+
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> batch = encode_documents(tok, ["Paris", "the capital"])
+        >>> batch.target_mask.sum(1).tolist()  # each text's tokens after the first: no padding
+        [1, 2]
+    """
+    if not texts:
+        raise ValueError("nothing to encode: the list of documents is empty")
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        encoded = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=max_length is not None,
+                            max_length=max_length)
+    finally:
+        tokenizer.padding_side = previous_side
+    target_mask = encoded["attention_mask"].bool()
+    target_mask[:, 0] = False  # the first token has no prediction to score
+    empty = (~target_mask.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{len(empty)} document(s) are a single token or empty (first: {texts[empty[0]][:80]!r}); "
+                         "a likelihood needs at least two tokens")
+    return EncodedBatch(encoded["input_ids"], encoded["attention_mask"], target_mask)
+
+
 def encode_rows(
     tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row], *, max_length: int | None = None, whole_text: bool = False
 ) -> EncodedBatch:

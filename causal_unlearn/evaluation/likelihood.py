@@ -10,7 +10,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from causal_unlearn.data.encoding import EncodedBatch, encode_continuations
+from causal_unlearn.data.encoding import EncodedBatch, encode_documents
 
 
 def target_logprobs(
@@ -48,7 +48,8 @@ def mean_token_nll(
     progress: bool = True,
 ) -> Float[Tensor, " text"]:
     """Mean negative log-likelihood per token of each whole text: the per-document loss that
-    membership inference ranks.
+    membership inference ranks, equal to the official scorer's `model(ids, labels=ids).loss`
+    (every token after the first, special tokens included).
 
     Examples:
         >>> from causal_unlearn import load_model
@@ -62,7 +63,7 @@ def mean_token_nll(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="likelihood", unit="batch", disable=not progress or len(starts) < 2):
         chunk = texts[start : start + batch_size]
-        batch = encode_continuations(tokenizer, [""] * len(chunk), chunk, max_length=max_length).to(device)
+        batch = encode_documents(tokenizer, chunk, max_length=max_length).to(device)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         total, count = sequence_nll(logits, batch)
         values.append((total / count).float().cpu())

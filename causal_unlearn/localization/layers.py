@@ -69,6 +69,7 @@ def localize(
         raise ValueError("give top_k or threshold, not both")
     effects = as_effects(effects_or_traces)
     evidence, group_names = effects.by_layer(kind, token_group)
+    _check_evidence(evidence, kind)
     n_layers = len(evidence)
     if top_k is not None:
         if not 1 <= top_k <= n_layers:
@@ -86,6 +87,19 @@ def localize(
         first = int(sums.argmax())
         chosen, rule = list(range(first, first + width)), f"band of {width} ({rule})"
     return Localization(sorted(chosen), kind, evidence, group_names, rule)
+
+
+def _check_evidence(evidence: Float[Tensor, " layer"], kind: str) -> None:
+    """Refuse to choose layers from effects that cannot single any out."""
+    if not torch.isfinite(evidence).all():
+        bad = (~torch.isfinite(evidence)).nonzero().flatten().tolist()
+        raise ValueError(f"the {kind} effects of layers {bad} are NaN or infinite (no fact has data there, or a trace "
+                         "diverged); trace the facts again or choose a token_group that every fact has")
+    if float(evidence.max()) <= 0:
+        raise ValueError(
+            f"no layer has a positive {kind} effect (the strongest is {float(evidence.max()):.3g}): restoring a state "
+            "recovers nothing, so there is no evidence to choose layers by. Check that the model knows the facts "
+            "(TraceResult.known, high well above low) and that the noise hides the subject")
 
 
 def as_effects(effects_or_traces: AveragedEffects | Sequence[TraceResult]) -> AveragedEffects:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -114,9 +115,7 @@ def average_effects(
     kinds = [k for k in traces[0].kinds if all(k in t.scores for t in traces)]
     if not kinds:
         raise ValueError("the traces share no kind of state")
-    n_layers = {t.scores[kinds[0]].shape[1] for t in traces}
-    if len(n_layers) != 1:
-        raise ValueError(f"traces come from models with different layer counts {sorted(n_layers)}")
+    _check_comparable(traces, kinds)
     result = AveragedEffects(TOKEN_GROUPS, value, confidence, {}, {}, {}, {})
     for kind in kinds:
         per_fact = torch.stack([_group_means(t, kind, value) for t in traces])  # fact group layer, NaN if absent
@@ -129,6 +128,25 @@ def average_effects(
         half = torch.where(count > 1, critical * std / count.clamp(min=1).sqrt(), torch.tensor(float("nan")))
         result.mean[kind], result.lower[kind], result.upper[kind], result.count[kind] = mean, mean - half, mean + half, count
     return result
+
+
+def _check_comparable(traces: Sequence[TraceResult], kinds: list[str]) -> None:
+    """Traces average only when each cell means the same thing in all of them."""
+    for name in ("model", "metric", "method", "window"):
+        values = {getattr(t.settings, name) for t in traces}
+        if len(values) > 1:
+            first = {value: next(i for i, t in enumerate(traces) if getattr(t.settings, name) == value) for value in values}
+            shown = ", ".join(f"{value!r} (first at trace {index})" for value, index in sorted(first.items(), key=lambda x: x[1]))
+            raise ValueError(f"the traces differ in {name}: {shown}; average traces of one model made with one "
+                             "metric, method and window")
+    n_layers = {t.scores[kinds[0]].shape[1] for t in traces}
+    if len(n_layers) != 1:
+        raise ValueError(f"traces come from models with different layer counts {sorted(n_layers)}")
+    for index, t in enumerate(traces):
+        bad = [kind for kind in kinds if not torch.isfinite(t.scores[kind]).all()]
+        if bad or not (math.isfinite(t.low) and math.isfinite(t.high)):
+            raise ValueError(f"trace {index} ({t.prompt!r}) has NaN or infinite scores{f' in {bad}' if bad else ''}; "
+                             "trace it again (a model in fp16 can overflow: load it in float32 or bfloat16)")
 
 
 def _group_means(trace: TraceResult, kind: str, value: str) -> Float[Tensor, "group layer"]:
