@@ -21,6 +21,7 @@ from causal_unlearn.data.general_knowledge import general_knowledge_probes, make
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
 from causal_unlearn.data.stand_ins import stand_in_prompts
+from causal_unlearn.validation import choice
 
 BIOS_TASK = "Task2"
 Split = Literal["forget", "retain", "holdout"]
@@ -225,6 +226,8 @@ class BiosWorld:
     ) -> list[TraceFact]:
         """Trace facts, filtered. `held_out=True` gives the facts in held-out wordings (never
         trained, e.g. "<name> resides in"), `None` both kinds."""
+        choice("split", split, SPLITS)
+        choice("attribute", attribute, sorted({f.attribute for f in self.facts}))
         return [
             f for f in self.facts
             if (split is None or f.split == split) and (attribute is None or f.attribute == attribute)
@@ -245,6 +248,7 @@ class BiosWorld:
             >>> len(world.probes("forget")), len(world.probes("general_knowledge"))
             (1800, 188)
         """
+        choice("split", split, (*SPLITS, "general_knowledge"))
         people = [p for p in self.people if split is None or p.split == split]
         probes = [probe for person in people for probe in person_probes(person)]
         if split in (None, "general_knowledge"):

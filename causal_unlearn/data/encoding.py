@@ -91,9 +91,9 @@ def encode_documents(
     Examples:
         >>> from causal_unlearn import load_model
         >>> tok = load_model("olmo-tiny-bios").tokenizer
-        >>> batch = encode_documents(tok, ["Paris", "the capital"])
-        >>> batch.target_mask.sum(1).tolist()  # each text's tokens after the first: no padding
-        [1, 2]
+        >>> batch = encode_documents(tok, ["the capital", "Paris is the capital"])
+        >>> [tok.decode(i) for i in batch.input_ids[0][batch.target_mask[0]].tolist()]  # no padding
+        ['the', ' capital']
     """
     if not texts:
         raise ValueError("nothing to encode: the list of documents is empty")

@@ -8,6 +8,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from causal_unlearn.validation import integer
+
 
 @torch.no_grad()
 def greedy_generate(
@@ -27,6 +29,15 @@ def greedy_generate(
         >>> greedy_generate(lm.model, lm.tokenizer, ["What is the capital of France?"], max_new_tokens=4)
         [' Paris']
     """
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"greedy_generate takes (lm.model, lm.tokenizer), a transformers model and its tokenizer; got "
+                        f"a {type(model).__name__}")
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a list of strings, got {prompts!r:.60}")
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    integer("max_new_tokens", max_new_tokens, minimum=1)
+    integer("batch_size", batch_size, minimum=1)
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"

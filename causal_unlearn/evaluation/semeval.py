@@ -117,10 +117,14 @@ def evaluate(
         >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
         (1.0, 0, True, 1.0)
     """
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"evaluate takes a LoadedModel (causal_unlearn.load_model(...)), got a {type(model).__name__}")
     _require_rows("forget", forget)
     _require_rows("retain", retain)
     if (members is None) != (nonmembers is None):
         raise ValueError("membership inference needs both members and nonmembers")
+    if members is not None and (not members or not nonmembers):
+        raise ValueError(f"MIA needs members and non-members, got {len(members)} and {len(nonmembers)}")
     utility_rows = list(utility) if isinstance(utility, Sequence) else []
     generations = greedy_generate(model.model, model.tokenizer, [r.input for r in [*forget, *retain, *utility_rows]],
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from causal_unlearn.tracing.average import AveragedEffects, average_effects
 from causal_unlearn.tracing.result import TraceResult
+from causal_unlearn.validation import finite, integer
 
 
 @dataclass
@@ -67,6 +68,8 @@ def localize(
     """
     if top_k is not None and threshold is not None:
         raise ValueError("give top_k or threshold, not both")
+    top_k = None if top_k is None else integer("top_k", top_k)
+    threshold = None if threshold is None else finite("threshold", threshold)
     effects = as_effects(effects_or_traces)
     evidence, group_names = effects.by_layer(kind, token_group)
     _check_evidence(evidence, kind)

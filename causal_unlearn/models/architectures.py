@@ -127,6 +127,9 @@ def register_architecture(spec: ArchitectureSpec, *, overwrite: bool = False) ->
         >>> register_architecture(spec, overwrite=True); get_architecture("my_mistral").name
         'my_mistral'
     """
+    if not isinstance(spec, ArchitectureSpec):
+        raise TypeError(f"register_architecture takes an ArchitectureSpec, got a {type(spec).__name__}; build one with "
+                        "causal_unlearn.ArchitectureSpec(name, model_types, embedding, block, ...)")
     for model_type in spec.model_types:
         if model_type in _REGISTRY and not overwrite:
             raise ValueError(f"architecture {model_type!r} is already registered; pass overwrite=True to replace it")

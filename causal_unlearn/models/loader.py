@@ -117,6 +117,7 @@ def load_model(
         LoadedModel('olmo-tiny-bios', architecture='olmo', n_layers=8, d_model=128, device='cpu', dtype=torch.float32)
     """
     torch_dtype = _resolve_dtype(dtype)
+    device = _resolve_device(device)
     if _is_bridge(model):
         hf_model, tokenizer, name = model.original_model, tokenizer or model.tokenizer, model.cfg.model_name
     elif isinstance(model, PreTrainedModel):
@@ -134,6 +135,9 @@ def load_model(
     architecture = get_architecture(hf_model.config)
     if isinstance(tokenizer, (str, Path)):
         tokenizer = _load_tokenizer(tokenizer)
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(f"the tokenizer must be a transformers tokenizer or a folder holding one, got a "
+                        f"{type(tokenizer).__name__}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device is not None or dtype is not None:
@@ -148,12 +152,24 @@ def _is_bridge(obj: Any) -> bool:
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype.lower() not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype")
+        dtype = _DTYPES[dtype.lower()]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point type (float32, bfloat16, float16), got {dtype!r}")
+    return dtype
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
     try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype") from None
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device") from None
 
 
 def _default_device() -> str:

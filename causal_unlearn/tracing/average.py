@@ -110,6 +110,11 @@ def average_effects(
     """
     if not traces:
         raise ValueError("no traces to average")
+    wrong = next((i for i, t in enumerate(traces) if not isinstance(t, TraceResult)), None)
+    if wrong is not None:
+        raise TypeError(f"average_effects takes TraceResults; item {wrong} is a {type(traces[wrong]).__name__}")
+    if not (isinstance(confidence, float) and 0 < confidence < 1):
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
     if value not in ("indirect_effect", "score"):
         raise ValueError(f"unknown value {value!r}; use 'indirect_effect' or 'score'")
     kinds = [k for k in traces[0].kinds if all(k in t.scores for t in traces)]

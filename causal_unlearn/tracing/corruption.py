@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Literal, Union
 
@@ -10,8 +11,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.validation import finite
 
 NOISE_RULE_FACTOR = 3.0  # ROME's "s3": three standard deviations of the subject embeddings
+
+
+def _check_scale(scale: float | str) -> None:
+    if scale != "s3":
+        if isinstance(scale, str):
+            raise ValueError(f"noise scale must be 's3' or a finite number >= 0, got {scale!r}")
+        finite("noise scale", scale, at_least=0)
 
 
 @dataclass(frozen=True)
@@ -20,12 +29,18 @@ class GaussianNoise:
 
     scale: float | Literal["s3"] = "s3"
 
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
 
 @dataclass(frozen=True)
 class UniformNoise:
     """Add `scale` x U(-1, 1) to every subject token's embedding."""
 
     scale: float | Literal["s3"] = "s3"
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
 
 
 @dataclass(frozen=True)
@@ -53,10 +68,8 @@ def resolve_corruption(noise: str | float | Corruption) -> Corruption:
         return GaussianNoise("s3")
     if noise == "uniform":
         return UniformNoise("s3")
-    if isinstance(noise, (int, float)) and not isinstance(noise, bool):
-        if noise < 0:
-            raise ValueError(f"noise scale must be >= 0, got {noise}")
-        return GaussianNoise(float(noise))
+    if isinstance(noise, numbers.Real) and not isinstance(noise, bool):
+        return GaussianNoise(finite("noise scale", noise, at_least=0))
     if callable(noise):
         return noise
     raise ValueError(
@@ -121,6 +134,10 @@ def corrupted_embeddings(
         copies[:, start:end] += (scale * noise).to(clean.dtype).to(clean.device)
         return copies
     corrupted = corruption(copies, subject)
-    if corrupted.shape != copies.shape:
-        raise ValueError(f"the corruption function returned shape {tuple(corrupted.shape)}, expected {tuple(copies.shape)}")
+    if not isinstance(corrupted, Tensor) or corrupted.shape != copies.shape:
+        shape = tuple(corrupted.shape) if isinstance(corrupted, Tensor) else type(corrupted).__name__
+        raise ValueError(f"the corruption function returned shape {shape}, expected {tuple(copies.shape)}")
+    if not torch.isfinite(corrupted).all():
+        raise ValueError("the corruption function returned NaN or infinite embeddings; every traced forward "
+                         "would score NaN")
     return corrupted

@@ -68,6 +68,8 @@ class TraceResult:
 
     def indirect_effects(self, kind: str) -> Float[Tensor, "pos layer"]:
         """score - low: how much restoring the cell recovers."""
+        if kind not in self.scores:
+            raise ValueError(f"no {kind!r} scores in this trace; it has {self.kinds}")
         return self.scores[kind] - self.low
 
     def predictions(self, kind: str, token: int, layer: int) -> list[tuple[int, float]]:
@@ -96,14 +98,20 @@ class TraceResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "TraceResult":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no saved trace at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ValueError(f"{path} is not a saved TraceResult: the file is not readable safetensors "
+                             f"({str(error).splitlines()[0]}); it may be truncated or corrupt, so save the trace again") from None
         if "trace_result" not in metadata:
             raise ValueError(f"{path} is not a saved TraceResult (no trace_result metadata)")
         info = json.loads(metadata["trace_result"])
-        tensors = load_file(str(path))
         by_field = {name: {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
                     for name in ("scores", "top_ids", "top_probs")}
         info["settings"] = TraceSettings(**info["settings"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 from causal_unlearn.models.loader import LoadedModel
@@ -20,7 +21,14 @@ def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int
         >>> subject_token_range(lm, "What is Otto Russet's phone number?", "Otto Russet")
         (3, 5)
     """
-    start_char = prompt.find(subject) if subject else -1
+    if not subject:
+        raise ValueError("the subject is empty; pass the words of the prompt to corrupt, e.g. 'Otto Russet'")
+    if subject != subject.strip():
+        where = "ends" if subject[-1:].isspace() else "starts"
+        raise ValueError(
+            f"subject {subject!r} {where} with whitespace, which tokenizers attach to the neighbouring word, so a "
+            f"token outside the subject would be corrupted; pass {subject.strip()!r}")
+    start_char = prompt.find(subject)
     encoding = lm.tokenizer(prompt, return_offsets_mapping=True)
     if start_char < 0:
         tokens = lm.tokenizer.convert_ids_to_tokens(encoding["input_ids"])
@@ -33,13 +41,24 @@ def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int
         i for i, (a, b) in enumerate(encoding["offset_mapping"])
         if b > a and a < end_char and b > start_char  # special tokens have empty spans
     ]
+    occurrences = prompt.count(subject)
+    if occurrences > 1:
+        pieces = ", ".join(repr(lm.tokenizer.decode([encoding["input_ids"][i]])) for i in covering)
+        warnings.warn(f"subject {subject!r} occurs {occurrences} times in the prompt; the first (tokens "
+                      f"{covering[0]}-{covering[-1] + 1}: {pieces}) is corrupted", stacklevel=3)
     return covering[0], covering[-1] + 1
 
 
 def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
     """The token the trace scores: an id as given, or the first token of `answer` as it follows
     `prompt` (tokenized together, so a leading space is handled as the model sees it)."""
-    if isinstance(answer, int):
+    if not isinstance(answer, str):
+        try:
+            if isinstance(answer, bool):
+                raise TypeError
+            answer = operator.index(answer)
+        except TypeError:
+            raise TypeError(f"the answer must be text or a token id (an integer), got {answer!r:.60}") from None
         vocabulary = getattr(lm.model.config, "vocab_size", None) or len(lm.tokenizer)
         if not 0 <= answer < vocabulary:
             raise ValueError(f"answer token id {answer} is outside the model's vocabulary (size {vocabulary})")

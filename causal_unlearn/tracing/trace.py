@@ -27,6 +27,7 @@ from causal_unlearn.tracing.engine import KINDS, run_exact
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
 from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning, answer_token_id, subject_token_range
+from causal_unlearn.validation import finite, integer, text
 
 METHODS = ("exact", "attribution")
 
@@ -68,7 +69,15 @@ def trace(
         (['Otto', ' Russet'], True)
     """
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    kinds = _check_settings(kinds, samples, window, method)
+    if not text("prompt", prompt).strip():
+        raise ValueError("the prompt is empty; pass the text that leads up to the answer, e.g. 'Otto Russet lives in'")
+    text("subject", subject)
+    kinds = _check_settings(kinds, method)
+    samples, window = integer("samples", samples, minimum=1), integer("window", window, minimum=1)
+    max_batch_tokens = integer("max_batch_tokens", max_batch_tokens, minimum=1)
+    top_predictions, seed = integer("top_predictions", top_predictions, minimum=0), integer("seed", seed)
+    if subject_std is not None:
+        subject_std = finite("subject_std", subject_std, above=0)
     corruption = resolve_corruption(noise)
     input_ids = lm.to_tokens(prompt)[0]
     _check_length(lm, input_ids)
@@ -140,21 +149,21 @@ def trace_facts(
         1
     """
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    facts = [f if isinstance(f, TraceFact) else TraceFact(*f) for f in facts]
+    facts = [_as_fact(index, f) for index, f in enumerate(facts)]
     if not facts:
         raise ValueError("no facts to trace")
     corruption = resolve_corruption(noise)
     subject_std = settings.pop("subject_std", None)
     if subject_std is None and uses_noise_rule(corruption):
-        subject_std = subject_embedding_std(
-            lm, [lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))] for f in facts]
-        )
+        subject_std = subject_embedding_std(lm, [
+            _about(index, lambda: lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))])
+            for index, f in enumerate(facts)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MultiTokenAnswerWarning)
         results = [
-            trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption, subject_std=subject_std, progress=False,
-                  **settings)
-            for f in tqdm(facts, desc="tracing facts", unit="fact", disable=not progress)
+            _about(index, lambda: trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption,
+                                        subject_std=subject_std, progress=False, **settings))
+            for index, f in enumerate(tqdm(facts, desc="tracing facts", unit="fact", disable=not progress))
         ]
     _summarize_warnings(caught, len(facts))
     for fact, result in zip(facts, results):
@@ -168,6 +177,23 @@ def trace_facts(
     return results
 
 
+def _as_fact(index: int, fact) -> TraceFact:
+    if isinstance(fact, TraceFact):
+        return fact
+    if isinstance(fact, (tuple, list)) and len(fact) == 3 and all(isinstance(x, str) for x in fact):
+        return _about(index, lambda: TraceFact(*fact))
+    raise TypeError(f"fact {index} is {fact!r:.100}; facts are TraceFacts or (prompt, subject, answer) triples of "
+                    "strings")
+
+
+def _about(index: int, compute):
+    """`compute()`, with a bad fact's error saying which fact it is."""
+    try:
+        return compute()
+    except (ValueError, TypeError) as error:
+        raise (TypeError if isinstance(error, TypeError) else ValueError)(f"fact {index}: {error}") from error
+
+
 def _summarize_warnings(caught: list[warnings.WarningMessage], n_facts: int) -> None:
     """One warning for all multi-token answers instead of one per fact; others pass through."""
     multi_token = [w for w in caught if issubclass(w.category, MultiTokenAnswerWarning)]
@@ -179,15 +205,11 @@ def _summarize_warnings(caught: list[warnings.WarningMessage], n_facts: int) -> 
                       "first token", MultiTokenAnswerWarning, stacklevel=3)
 
 
-def _check_settings(kinds: Sequence[str], samples: int, window: int, method: str) -> tuple[str, ...]:
+def _check_settings(kinds: Sequence[str], method: str) -> tuple[str, ...]:
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown kinds {unknown or kinds!r}; choose from {KINDS}")
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an integer >= 1, got {window!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     return kinds

@@ -21,6 +21,7 @@ from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, get_objective
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
+from causal_unlearn.validation import finite, integer
 
 Select = Literal["lowest_joint_loss", "last"]
 Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are forget rows
@@ -102,13 +103,23 @@ def unlearn(
         True
         >>> result.revert()
     """
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"unlearn edits a loaded model in place; load it first (lm = causal_unlearn.load_model(...)) "
+                        f"and pass that, not a {type(model).__name__}, so that you keep the edited model")
     forget, retain = _as_rows("forget", forget), _as_rows("retain", retain)
     _warn_overlap(forget, retain)
-    for name, value in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
+    epochs, batch_size, grad_accum = (_positive(name, value) for name, value in
+                                      dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items())
+    if eval_every is not None:
+        eval_every = _positive("eval_every", eval_every, " or None")
+    if max_length is not None:
+        max_length = _positive("max_length", max_length, " or None")
+    lr, weight_decay = finite("lr", lr, above=0), finite("weight_decay", weight_decay, at_least=0)
+    seed = integer("seed", seed)
+    wrong = [c for c in callbacks if not isinstance(c, UnlearnCallback)]
+    if wrong:
+        raise TypeError(f"callbacks must be UnlearnCallback instances (subclass causal_unlearn.UnlearnCallback), got "
+                        f"{wrong[0]!r:.60}")
     if loss_on not in ("output", "text", "distinct"):
         raise ValueError(f"unknown loss_on {loss_on!r}; use 'output' (the paper), 'text' or 'distinct'")
     if select not in ("lowest_joint_loss", "last"):
@@ -332,6 +343,14 @@ def _train_only(model: LoadedModel, selection: ParameterSelection) -> Iterator[N
             p.requires_grad_(flag)
 
 
+def _positive(name: str, value: Any, alternative: str = "") -> int:
+    try:
+        value = integer(name, value, minimum=1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer{alternative}, got {value!r}") from None
+    return value
+
+
 def _as_rows(name: str, items: Sequence[Row | Mapping[str, str]]) -> list[Row]:
     if not items:
         raise ValueError(f"the {name} set is empty; unlearning needs rows to {'forget' if name == 'forget' else 'keep'}")
@@ -340,7 +359,10 @@ def _as_rows(name: str, items: Sequence[Row | Mapping[str, str]]) -> list[Row]:
         if isinstance(item, Row):
             rows.append(item)
             continue
-        missing = [f for f in REQUIRED_FIELDS if not isinstance(item, Mapping) or f not in item]
+        if not isinstance(item, Mapping):
+            raise TypeError(f"{name} row {index} is a {type(item).__name__}; rows are causal_unlearn.Row objects or "
+                            f"dicts with the fields {list(REQUIRED_FIELDS)}")
+        missing = [f for f in REQUIRED_FIELDS if f not in item]
         if missing:
             raise ValueError(f"{name} row {index} is missing field(s) {missing}; every row needs {list(REQUIRED_FIELDS)}")
         rows.append(Row(**{f: item[f] for f in REQUIRED_FIELDS}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -58,11 +59,18 @@ class ParameterSelection:
 
 
 def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
-    """Sorted, distinct layer indices; a ValueError naming any out of range."""
+    """Sorted, distinct layer indices (Python, numpy or torch integers); an error naming any that is
+    not an integer or out of range."""
+    if isinstance(layers, str) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be integers in a list, e.g. layers=[{layers!r:.20}], got {layers!r:.40}")
     layers = list(layers)
     if not layers:
         raise ValueError("no layers given; pass e.g. layers=[0, 1, 2] or the result of causal_unlearn.localize(...)")
-    bad = [layer for layer in layers if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n_layers]
+    not_integers = [layer for layer in layers if isinstance(layer, bool) or not hasattr(layer, "__index__")]
+    if not_integers:
+        raise TypeError(f"layers must be integers; got {not_integers[0]!r} ({type(not_integers[0]).__name__})")
+    layers = [operator.index(layer) for layer in layers]
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
         raise ValueError(f"layers {bad} are out of range: this model has layers 0..{n_layers - 1}")
     return sorted(set(layers))
