@@ -30,9 +30,14 @@ browser:
 demo: setup
 	$(BIN)/causal-unlearn demo
 
-# Notebook cells get 1200 s: the longest (notebook 03's full demo run) takes about 200 s here.
+# Two workers of one thread each: the tiny models gain little from a second thread, so two tests
+# at a time nearly halve the suite on 2 cores. A test module stays on one worker (its fixtures
+# run once); the longest items (the notebooks, then the demo) are collected first and kept in
+# that order, so that they start first. Notebook cells get 1200 s; `python
+# benchmarks/notebook_cells.py` times them.
 test: setup
-	$(BIN)/python -m pytest -q causal_unlearn tests notebooks --nbmake --nbmake-timeout=1200
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder \
+	    notebooks tests/test_demo.py tests causal_unlearn --nbmake --nbmake-timeout=1200
 
 docs: setup
 	$(BIN)/mkdocs build --strict

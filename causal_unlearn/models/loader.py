@@ -110,7 +110,9 @@ def load_model(
     A model loaded from disk goes to `device` (CUDA when available) in `dtype` (the checkpoint's
     own when None); an in-memory model is moved or cast only when you ask for it, and its weights
     are never changed. The model is put in eval mode; a tokenizer without a pad token gets its EOS
-    token as pad (left padding is applied only inside generation).
+    token as pad (left padding is applied only inside generation). The architecture's spec is
+    checked on the model with one 6-token forward (`check_residual_stream`): a spec whose
+    addresses do not add up to the residual stream is refused, saying what to name instead.
 
     Examples:
         >>> load_model("olmo-tiny-bios", device="cpu", dtype="float32")
