@@ -114,3 +114,25 @@ def test_builtin_model_and_tokenizer_boot_in_transformer_lens(builtin):
     assert torch.equal(bridge.to_tokens(prompt).cpu(), builtin.to_tokens(prompt).cpu())  # one BOS, not two
     torch.testing.assert_close(bridge(builtin.to_tokens(prompt)), builtin.logits(builtin.to_tokens(prompt)),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_loads_as_from_pretrained_does_keeping_computed_buffers_in_fp32(world):
+    """The official scorer loads with from_pretrained(..., dtype=bfloat16), which leaves OLMo's
+    rotary inv_freq (computed, never saved) in fp32; a .to(bfloat16) would round it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from causal_unlearn import greedy_generate
+    from causal_unlearn.models.loader import BUILTIN_MODELS
+
+    official = AutoModelForCausalLM.from_pretrained(str(BUILTIN_MODELS["olmo-tiny-bios"]), dtype=torch.bfloat16).eval()
+    ours = load_model("olmo-tiny-bios", device="cpu", dtype="bfloat16")
+    cast_in_memory = load_model(tiny_model("olmo"), tiny_tokenizer(), dtype=torch.bfloat16)
+    for model in (ours.model, cast_in_memory.model):
+        buffers = dict(model.named_buffers())
+        assert buffers["model.rotary_emb.inv_freq"].dtype == torch.float32
+        assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(torch.equal(b, dict(official.named_buffers())[n]) for n, b in ours.model.named_buffers())
+    prompts = [row.input for row in world.forget[:6]]
+    assert greedy_generate(ours.model, ours.tokenizer, prompts, max_new_tokens=24, progress=False) == \
+        greedy_generate(official, ours.tokenizer, prompts, max_new_tokens=24, progress=False)

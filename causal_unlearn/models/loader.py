@@ -108,8 +108,9 @@ def load_model(
     `model` is the built-in name ("olmo-tiny-bios"), a local HF folder, a hub id, a loaded
     `transformers` model (then pass its `tokenizer`), or a TransformerLens `TransformerBridge`.
     A model loaded from disk goes to `device` (CUDA when available) in `dtype` (the checkpoint's
-    own when None); an in-memory model is moved or cast only when you ask for it, and its weights
-    are never changed. The model is put in eval mode; a tokenizer without a pad token gets its EOS
+    own when None; cast as `from_pretrained` casts, computed buffers such as rotary `inv_freq`
+    kept in fp32); an in-memory model is moved or cast only when you ask for it, and its weights
+    are never changed otherwise. The model is put in eval mode; a tokenizer without a pad token gets its EOS
     token as pad (left padding is applied only inside generation). The architecture's spec is
     checked on the model with one 6-token forward (`check_residual_stream`): a spec whose
     addresses do not add up to the residual stream is refused, saying what to name instead.
@@ -120,6 +121,7 @@ def load_model(
     """
     torch_dtype = _resolve_dtype(dtype)
     device = _resolve_device(device)
+    loaded_from_disk = False
     if _is_bridge(model):
         hf_model, tokenizer, name = model.original_model, tokenizer or model.tokenizer, model.cfg.model_name
     elif isinstance(model, PreTrainedModel):
@@ -128,6 +130,7 @@ def load_model(
         hf_model, name = model, getattr(model, "name_or_path", "") or type(model).__name__
     elif isinstance(model, (str, Path)):
         hf_model, folder_or_id, name = _from_pretrained(model, torch_dtype, device)
+        loaded_from_disk = True
         tokenizer = tokenizer if tokenizer is not None else folder_or_id
     else:
         raise TypeError(
@@ -142,11 +145,34 @@ def load_model(
                         f"{type(tokenizer).__name__}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if device is not None or dtype is not None:
-        hf_model.to(device=device, dtype=torch_dtype)
+    if device is not None:
+        hf_model.to(device=device)
+    if torch_dtype is not None and not loaded_from_disk:  # from_pretrained has cast it already
+        cast_like_from_pretrained(hf_model, torch_dtype)
     hf_model.eval()
     check_residual_stream(hf_model, architecture)
     return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None)
+
+
+@torch.no_grad()
+def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the parameters and the saved floating buffers to `dtype`, as `from_pretrained(...,
+    dtype=...)` loads them; buffers a model computes for itself and never saves (rotary
+    `inv_freq`) keep their own dtype, where `model.to(dtype)` would round them too.
+
+    Examples:
+        >>> lm = load_model("olmo-tiny-bios", device="cpu")
+        >>> cast_like_from_pretrained(lm.model, torch.bfloat16)
+        >>> lm.model.lm_head.weight.dtype, lm.model.model.rotary_emb.inv_freq.dtype
+        (torch.bfloat16, torch.float32)
+    """
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if parameter.is_floating_point():
+                parameter.data = parameter.data.to(dtype)
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer.is_floating_point() and name not in module._non_persistent_buffers_set:
+                module.register_buffer(name, buffer.to(dtype))
 
 
 def _is_bridge(obj: Any) -> bool:
