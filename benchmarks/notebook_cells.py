@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3, help="slowest cells shown per notebook")
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
-    print(f"| notebook | total s | cell | s | limit / s | first line |\n| --- | --- | --- | --- | --- | --- |")
+    print("| notebook | total s | cell | s | limit / s | first line |\n| --- | --- | --- | --- | --- | --- |")
     for path in paths:
         timings = cell_seconds(path)
         total = sum(seconds for _, seconds, _ in timings)

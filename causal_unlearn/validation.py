@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None) -> int:

@@ -123,3 +123,17 @@ def test_architectures_that_cannot_be_traced_are_refused_clearly(registry):
     with pytest.raises(ArchitectureMismatchError, match=r"mlp_contribution_path='model.layers.2.feed_forward', which "
                                                         r"this gemma2 model does not have .*'mlp'"):
         load_model(tiny_model("gemma2"), tiny_tokenizer())
+
+
+def test_the_check_runs_without_dropout_and_leaves_the_training_flag():
+    """Falcon drops out the sum of its sublayers outside them: in train mode the identity holds
+    only because the check runs the probe in eval mode."""
+    from transformers import AutoModelForCausalLM, FalconConfig
+
+    from causal_unlearn.models import check_residual_stream
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(FalconConfig(vocab_size=300, hidden_size=32, num_hidden_layers=3,
+                                                          num_attention_heads=4, hidden_dropout=0.5)).train()
+    check_residual_stream(model, get_architecture("falcon"))
+    assert model.training

@@ -8,6 +8,7 @@ trace and edit the wrong states without any error, so every model is checked onc
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from jaxtyping import Float
@@ -47,9 +48,7 @@ def check_residual_stream(model: nn.Module, spec: ArchitectureSpec) -> None:
                          "from_pretrained(...) without device_map='meta', or accelerate's load_checkpoint_and_dispatch")
     vocabulary = getattr(model.config, "vocab_size", None) or 2
     input_ids = (torch.arange(PROBE_TOKENS, device=parameter.device) * 7 + 3) % vocabulary
-    addresses = _registered(spec, n_layers)
-    with torch.no_grad(), record_outputs(model, addresses) as seen:
-        model(input_ids=input_ids[None], use_cache=False)
+    seen = _probe(model, input_ids, _registered(spec, n_layers))
     _check_shapes(seen, spec, n_layers, model.config.model_type)
     tolerance = TOLERANCE.get(parameter.dtype, LOW_PRECISION_TOLERANCE)
     errors = [_relative_error(seen, spec, layer) for layer in range(n_layers)]
@@ -57,13 +56,25 @@ def check_residual_stream(model: nn.Module, spec: ArchitectureSpec) -> None:
     if not bad:
         return
     layer = bad[0]
-    worst = max(bad, key=lambda l: errors[l] if errors[l] == errors[l] else float("inf"))
+    worst = max(bad, key=lambda l: math.inf if math.isnan(errors[l]) else errors[l])
     raise ArchitectureMismatchError(
         f"the architecture spec {spec.name!r} does not describe this {model.config.model_type} model's residual "
         f"stream: block_output[l] - block_output[l-1] - attn_contribution[l] - mlp_contribution[l] should be 0, but "
         f"is {errors[layer]:.1%} of block_output at layer {layer} (the worst, layer {worst}: {errors[worst]:.1%}; "
         f"tolerance {tolerance:.0e}). {_diagnosis(model, spec, input_ids, layer, tolerance)}"
     )
+
+
+def _probe(model: nn.Module, input_ids: Tensor, addresses: list[str]) -> dict[str, Tensor]:
+    """The outputs at `addresses` for one forward of `input_ids`, in eval mode (no dropout)."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), record_outputs(model, addresses) as seen:
+            model(input_ids=input_ids[None], use_cache=False)
+    finally:
+        model.train(training)
+    return seen
 
 
 def _registered(spec: ArchitectureSpec, n_layers: int) -> list[str]:
@@ -131,8 +142,7 @@ def _diagnosis(model: nn.Module, spec: ArchitectureSpec, input_ids: Tensor, laye
     """Which two modules of the block would make the identity hold, if any do."""
     block = spec.block_output(layer)
     inside = [f"{block}.{name}" for name, _ in model.get_submodule(block).named_modules() if name]
-    with torch.no_grad(), record_outputs(model, _registered(spec, model.config.num_hidden_layers) + inside) as seen:
-        model(input_ids=input_ids[None], use_cache=False)
+    seen = _probe(model, input_ids, _registered(spec, model.config.num_hidden_layers) + inside)
     shape = seen[block].shape
     candidates = [a for a in inside if isinstance(seen.get(a), Tensor) and seen[a].shape == shape]
     fits = [(a, m) for a, m in itertools.product(candidates, repeat=2)
@@ -142,7 +152,7 @@ def _diagnosis(model: nn.Module, spec: ArchitectureSpec, input_ids: Tensor, laye
         return (f"In block {layer} the identity holds with attn_contribution={attn!r} and mlp_contribution={mlp!r}: "
                 f"register the spec with attn_contribution_path='{spec.block}.{attn}' and "
                 f"mlp_contribution_path='{spec.block}.{mlp}'.")
-    if layer == 0 and len(seen) and all(_relative_error(seen, spec, l) <= tolerance
+    if layer == 0 and all(_relative_error(seen, spec, l) <= tolerance
                                         for l in range(1, model.config.num_hidden_layers)):
         return ("Only layer 0 is off: check the embedding (and position_embedding) addresses; the first block "
                 "must read exactly their sum.")
