@@ -219,7 +219,7 @@ def test_bad_inputs(builtin):
             trace(builtin, prompt, "Otto Russet", progress=False, **kwargs)
     with pytest.raises(ValueError, match="longer than the model's context of 512"):
         trace(builtin, "word " * 600 + prompt, "Otto Russet")
-    with pytest.warns(UserWarning, match=r"answer ' Houston TX' is 2 tokens .* scores the first, 'ĠHouston'"):
+    with pytest.warns(UserWarning, match=r"answer ' Houston TX' is 2 tokens \[' Houston', ' TX'\]; tracing scores the first, ' Houston'"):
         trace(builtin, prompt, "Otto Russet", answer=" Houston TX", kinds=("hidden",), samples=1, progress=False)
     with pytest.raises(ValueError, match="no facts"):
         trace_facts(builtin, [])

@@ -31,7 +31,7 @@ def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int
     start_char = prompt.find(subject)
     encoding = lm.tokenizer(prompt, return_offsets_mapping=True)
     if start_char < 0:
-        tokens = lm.tokenizer.convert_ids_to_tokens(encoding["input_ids"])
+        tokens = [lm.tokenizer.decode([i]) for i in encoding["input_ids"]]  # as text, not BPE glyphs
         raise ValueError(
             f"subject {subject!r} does not occur in prompt {prompt!r} (searched the prompt text; the prompt "
             f"tokenizes as {tokens}). Pass the subject exactly as it is written in the prompt."
@@ -74,7 +74,7 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
         )
     answer_ids = full_ids[len(prompt_ids):]
     if len(answer_ids) > 1:
-        pieces = lm.tokenizer.convert_ids_to_tokens(answer_ids)
+        pieces = [lm.tokenizer.decode([i]) for i in answer_ids]
         warnings.warn(
             f"answer {answer!r} is {len(answer_ids)} tokens {pieces}; tracing scores the first, {pieces[0]!r}",
             MultiTokenAnswerWarning,
