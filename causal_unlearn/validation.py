@@ -58,7 +58,14 @@ def finite(name: str, value: Any, *, above: float | None = None, at_least: float
 
 
 def text(name: str, value: Any) -> str:
-    """`value` if it is a string, else a TypeError naming `name`."""
+    """`value` if it is a string, else a TypeError naming `name`.
+
+    Examples:
+        >>> text("prompt", ["Otto Russet lives in"])
+        Traceback (most recent call last):
+        ...
+        TypeError: prompt must be a string, got a list: ['Otto Russet lives in']
+    """
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got a {type(value).__name__}: {value!r:.80}")
     return value

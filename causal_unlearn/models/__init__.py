@@ -11,6 +11,6 @@ from causal_unlearn.models.loader import BUILTIN_MODELS, LoadedModel, load_model
 from causal_unlearn.models.residual import ArchitectureMismatchError, check_residual_stream
 
 __all__ = [
-    "ArchitectureMismatchError", "ArchitectureSpec", "BUILTIN_MODELS", "check_residual_stream", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
-    "load_model", "register_architecture", "supported_architectures",
+    "ArchitectureMismatchError", "ArchitectureSpec", "BUILTIN_MODELS", "LoadedModel", "UnsupportedArchitectureError",
+    "check_residual_stream", "get_architecture", "load_model", "register_architecture", "supported_architectures",
 ]

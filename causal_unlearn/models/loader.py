@@ -145,10 +145,11 @@ def load_model(
                         f"{type(tokenizer).__name__}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if device is not None:
-        hf_model.to(device=device)
-    if torch_dtype is not None and not loaded_from_disk:  # from_pretrained has cast it already
-        cast_like_from_pretrained(hf_model, torch_dtype)
+    if not loaded_from_disk:  # from_pretrained has placed and cast it already
+        if device is not None:
+            hf_model.to(device=device)
+        if torch_dtype is not None:
+            cast_like_from_pretrained(hf_model, torch_dtype)
     hf_model.eval()
     check_residual_stream(hf_model, architecture)
     return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None)
@@ -167,7 +168,7 @@ def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> None:
         (torch.bfloat16, torch.float32)
     """
     for module in model.modules():
-        for name, parameter in module.named_parameters(recurse=False):
+        for parameter in module.parameters(recurse=False):
             if parameter.is_floating_point():
                 parameter.data = parameter.data.to(dtype)
         for name, buffer in module.named_buffers(recurse=False):

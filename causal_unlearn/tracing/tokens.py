@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import operator
 import warnings
 
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.validation import integer
 
 
 class MultiTokenAnswerWarning(UserWarning):
@@ -54,9 +54,7 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
     `prompt` (tokenized together, so a leading space is handled as the model sees it)."""
     if not isinstance(answer, str):
         try:
-            if isinstance(answer, bool):
-                raise TypeError
-            answer = operator.index(answer)
+            answer = integer("answer", answer)
         except TypeError:
             raise TypeError(f"the answer must be text or a token id (an integer), got {answer!r:.60}") from None
         vocabulary = getattr(lm.model.config, "vocab_size", None) or len(lm.tokenizer)

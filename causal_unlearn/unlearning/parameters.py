@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.validation import integer
 
 Modules = Literal["mlp", "attn", "all"]
 MODULES: tuple[str, ...] = ("mlp", "attn", "all")
@@ -66,14 +66,18 @@ def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
     layers = list(layers)
     if not layers:
         raise ValueError("no layers given; pass e.g. layers=[0, 1, 2] or the result of causal_unlearn.localize(...)")
-    not_integers = [layer for layer in layers if isinstance(layer, bool) or not hasattr(layer, "__index__")]
-    if not_integers:
-        raise TypeError(f"layers must be integers; got {not_integers[0]!r} ({type(not_integers[0]).__name__})")
-    layers = [operator.index(layer) for layer in layers]
+    layers = [_layer_index(layer) for layer in layers]
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
         raise ValueError(f"layers {bad} are out of range: this model has layers 0..{n_layers - 1}")
     return sorted(set(layers))
+
+
+def _layer_index(layer) -> int:
+    try:
+        return integer("a layer", layer)
+    except TypeError:
+        raise TypeError(f"layers must be integers; got {layer!r} ({type(layer).__name__})") from None
 
 
 def select_parameters(model: LoadedModel, layers: Iterable[int], modules: Modules = "mlp") -> ParameterSelection:
