@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from causal_unlearn.models.architectures import ArchitectureSpec, get_architecture
-from causal_unlearn.models.residual import check_residual_stream
+from causal_unlearn.models.residual import check_addresses, check_residual_stream
 
 BUILTIN_MODELS: dict[str, Path] = {"olmo-tiny-bios": Path(__file__).parent / "olmo_tiny_bios"}
 
@@ -46,6 +46,7 @@ class LoadedModel:
     architecture: ArchitectureSpec
     name: str
     bridge: Any = field(default=None, repr=False)
+    nnsight: Any = field(default=None, repr=False)  # the nnsight wrapper traces run through (backend="nnsight")
 
     @property
     def n_layers(self) -> int:
@@ -57,7 +58,14 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        device = next(self.model.parameters()).device
+        # a model that lives on a server (nnsight, remote=True) has its weights on meta here
+        return torch.device("cpu") if device.type == "meta" else device
+
+    @property
+    def is_remote_only(self) -> bool:
+        """Whether the weights are not here (an nnsight model on the meta device, to run on NDIF)."""
+        return next(self.model.parameters()).device.type == "meta"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -78,7 +86,7 @@ class LoadedModel:
             >>> twin.model is lm.model, torch.equal(twin.model.lm_head.weight, lm.model.lm_head.weight)
             (False, True)
         """
-        return dataclasses.replace(self, model=copy.deepcopy(self.model), bridge=None)
+        return dataclasses.replace(self, model=copy.deepcopy(self.model), bridge=None, nnsight=None)
 
     def module(self, path: str) -> nn.Module:
         """The submodule at a registry address, e.g. `lm.module(lm.architecture.mlp_module(3))`."""
@@ -124,6 +132,10 @@ def load_model(
     loaded_from_disk = False
     if _is_bridge(model):
         hf_model, tokenizer, name = model.original_model, tokenizer or model.tokenizer, model.cfg.model_name
+    elif _is_nnsight(model):
+        hf_model, tokenizer = model._module, tokenizer or model.tokenizer
+        name = getattr(model, "repo_id", None) if isinstance(getattr(model, "repo_id", None), str) else None
+        name = name or getattr(hf_model, "name_or_path", "") or type(hf_model).__name__
     elif isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError("an in-memory model needs its tokenizer: load_model(model, tokenizer)")
@@ -135,7 +147,8 @@ def load_model(
     else:
         raise TypeError(
             f"load_model cannot load a {type(model).__name__}; pass a built-in name "
-            f"({', '.join(BUILTIN_MODELS)}), a folder, a hub id, a transformers model or a TransformerBridge"
+            f"({', '.join(BUILTIN_MODELS)}), a folder, a hub id, a transformers model, a TransformerBridge or an "
+            "nnsight TransformersModel"
         )
     architecture = get_architecture(hf_model.config)
     if isinstance(tokenizer, (str, Path)):
@@ -151,8 +164,12 @@ def load_model(
         if torch_dtype is not None:
             cast_like_from_pretrained(hf_model, torch_dtype)
     hf_model.eval()
-    check_residual_stream(hf_model, architecture)
-    return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None)
+    if next(hf_model.parameters()).device.type == "meta" and _is_nnsight(model):
+        check_addresses(hf_model, architecture)  # no weights here to run the probe on; NDIF runs the traces
+    else:
+        check_residual_stream(hf_model, architecture)
+    return LoadedModel(hf_model, tokenizer, architecture, str(name), bridge=model if _is_bridge(model) else None,
+                       nnsight=model if _is_nnsight(model) else None)
 
 
 @torch.no_grad()
@@ -178,6 +195,10 @@ def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> None:
 
 def _is_bridge(obj: Any) -> bool:
     return type(obj).__name__ == "TransformerBridge" and hasattr(obj, "original_model")
+
+
+def _is_nnsight(obj: Any) -> bool:
+    return type(obj).__module__.startswith("nnsight.") and isinstance(getattr(obj, "_module", None), PreTrainedModel)
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

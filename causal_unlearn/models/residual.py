@@ -41,7 +41,7 @@ def check_residual_stream(model: nn.Module, spec: ArchitectureSpec) -> None:
         >>> check_residual_stream(lm.model, lm.architecture)  # passes silently
     """
     n_layers = model.config.num_hidden_layers
-    _check_addresses(model, spec, n_layers)
+    check_addresses(model, spec)
     parameter = next(model.parameters())
     if parameter.device.type == "meta":
         raise ValueError("the model's weights are on the meta device (not loaded); load them first, e.g. with "
@@ -84,7 +84,10 @@ def _registered(spec: ArchitectureSpec, n_layers: int) -> list[str]:
     return addresses
 
 
-def _check_addresses(model: nn.Module, spec: ArchitectureSpec, n_layers: int) -> None:
+def check_addresses(model: nn.Module, spec: ArchitectureSpec) -> None:
+    """Raise `ArchitectureMismatchError` if a module the spec names is not in the model (the part
+    of `check_residual_stream` that needs no weights, e.g. for a model that runs on NDIF)."""
+    n_layers = model.config.num_hidden_layers
     paths = {"embedding": spec.embedding, "position_embedding": spec.position_embedding,
              "block": spec.block_output(n_layers - 1), "attn_contribution_path": spec.attn_contribution(n_layers - 1),
              "mlp_contribution_path": spec.mlp_contribution(n_layers - 1), "attn_module_path": spec.attn_module(0),

@@ -84,12 +84,11 @@ def embeddings_of(lm: LoadedModel, input_ids: Tensor) -> Float[Tensor, "... pos 
     return lm.module(lm.architecture.embedding)(input_ids.to(lm.device))
 
 
-def subject_embedding_std(lm: LoadedModel, subject_token_ids: list[Tensor]) -> float:
+def subject_embedding_std(subject_embeddings: list[Float[Tensor, "subject_pos d_model"]]) -> float:
     """Std of all elements of the subjects' token embeddings, pooled (ROME's `collect_embedding_std`)."""
-    if not subject_token_ids:
+    if not subject_embeddings:
         raise ValueError("no subjects to measure the embedding std on")
-    pooled = torch.cat([embeddings_of(lm, ids).float().flatten() for ids in subject_token_ids])
-    return pooled.std().item()
+    return torch.cat([embedded.float().flatten() for embedded in subject_embeddings]).std().item()
 
 
 def uses_noise_rule(corruption: Corruption) -> bool:

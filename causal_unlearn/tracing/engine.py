@@ -128,7 +128,7 @@ def run_exact(
         output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
     prefix_cache = _keys_and_values(output)
 
-    first_corrupted = _first_corrupted_position(lm, input_ids, corrupted)
+    first_corrupted = first_corrupted_position(lm.module(spec.embedding)(input_ids), corrupted)
     cells = [
         Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers))
         for kind in kinds for t in range(first_corrupted, n_tokens) for layer in range(n_layers)
@@ -245,12 +245,11 @@ def _mean_probs(logits: Float[Tensor, "rows vocab"], groups: int) -> Float[Tenso
     return logits.float().softmax(-1).view(groups, -1, logits.shape[-1]).mean(1)
 
 
-def _first_corrupted_position(lm: LoadedModel, input_ids: Tensor, corrupted: Tensor) -> int:
+def first_corrupted_position(clean: Float[Tensor, "pos d_model"], corrupted: Float[Tensor, "samples pos d_model"]) -> int:
     """The first position whose embedding the corruption changed (the number of tokens if none)."""
-    clean = lm.module(lm.architecture.embedding)(input_ids)
     changed = (corrupted != clean).any(dim=-1).any(dim=0)
     positions = changed.nonzero()
-    return int(positions[0]) if len(positions) else input_ids.shape[0]
+    return int(positions[0]) if len(positions) else clean.shape[0]
 
 
 def _chunks(cells: list[Cell], samples: int, n_tokens: int, max_batch_tokens: int) -> Iterator[list[Cell]]:

@@ -23,13 +23,15 @@ from causal_unlearn.tracing.corruption import (
     subject_embedding_std,
     uses_noise_rule,
 )
-from causal_unlearn.tracing.engine import KINDS, run_exact
+from causal_unlearn.tracing.engine import KINDS, first_corrupted_position, run_exact
 from causal_unlearn.tracing.metrics import make_metric
+from causal_unlearn.tracing.nnsight_backend import clean_passes, run_nnsight
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
 from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning, answer_token_id, subject_token_range
 from causal_unlearn.validation import finite, integer, text
 
 METHODS = ("exact", "attribution")
+BACKENDS = ("torch", "nnsight")
 
 
 def trace(
@@ -50,6 +52,8 @@ def trace(
     progress: bool = True,
     subject_std: float | None = None,
     top_predictions: int = 0,
+    backend: str = "torch",
+    remote: bool | str = False,
 ) -> TraceResult:
     """Causally trace where `model` recalls the answer to `prompt` about `subject`.
 
@@ -60,6 +64,11 @@ def trace(
     backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
     (`trace_facts` pools it over all facts, as ROME does). `top_predictions=k` also keeps each
     cell's k most probable next tokens (exact method; `TraceResult.predictions`).
+
+    `backend="nnsight"` runs the same recipe as nnsight interventions (equal numbers, slower
+    here); with `remote=True` the request runs on NDIF, for the models NDIF hosts
+    (`load_model(nnsight.TransformersModel("meta-llama/Llama-3.1-70B"))`, no weights here), and
+    `remote="local"` serializes it and runs it here as a server would.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -79,31 +88,37 @@ def trace(
     if subject_std is not None:
         subject_std = finite("subject_std", subject_std, above=0)
     corruption = resolve_corruption(noise)
+    backend, remote = _check_backend(lm, backend, remote, method, top_predictions)
     input_ids = lm.to_tokens(prompt)[0]
     _check_length(lm, input_ids)
     subject_range = subject_token_range(lm, prompt, subject)
-    answer_id = answer_token_id(lm, prompt, answer) if answer is not None else int(lm.logits(input_ids[None])[0, -1].argmax())
-    foil_id = answer_token_id(lm, prompt, foil) if foil is not None else None
-    metric_fn = make_metric(metric, answer_id, foil_id)
-
-    replacement = None
+    prompts = [input_ids]
     if isinstance(corruption, TokenReplacement):
-        replacement = embeddings_of(lm, _replacement_ids(lm, prompt, corruption.prompt, input_ids))
+        prompts.append(_replacement_ids(lm, prompt, corruption.prompt, input_ids))
+    (clean, clean_top1), *replacement = _clean_passes(lm, prompts, backend, remote, top1=answer is None)
+    answer_id = answer_token_id(lm, prompt, answer) if answer is not None else clean_top1
+    foil_id = answer_token_id(lm, prompt, foil) if foil is not None else None
+
+    if replacement:
         samples = 1  # no randomness: every copy would be the same
     if subject_std is None and uses_noise_rule(corruption):
-        subject_std = subject_embedding_std(lm, [input_ids[slice(*subject_range)]])
+        subject_std = subject_embedding_std([clean[slice(*subject_range)]])
     scale = noise_scale(corruption, subject_std)
-    corrupted = corrupted_embeddings(
-        embeddings_of(lm, input_ids), subject_range, corruption, samples=samples, scale=scale, seed=seed,
-        replacement=replacement,
-    )
-    if method == "exact":
+    corrupted = corrupted_embeddings(clean, subject_range, corruption, samples=samples, scale=scale, seed=seed,
+                                     replacement=replacement[0][0] if replacement else None)
+    if backend == "nnsight":
+        computed = run_nnsight(lm, input_ids, corrupted, metric, answer_id, foil_id, kinds=kinds, window=window,
+                               first_corrupted=first_corrupted_position(clean, corrupted),
+                               max_batch_tokens=max_batch_tokens, remote=remote)
+    elif method == "exact":
+        metric_fn = make_metric(metric, answer_id, foil_id)
         computed = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
                              max_batch_tokens=max_batch_tokens, progress=progress, top_predictions=top_predictions)
     elif top_predictions:
         raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
     else:
-        computed = run_attribution(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window)
+        computed = run_attribution(lm, input_ids, corrupted, make_metric(metric, answer_id, foil_id), kinds=kinds,
+                                   window=window)
     return TraceResult(
         prompt=prompt,
         subject=subject,
@@ -155,9 +170,11 @@ def trace_facts(
     corruption = resolve_corruption(noise)
     subject_std = settings.pop("subject_std", None)
     if subject_std is None and uses_noise_rule(corruption):
-        subject_std = subject_embedding_std(lm, [
-            _about(index, lambda: lm.to_tokens(f.prompt)[0][slice(*subject_token_range(lm, f.prompt, f.subject))])
-            for index, f in enumerate(facts)])
+        ranges = [_about(index, lambda: subject_token_range(lm, f.prompt, f.subject)) for index, f in enumerate(facts)]
+        backend, remote = _check_backend(lm, settings.get("backend", "torch"), settings.get("remote", False),
+                                         settings.get("method", "exact"), settings.get("top_predictions", 0))
+        passes = _clean_passes(lm, [lm.to_tokens(f.prompt)[0] for f in facts], backend, remote, top1=False)
+        subject_std = subject_embedding_std([embedded[slice(*r)] for (embedded, _), r in zip(passes, ranges)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MultiTokenAnswerWarning)
         results = [
@@ -213,6 +230,34 @@ def _check_settings(kinds: Sequence[str], method: str) -> tuple[str, ...]:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     return kinds
+
+
+def _check_backend(lm: LoadedModel, backend: str, remote: bool | str, method: str,
+                   top_predictions: int) -> tuple[str, bool | str]:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use 'torch' (this process, fastest) or 'nnsight' "
+                         "(nnsight interventions, locally or on NDIF with remote=True)")
+    if remote not in (False, True, "local"):
+        raise ValueError(f"remote must be False, True (NDIF) or 'local' (the remote path, run here), got {remote!r}")
+    if remote and backend != "nnsight":
+        raise ValueError("remote tracing runs through nnsight: pass backend='nnsight' with remote=...")
+    if lm.is_remote_only and not (backend == "nnsight" and remote):
+        raise ValueError(f"{lm.name}'s weights are not on this machine (meta device); trace it on NDIF with "
+                         "backend='nnsight', remote=True, or load it with its weights")
+    if backend == "nnsight" and (method != "exact" or top_predictions):
+        raise ValueError("backend='nnsight' runs method='exact' without top_predictions; use the torch backend for "
+                         "attribution or top predictions")
+    return backend, remote
+
+
+def _clean_passes(lm: LoadedModel, prompts: list[torch.Tensor], backend: str, remote: bool | str, *, top1: bool,
+                  ) -> list[tuple[torch.Tensor, int | None]]:
+    """Each prompt's clean embeddings (what the corruption perturbs) and, with `top1`, its clean
+    top-1 next token: through nnsight (one request) or here."""
+    if backend == "nnsight":
+        return clean_passes(lm, prompts, remote=remote)
+    return [(embeddings_of(lm, ids), int(lm.logits(ids[None])[0, -1].argmax()) if top1 and i == 0 else None)
+            for i, ids in enumerate(prompts)]
 
 
 def _check_length(lm: LoadedModel, input_ids: torch.Tensor) -> None:

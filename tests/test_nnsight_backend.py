@@ -1,0 +1,96 @@
+"""The nnsight backend computes the engine's numbers: locally, through the serialized remote path
+(`remote="local"`, the request run as NDIF would run it), and from an nnsight model."""
+
+import pytest
+import torch
+from nnsight import TransformersModel
+
+import causal_unlearn as cu
+from causal_unlearn.models.loader import BUILTIN_MODELS
+from tiny_models import CONFIGS, SLIDING, tiny_model, tiny_tokenizer
+
+PROMPT, SUBJECT = "Otto Russet was born on", "Otto Russet"
+
+
+def assert_same_trace(ours, theirs, tolerance=1e-5):
+    assert ours.answer_id == theirs.answer_id and ours.subject_range == theirs.subject_range
+    assert ours.high == pytest.approx(theirs.high, abs=tolerance) and ours.low == pytest.approx(theirs.low, abs=tolerance)
+    assert set(ours.scores) == set(theirs.scores)
+    for kind in ours.scores:
+        torch.testing.assert_close(ours.scores[kind], theirs.scores[kind], atol=tolerance, rtol=0)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(samples=4),
+    dict(samples=2, window=3, metric="logprob", answer=" February", kinds=("mlp", "attn")),
+    dict(noise=cu.TokenReplacement("Ada Cobalt was born on"), window=1, metric="logit_diff", answer=" May", foil=" June"),
+])
+def test_nnsight_backend_equals_engine_on_builtin(builtin, settings):
+    engine = cu.trace(builtin, PROMPT, SUBJECT, progress=False, **settings)
+    through_nnsight = cu.trace(builtin, PROMPT, SUBJECT, backend="nnsight", **settings)
+    assert_same_trace(through_nnsight, engine)
+    assert engine.high != engine.low and engine.scores["mlp"].std() > 1e-3  # a trace with something to get wrong
+
+
+def test_serialized_remote_request_equals_engine(builtin):
+    """remote='local' serializes the request, hides this package (a server does not have it),
+    deserializes and runs it: the path NDIF takes, without the network."""
+    engine = cu.trace(builtin, PROMPT, SUBJECT, samples=3, window=4, progress=False)
+    remote = cu.trace(builtin, PROMPT, SUBJECT, samples=3, window=4, backend="nnsight", remote="local")
+    assert_same_trace(remote, engine)
+
+
+@pytest.mark.parametrize("model_type, sliding", [(t, False) for t in CONFIGS] + [(t, True) for t in SLIDING])
+def test_nnsight_backend_equals_engine_on_tiny_architectures(model_type, sliding):
+    lm = cu.load_model(tiny_model(model_type, sliding=sliding), tiny_tokenizer())
+    settings = dict(answer=" 3", samples=2, window=2, noise=0.5, max_batch_tokens=64)
+    engine = cu.trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", progress=False, **settings)
+    assert_same_trace(cu.trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", backend="nnsight", **settings),
+                      engine)
+
+
+def test_trace_facts_pools_the_same_noise_through_nnsight(builtin, world):
+    facts = world.trace_facts(attribute="city")[:2]
+    engine = cu.trace_facts(builtin, facts, kinds=("mlp",), samples=2, progress=False)
+    through_nnsight = cu.trace_facts(builtin, facts, kinds=("mlp",), samples=2, backend="nnsight", progress=False)
+    for ours, theirs in zip(through_nnsight, engine):
+        assert ours.settings.noise_scale == pytest.approx(theirs.settings.noise_scale, rel=1e-6)
+        assert_same_trace(ours, theirs)
+
+
+def test_nnsight_model_loads_and_a_meta_model_traces_only_remotely(builtin):
+    """load_model takes an nnsight model: with weights it is an ordinary model (same logits);
+    without (meta device, as for a model NDIF hosts) it traces only through a request."""
+    folder = str(BUILTIN_MODELS["olmo-tiny-bios"])
+    ids = builtin.to_tokens(PROMPT)
+    dispatched = cu.load_model(TransformersModel(folder, task="text-generation", dispatch=True))
+    torch.testing.assert_close(dispatched.logits(ids), builtin.logits(ids))
+
+    meta = cu.load_model(TransformersModel(folder, task="text-generation"))  # nnsight loads no weights until a request runs
+    assert meta.is_remote_only and meta.device.type == "cpu" and meta.n_layers == builtin.n_layers
+    with pytest.raises(ValueError, match="not on this machine.*remote=True"):
+        cu.trace(meta, PROMPT, SUBJECT)
+    engine = cu.trace(builtin, PROMPT, SUBJECT, samples=2, window=4, progress=False)
+    assert_same_trace(cu.trace(meta, PROMPT, SUBJECT, samples=2, window=4, backend="nnsight", remote="local"), engine)
+
+
+def test_wrapping_in_nnsight_leaves_weights_and_engine_results_unchanged(world):
+    lm = cu.load_model("olmo-tiny-bios")
+    weights = {name: p.clone() for name, p in lm.model.named_parameters()}
+    before = cu.trace(lm, PROMPT, SUBJECT, samples=2, progress=False)
+    cu.trace(lm, PROMPT, SUBJECT, samples=2, kinds=("hidden",), backend="nnsight")
+    after = cu.trace(lm, PROMPT, SUBJECT, samples=2, progress=False)
+    assert_same_trace(after, before, tolerance=0)
+    assert all(torch.equal(p, weights[name]) for name, p in lm.model.named_parameters())
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(backend="jax"), "unknown backend 'jax'"),
+    (dict(remote=True), "remote tracing runs through nnsight"),
+    (dict(backend="nnsight", remote="yes"), "remote must be False, True"),
+    (dict(backend="nnsight", method="attribution"), "runs method='exact'"),
+    (dict(backend="nnsight", top_predictions=3), "without top_predictions"),
+])
+def test_bad_backend_settings_are_refused(builtin, settings, message):
+    with pytest.raises(ValueError, match=message):
+        cu.trace(builtin, PROMPT, SUBJECT, **settings)
