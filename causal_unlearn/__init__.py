@@ -21,7 +21,7 @@ from causal_unlearn.tracing import (
 )
 from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
 from causal_unlearn.unlearning import (
-    Objective, ParameterSelection, UnlearnCallback, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted, compare,
+    Objective, ParameterSelection, UnlearnCallback, UnlearnConfig, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted, compare,
     control_layer_sets, select_parameters, unlearn,
 )
 from causal_unlearn.evaluation import (
@@ -44,7 +44,7 @@ __all__ = [
     # localization
     "Localization", "TraceComparison", "compare_traces", "localize",
     # unlearning
-    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
+    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
     "compare", "control_layer_sets", "select_parameters", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",

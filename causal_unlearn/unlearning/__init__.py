@@ -1,6 +1,7 @@
 """Unlearning: train only the localized layers to forget a forget set and keep a retain set."""
 
 from causal_unlearn.unlearning.ablation import compare, control_layer_sets
+from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.loop import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, unlearn
 from causal_unlearn.unlearning.objectives import (
     NPO, OBJECTIVES, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
@@ -10,6 +11,6 @@ from causal_unlearn.unlearning.parameters import ParameterSelection, select_para
 from causal_unlearn.unlearning.result import UnlearnResult
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
-           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnResult",
+           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
            "UnlearningDivergedError", "UnlearningInterrupted", "compare", "control_layer_sets", "get_objective",
            "select_parameters", "unlearn"]

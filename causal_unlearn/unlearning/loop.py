@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 from contextlib import contextmanager
 from functools import partial
-from statistics import fmean
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -20,10 +20,10 @@ from causal_unlearn.data.rows import REQUIRED_FIELDS, Row
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, get_objective
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
+from causal_unlearn.unlearning.config import UnlearnConfig
+from causal_unlearn.unlearning.processes import Processes
 from causal_unlearn.unlearning.result import UnlearnResult
-from causal_unlearn.validation import finite, integer
 
-Select = Literal["lowest_joint_loss", "last"]
 Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are forget rows
 
 
@@ -67,28 +67,24 @@ def unlearn(
     layers: Sequence[int],
     modules: Modules = "mlp",
     objective: str | Objective = "sha256",
-    epochs: int = 8,
-    lr: float = 1.5e-5,
-    batch_size: int = 12,
-    grad_accum: int = 10,
-    eval_every: int | None = 4,
-    select: Select = "lowest_joint_loss",
-    weight_decay: float = 0.0,
-    loss_on: Literal["output", "text", "distinct"] = "output",
-    max_length: int | None = None,
-    seed: int = 0,
+    config: UnlearnConfig | None = None,
     callbacks: Sequence[UnlearnCallback] = (),
     progress: bool = True,
+    **settings: Any,
 ) -> UnlearnResult:
     """Make `model` forget the `forget` rows and keep the `retain` rows, training only the
     `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults).
 
-    Forget and retain rows are shuffled together; each row is `input + " " + output` and the
-    loss reads only the output tokens. `loss_on="text"` reads every token of the row, prompt
-    included; `loss_on="distinct"` reads the output plus, in forget rows, the prompt tokens that
-    no retain prompt contains (the person's name in LUME; the shared question template is left
-    alone). AdamW with linear decay to 0 takes one step per `grad_accum` batches; every `eval_every` steps the objective is evaluated on all rows and,
+    How it trains is an `UnlearnConfig` (`config=`), or its fields as keywords (`lr=1e-3`), which
+    override the config's. Forget and retain rows are shuffled together; each row is
+    `input + " " + output` and the loss reads only the output tokens (see `UnlearnConfig.loss_on`).
+    AdamW with linear decay to 0 takes one step per `grad_accum` micro-batches, after clipping
+    the gradient norm; every `eval_every` steps the objective is evaluated on all rows and,
     with `select="lowest_joint_loss"`, the weights with the lowest evaluated loss are kept.
+    Under `accelerate launch` or `torchrun` the micro-batches of a step and the evaluation rows
+    are shared among the processes and the gradients summed: N processes end with the weights
+    one process gets with N times the `grad_accum`.
+
     The model is edited in place; `result.revert()` restores it bit for bit. A run that stops
     early (a NaN or infinite loss or weight: `UnlearningDivergedError`; an interrupt:
     `UnlearningInterrupted`; any other error) leaves the model with its original weights, and the
@@ -106,54 +102,45 @@ def unlearn(
     if not isinstance(model, LoadedModel):
         raise TypeError(f"unlearn edits a loaded model in place; load it first (lm = causal_unlearn.load_model(...)) "
                         f"and pass that, not a {type(model).__name__}, so that you keep the edited model")
+    if config is not None and not isinstance(config, UnlearnConfig):
+        raise TypeError(f"config must be an UnlearnConfig, got a {type(config).__name__}; pass settings as "
+                        "UnlearnConfig(...) or as keywords")
+    config = (config or UnlearnConfig()).replace(**settings)
     forget, retain = _as_rows("forget", forget), _as_rows("retain", retain)
     _warn_overlap(forget, retain)
-    epochs, batch_size, grad_accum = (_positive(name, value) for name, value in
-                                      dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items())
-    if eval_every is not None:
-        eval_every = _positive("eval_every", eval_every, " or None")
-    if max_length is not None:
-        max_length = _positive("max_length", max_length, " or None")
-    lr, weight_decay = finite("lr", lr, above=0), finite("weight_decay", weight_decay, at_least=0)
-    seed = integer("seed", seed)
     wrong = [c for c in callbacks if not isinstance(c, UnlearnCallback)]
     if wrong:
         raise TypeError(f"callbacks must be UnlearnCallback instances (subclass causal_unlearn.UnlearnCallback), got "
                         f"{wrong[0]!r:.60}")
-    if loss_on not in ("output", "text", "distinct"):
-        raise ValueError(f"unknown loss_on {loss_on!r}; use 'output' (the paper), 'text' or 'distinct'")
-    if select not in ("lowest_joint_loss", "last"):
-        raise ValueError(f"unknown select {select!r}; use 'lowest_joint_loss' or 'last'")
-    if select == "lowest_joint_loss" and eval_every is None:
-        raise ValueError("select='lowest_joint_loss' needs evaluations; set eval_every or use select='last'")
+    processes = Processes.current()
     objective = get_objective(objective)
     objective.reset()
     selection = select_parameters(model, layers, modules)
     objective.begin(model, forget, retain)
-    settings = dict(objective=objective.name, layers=selection.layers, modules=modules, epochs=epochs, lr=lr,
-                    batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, select=select,
-                    weight_decay=weight_decay, loss_on=loss_on, seed=seed, n_forget=len(forget), n_retain=len(retain))
-    original = selection.snapshot()
-    encode = _encoder(model, retain, loss_on, max_length)
     rows = [(row, True) for row in forget] + [(row, False) for row in retain]
-    batches_per_epoch = math.ceil(len(rows) / batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
-    total_steps = steps_per_epoch * epochs
-    settings["total_steps"] = total_steps
+    micro_batches_per_step = config.grad_accum * processes.world
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / micro_batches_per_step)
+    total_steps = steps_per_epoch * config.epochs
+    run_settings = dict(objective=objective.name, layers=selection.layers, modules=modules,
+                        **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
+                        n_retain=len(retain), total_steps=total_steps)
+    original = selection.snapshot()
+    forward = _Forward(model, selection, original, objective, _encoder(model, retain, config.loss_on, config.max_length),
+                       config.mixed_precision)
 
-    optimizer = torch.optim.AdamW(selection.parameters.values(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(selection.parameters.values(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=total_steps)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     evaluations: list[dict[str, float]] = []
     best = (math.inf, 0, original)  # joint loss, step, weights
     # the weights before the latest optimizer step (after step `good_step`): their losses were all finite
     last_good, good_step = original, 0
-    step, start = 0, time.perf_counter()
+    step, epoch, start = 0, 0, time.perf_counter()
 
     def result(weights: dict[str, Tensor], selected_step: int) -> UnlearnResult:
         selection.load(weights)
-        return UnlearnResult(model, selection, objective, settings, history, evaluations, selected_step,
+        return UnlearnResult(model, selection, objective, run_settings, history, evaluations, selected_step,
                              time.perf_counter() - start, original, weights)
 
     def stopped() -> UnlearnResult:
@@ -170,8 +157,7 @@ def unlearn(
 
     def evaluate_now() -> None:
         nonlocal best
-        record = {"step": step, "epoch": epoch, **_evaluate(model, objective, selection, original, rows,
-                                                            batch_size, encode, epoch)}
+        record = {"step": step, "epoch": epoch, **_evaluate(forward, rows, config.batch_size, epoch, processes)}
         if not math.isfinite(record["joint_loss"]):
             raise diverged(f"the evaluated joint loss became {record['joint_loss']} after optimizer step {step}")
         evaluations.append(record)
@@ -180,46 +166,64 @@ def unlearn(
         if record["joint_loss"] < best[0]:
             best = (record["joint_loss"], step, selection.snapshot())
 
+    def train_step(window: list[list[tuple[Row, bool]]], first_batch: int) -> dict[str, float]:
+        """One optimizer step on this process's share of `window`; returns the step's record."""
+        nonlocal last_good, good_step
+        window_terms: list[dict[str, float]] = []
+        bad = None
+        for index, batch in enumerate(processes.share(window)):
+            terms, _ = forward.terms(batch, epoch, training=True)
+            broken = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+            if broken:
+                bad = (f"loss term {broken[0]!r} became {float(terms[broken[0]].detach())} at optimizer step "
+                       f"{step + 1} (epoch {epoch}, batch {first_batch + processes.rank + index * processes.world} "
+                       "of the epoch)")
+                break
+            (terms["loss"] / len(window)).backward()
+            window_terms.append({name: float(value.detach()) for name, value in terms.items()})
+        if processes.any(bad is not None, model.device):  # every process stops together
+            raise diverged(bad or "a loss term became NaN or infinite on another process")
+        last_good, good_step = selection.snapshot(), step
+        gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in selection.parameters.values()]
+        processes.sum_(gradients)
+        for p, gradient in zip(selection.parameters.values(), gradients):
+            p.grad = gradient
+        norm = torch.nn.utils.clip_grad_norm_(list(selection.parameters.values()),
+                                              config.max_grad_norm if config.max_grad_norm is not None else math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(p).all()), None)
+        if broken_weight is not None:
+            raise diverged(f"weight {broken_weight!r} became NaN or infinite at optimizer step {step + 1}")
+        means = _mean_terms(window_terms, processes)
+        return {"step": step + 1, "epoch": epoch, "lr": schedule.get_last_lr()[0], **means, "grad_norm": float(norm)}
+
     for callback in callbacks:
-        callback.on_train_begin(settings)
+        callback.on_train_begin(run_settings)
     try:
-        with _train_only(model, selection), tqdm(total=total_steps, desc=f"unlearning ({objective.name})",
-                                                 unit="step", disable=not progress) as bar:
-            epoch = 0
-            if eval_every is not None:
+        with _train_only(model, selection), _checkpointing(model, config.gradient_checkpointing), \
+                tqdm(total=total_steps, desc=f"unlearning ({objective.name})", unit="step",
+                     disable=not progress or not processes.is_main) as bar:
+            if config.eval_every is not None:
                 evaluate_now()
-            for epoch in range(epochs):
+            for epoch in range(config.epochs):
                 objective.start_epoch(epoch)
                 order = torch.randperm(len(rows), generator=generator).tolist()
-                batches = [[rows[i] for i in order[b : b + batch_size]] for b in range(0, len(rows), batch_size)]
-                for window_start in range(0, len(batches), grad_accum):
-                    window = batches[window_start : window_start + grad_accum]
-                    window_terms: list[dict[str, float]] = []
-                    for index, batch in enumerate(window):
-                        terms, _ = _loss_terms(model, objective, selection, original, batch, encode, epoch, training=True)
-                        bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-                        if bad:
-                            raise diverged(f"loss term {bad[0]!r} became {float(terms[bad[0]].detach())} at optimizer "
-                                           f"step {step + 1} (epoch {epoch}, batch {window_start + index} of the epoch)")
-                        (terms["loss"] / len(window)).backward()
-                        window_terms.append({name: float(value.detach()) for name, value in terms.items()})
-                    last_good, good_step = selection.snapshot(), step
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    broken = next((n for n, p in selection.parameters.items() if not torch.isfinite(p).all()), None)
-                    if broken is not None:
-                        raise diverged(f"weight {broken!r} became NaN or infinite at optimizer step {step + 1}")
+                batches = [[rows[i] for i in order[b : b + config.batch_size]]
+                           for b in range(0, len(rows), config.batch_size)]
+                for first in range(0, len(batches), micro_batches_per_step):
+                    record = train_step(batches[first : first + micro_batches_per_step], first)
                     step += 1
-                    record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0],
-                              **{name: fmean(t[name] for t in window_terms) for name in window_terms[0]}}
                     schedule.step()
                     history.append(record)
                     bar.update()
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "lr")}, refresh=False)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "lr")},
+                                    refresh=False)
                     for callback in callbacks:
                         callback.on_step(record)
-                    if eval_every is not None and (step % eval_every == 0 or step == total_steps):
+                    if config.eval_every is not None and (step % config.eval_every == 0 or step == total_steps):
                         evaluate_now()
+                objective.synchronize(processes.gather)
                 objective.end_epoch(epoch)
     except (UnlearningDivergedError, UnlearningInterrupted):
         raise
@@ -232,9 +236,9 @@ def unlearn(
         error.add_note(f"unlearning stopped after {step} of {total_steps} optimizer steps; the model holds its "
                        "original weights again")
         raise
-    final = selection.snapshot()
-    outcome = result(best[2] if select == "lowest_joint_loss" else final, best[1] if select == "lowest_joint_loss" else step)
-    if select == "lowest_joint_loss" and outcome.selected_step == 0:
+    lowest = config.select == "lowest_joint_loss"
+    outcome = result(best[2] if lowest else selection.snapshot(), best[1] if lowest else step)
+    if lowest and outcome.selected_step == 0:
         warnings.warn(f"no evaluated step had a lower joint loss than the original weights ({best[0]:.4g} at step 0), "
                       "so the model keeps its original weights; try another lr or objective, or select='last'",
                       stacklevel=2)
@@ -243,19 +247,46 @@ def unlearn(
     return outcome
 
 
-def _loss_terms(
-    model: LoadedModel, objective: Objective, selection: ParameterSelection, original: dict[str, Tensor],
-    rows: list[tuple[Row, bool]], encode: Encoder, epoch: int, *, training: bool,
-) -> tuple[Terms, LossInputs]:
-    is_forget = torch.tensor([is_forget for _, is_forget in rows], device=model.device)
-    batch = encode([row for row, _ in rows], is_forget).to(model.device)
-    original_logits = partial(_original_logits, model, selection, original)
-    reference = original_logits(batch) if objective.needs_reference else None
-    with torch.set_grad_enabled(training):
-        inputs = LossInputs(_logits(model, batch), batch, is_forget, epoch, training,
-                            reference_logits_fn=None if reference is None else lambda: reference,
-                            source_rows=[row for row, _ in rows], original_logits_fn=original_logits)
-        return objective(inputs), inputs
+def _mean_terms(window_terms: list[dict[str, float]], processes: Processes) -> dict[str, float]:
+    """Each loss term's mean over the step's micro-batches, on every process."""
+    names = sorted({name for terms in window_terms for name in terms})
+    names = sorted(set(processes.gather(names))) if processes.world > 1 else names  # a process may have had none
+    totals = torch.tensor([[sum(t[n] for t in window_terms) for n in names] + [len(window_terms)]], dtype=torch.float64)
+    processes.sum_([totals])
+    return {name: float(totals[0, i] / totals[0, -1]) for i, name in enumerate(names)}
+
+
+class _Forward:
+    """The model's forwards during a run: the trained model's, and the original's (the original
+    weights swapped into the trained parameters for one forward, so no second copy is held)."""
+
+    def __init__(self, model: LoadedModel, selection: ParameterSelection, original: dict[str, Tensor],
+                 objective: Objective, encode: Encoder, mixed_precision: str):
+        self.model, self.selection, self.original, self.objective, self.encode = model, selection, original, objective, encode
+        self.mixed = mixed_precision == "bf16"
+        self.autocast = partial(torch.autocast, device_type=model.device.type, dtype=torch.bfloat16, enabled=self.mixed)
+
+    def logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+        with self.autocast():
+            logits = self.model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return logits.float() if self.mixed else logits  # the losses in fp32, not in bf16
+
+    @torch.no_grad()
+    def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+        """(Between a forward and its backward this is safe: the edited weights are back before
+        autograd reads them.)"""
+        with _weights(self.selection, self.original):
+            return self.logits(batch)
+
+    def terms(self, rows: list[tuple[Row, bool]], epoch: int, *, training: bool) -> tuple[Terms, LossInputs]:
+        is_forget = torch.tensor([is_forget for _, is_forget in rows], device=self.model.device)
+        batch = self.encode([row for row, _ in rows], is_forget).to(self.model.device)
+        reference = self.original_logits(batch) if self.objective.needs_reference else None
+        with torch.set_grad_enabled(training):
+            inputs = LossInputs(self.logits(batch), batch, is_forget, epoch, training,
+                                reference_logits_fn=None if reference is None else lambda: reference,
+                                source_rows=[row for row, _ in rows], original_logits_fn=self.original_logits)
+            return self.objective(inputs), inputs
 
 
 def _encoder(model: LoadedModel, retain: list[Row], loss_on: str, max_length: int | None) -> Encoder:
@@ -266,52 +297,68 @@ def _encoder(model: LoadedModel, retain: list[Row], loss_on: str, max_length: in
     return lambda rows, is_forget: with_distinct_prompt_tokens(encode(rows), is_forget.cpu(), common)
 
 
-def _logits(model: LoadedModel, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
-    return model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+SPLITS = ("forget", "retain")
 
 
 @torch.no_grad()
-def _original_logits(model: LoadedModel, selection: ParameterSelection, original: dict[str, Tensor],
-                     batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
-    """The original model's logits: the original weights swapped into the trained parameters
-    for one forward, so no second copy of the model is held. (Between a forward and its backward
-    this is safe: the edited weights are back before autograd reads them.)"""
-    with _weights(selection, original):
-        return _logits(model, batch)
-
-
-@torch.no_grad()
-def _evaluate(
-    model: LoadedModel, objective: Objective, selection: ParameterSelection, original: dict[str, Tensor],
-    rows: list[tuple[Row, bool]], batch_size: int, encode: Encoder, epoch: int,
-) -> dict[str, float]:
+def _evaluate(forward: _Forward, rows: list[tuple[Row, bool]], batch_size: int, epoch: int,
+              processes: Processes) -> dict[str, float]:
     """The objective's terms on all rows (weighted by batch size) and, per split, the share of
     answer tokens and of whole answers that are the model's top-1 under teacher forcing: a cheap
-    stand-in for generation during training."""
+    stand-in for generation during training. The processes share the batches."""
     totals: dict[str, float] = {}
-    hits = {"forget": 0, "retain": 0}
-    counts = {"forget": 0, "retain": 0}
-    answers = {"forget": 0, "retain": 0}
-    for b in range(0, len(rows), batch_size):
-        chunk = rows[b : b + batch_size]
-        terms, inputs = _loss_terms(model, objective, selection, original, chunk, encode, epoch, training=False)
+    counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("hits", "tokens", "answers")}
+    for chunk in processes.share([rows[b : b + batch_size] for b in range(0, len(rows), batch_size)]):
+        terms, inputs = forward.terms(chunk, epoch, training=False)
         for name, value in terms.items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
         mask = inputs.batch.target_mask[:, 1:]
         correct = (inputs.logits[:, :-1].argmax(-1) == inputs.batch.input_ids[:, 1:]) & mask
         whole = (correct == mask).all(-1)
-        for split in hits:
+        for split in SPLITS:
             rows_of_split = inputs.rows(split)
-            hits[split] += int(correct[rows_of_split].sum())
-            counts[split] += int(mask[rows_of_split].sum())
-            answers[split] += int(whole[rows_of_split].sum())
-    record = {name: total / len(rows) for name, total in totals.items()}
+            counts[f"{split}_hits"] += int(correct[rows_of_split].sum())
+            counts[f"{split}_tokens"] += int(mask[rows_of_split].sum())
+            counts[f"{split}_answers"] += int(whole[rows_of_split].sum())
+    totals.update(counts)
+    names = sorted(set(processes.gather(list(totals)))) if processes.world > 1 else sorted(totals)
+    summed = torch.tensor([totals.get(name, 0.0) for name in names], dtype=torch.float64)
+    processes.sum_([summed])
+    totals = dict(zip(names, summed.tolist()))
+    record = {name: totals[name] / len(rows) for name in names if name not in counts}
     record["joint_loss"] = record.pop("loss")
     n_rows = {"forget": sum(is_forget for _, is_forget in rows), "retain": sum(not f for _, f in rows)}
-    for split in hits:
-        record[f"{split}_token_accuracy"] = hits[split] / max(counts[split], 1)
-        record[f"{split}_answer_accuracy"] = answers[split] / max(n_rows[split], 1)
+    for split in SPLITS:
+        record[f"{split}_token_accuracy"] = totals[f"{split}_hits"] / max(totals[f"{split}_tokens"], 1)
+        record[f"{split}_answer_accuracy"] = totals[f"{split}_answers"] / max(n_rows[split], 1)
     return record
+
+
+@contextmanager
+def _checkpointing(model: LoadedModel, enabled: bool) -> Iterator[None]:
+    """Gradient checkpointing of the blocks for the run. Transformers checkpoints a block only in
+    training mode, so only the blocks are flagged as training: dropout inside them stays off."""
+    if not enabled:
+        yield
+        return
+    hf = model.model
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(hf).__name__} does not support gradient checkpointing; set gradient_checkpointing=False")
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    was_on = getattr(hf, "is_gradient_checkpointing", False)
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    blocks = [m for m in hf.modules() if isinstance(m, GradientCheckpointingLayer)]
+    flags = [block.training for block in blocks]
+    for block in blocks:
+        block.training = True
+    try:
+        yield
+    finally:
+        for block, flag in zip(blocks, flags):
+            block.training = flag
+        if not was_on:
+            hf.gradient_checkpointing_disable()
 
 
 @contextmanager
@@ -341,14 +388,6 @@ def _train_only(model: LoadedModel, selection: ParameterSelection) -> Iterator[N
     finally:
         for p, flag in flags.items():
             p.requires_grad_(flag)
-
-
-def _positive(name: str, value: Any, alternative: str = "") -> int:
-    try:
-        value = integer(name, value, minimum=1)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive integer{alternative}, got {value!r}") from None
-    return value
 
 
 def _as_rows(name: str, items: Sequence[Row | Mapping[str, str]]) -> list[Row]:

@@ -116,6 +116,10 @@ class Objective:
     def end_epoch(self, epoch: int) -> None:
         pass
 
+    def synchronize(self, gather: Callable[[list[float]], list[float]]) -> None:
+        """Before `end_epoch`, where the run is spread over processes: make the state the epoch
+        kept the same on every process (`gather` returns every process's values)."""
+
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({settings})"
@@ -199,6 +203,9 @@ class SHA256(Objective):
         alpha = self.alpha(float(retain_ce.detach())) if inputs.epoch > 0 else self.alpha_start
         return {"loss": -forget_ce + alpha * retain_ce, "forget_ce": forget_ce, "retain_ce": retain_ce,
                 "alpha": torch.tensor(alpha, dtype=torch.float64)}
+
+    def synchronize(self, gather: Callable[[list[float]], list[float]]) -> None:
+        self._epoch0_retain = gather(self._epoch0_retain)  # the baseline reads every process's batches
 
     def end_epoch(self, epoch: int) -> None:
         if epoch == 0 and self._epoch0_retain:

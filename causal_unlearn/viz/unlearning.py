@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from causal_unlearn.viz.style import Column, paper_layout
 
 PANELS = ("loss terms (training batches)", "retain weight alpha", "accuracy on the evaluation rows")
-NOT_A_TERM = ("step", "epoch", "lr", "alpha")
+NOT_A_TERM = ("step", "epoch", "lr", "grad_norm", "alpha")
 ACCURACIES = ("forget_answer_accuracy", "retain_answer_accuracy", "forget_token_accuracy", "retain_token_accuracy")
 
 
