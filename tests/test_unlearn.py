@@ -553,3 +553,86 @@ def test_stand_in_unlearning_targets_the_original_model_on_stand_in_prompts(fres
         expected_answer, expected = reference._targets_for(inputs, [row])[0]
         assert torch.equal(answer, expected_answer) and torch.allclose(cached, expected, atol=1e-5)
     result.revert()
+
+
+def _one_step_gradient_norm(lm, rows, objective):
+    """The gradient norm of one full-batch step, by autograd on a copy (the loop's own code is not used)."""
+    from causal_unlearn.data.encoding import encode_rows
+    from causal_unlearn.unlearning.objectives import LossInputs
+
+    twin = lm.copy()
+    batch = encode_rows(lm.tokenizer, [row for row, _ in rows])
+    is_forget = torch.tensor([f for _, f in rows])
+    logits = twin.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    objective(LossInputs(logits, batch, is_forget, 0, True))["loss"].backward()
+    trained = [p for n, p in twin.model.named_parameters() if n.startswith(("model.layers.1.mlp.",))]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in trained])).item()
+
+
+def test_gradient_clipping_reports_the_unclipped_norm_and_changes_the_run(fresh, world):
+    forget, retain = world.forget[:6], world.retain[:6]
+    settings = dict(layers=[1], objective="grad_diff", epochs=3, lr=1e-3, batch_size=12, grad_accum=1,
+                    eval_every=None, select="last", progress=False)
+    clipped = cu.unlearn(fresh, forget, retain, max_grad_norm=1e-3, **settings)
+    clipped_weights = clipped.edited
+    clipped.revert()
+    free = cu.unlearn(fresh, forget, retain, max_grad_norm=None, **settings)
+    free.revert()
+    rows = [(r, True) for r in forget] + [(r, False) for r in retain]
+    expected = _one_step_gradient_norm(fresh, rows, cu.unlearning.GradientDifference())
+    assert clipped.history[0]["grad_norm"] == pytest.approx(expected, rel=1e-4) == free.history[0]["grad_norm"]
+    assert expected > 1e-3  # so clipping acted, and the runs part after the first step (Adam ignores one scale)
+    assert not all(torch.allclose(clipped_weights[n], w) for n, w in free.edited.items())
+
+
+def test_gradient_checkpointing_gives_the_same_weights(fresh, world):
+    settings = dict(layers=[0, 2], objective="npo", epochs=1, lr=1e-3, batch_size=6, grad_accum=1, eval_every=None,
+                    select="last", progress=False)
+    def run(**extra):
+        saved = [0]  # elements autograd keeps for the backward
+
+        def pack(tensor):
+            saved[0] += tensor.numel()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            result = cu.unlearn(fresh, world.forget[:6], world.retain[:6], **settings, **extra)
+        result.revert()
+        return result, saved[0]
+
+    (plain, plain_saved), (checkpointed, checkpointed_saved) = run(), run(gradient_checkpointing=True)
+    assert checkpointed_saved < plain_saved / 3  # the blocks' activations were recomputed, not kept
+    for name, weight in plain.edited.items():
+        torch.testing.assert_close(checkpointed.edited[name], weight, atol=1e-6, rtol=0)
+    assert not fresh.model.is_gradient_checkpointing and not any(m.training for m in fresh.model.modules())
+
+
+def test_bf16_autocast_keeps_fp32_master_weights_and_tracks_the_fp32_run(fresh, world):
+    settings = dict(layers=[1], objective="grad_diff", epochs=1, lr=1e-3, batch_size=6, grad_accum=1,
+                    eval_every=1, select="last", progress=False)
+    exact = cu.unlearn(fresh, world.forget[:6], world.retain[:6], **settings)
+    exact.revert()
+    mixed = cu.unlearn(fresh, world.forget[:6], world.retain[:6], mixed_precision="bf16", **settings)
+    mixed.revert()
+    assert all(w.dtype == torch.float32 for w in mixed.edited.values())
+    first, second = exact.history[0]["loss"], mixed.history[0]["loss"]
+    assert first != second and second == pytest.approx(first, rel=5e-2)  # bf16 forwards, not fp32 ones
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    (dict(learning_rate=1e-3), TypeError, r"unknown unlearning setting\(s\) \['learning_rate'\]"),
+    (dict(config=dict(lr=1e-3)), TypeError, "config must be an UnlearnConfig"),
+    (dict(max_grad_norm=0), ValueError, "max_grad_norm must be a finite number > 0"),
+    (dict(mixed_precision="fp8"), ValueError, "unknown mixed_precision 'fp8'"),
+    (dict(gradient_checkpointing="yes"), TypeError, "gradient_checkpointing must be True or False"),
+])
+def test_bad_unlearning_settings_are_refused(builtin, world, settings, error, message):
+    with pytest.raises(error, match=message):
+        cu.unlearn(builtin, world.forget[:2], world.retain[:2], layers=[0], progress=False, **settings)
+
+
+def test_a_config_and_keywords_combine(fresh, world):
+    config = cu.UnlearnConfig(epochs=1, lr=1e-3, batch_size=4, grad_accum=1, eval_every=None, select="last")
+    result = cu.unlearn(fresh, world.forget[:4], world.retain[:4], layers=[0], config=config, seed=3, progress=False)
+    result.revert()
+    assert result.settings["lr"] == 1e-3 and result.settings["seed"] == 3 and result.settings["max_grad_norm"] == 1.0

@@ -1,0 +1,51 @@
+"""Two processes (gloo on 127.0.0.1, launched by torchrun) end with the weights one process gets
+with the same global batch."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distributed_worker import main as run_here
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(out: Path, objective: str) -> dict:
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER), str(out), objective, "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("objective", ["sha256", "npo"])  # an adaptive alpha gathered; a reference model
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, builtin, objective):
+    two = run_two_processes(tmp_path / "two.pt", objective)
+    run_here(str(tmp_path / "one.pt"), objective, 2)  # one process, twice the accumulation
+    one = torch.load(tmp_path / "one.pt")
+    assert two["settings"]["processes"] == 2 and one["settings"]["processes"] == 1
+    assert two["settings"]["total_steps"] == one["settings"]["total_steps"] == len(one["history"])
+    assert two["selected_step"] == one["selected_step"]
+    for name, weight in one["edited"].items():
+        torch.testing.assert_close(two["edited"][name], weight, atol=1e-6, rtol=0)
+    original = dict(builtin.model.named_parameters())
+    for name, weight in two["frozen"].items():  # frozen parameters untouched
+        assert torch.equal(weight, original[name])
+    assert all(not torch.equal(two["edited"][name], original[name]) for name in two["edited"])  # it trained
+    for ours, theirs in zip(two["evaluations"], one["evaluations"], strict=True):
+        assert ours.keys() == theirs.keys()
+        assert all(ours[k] == pytest.approx(theirs[k], rel=1e-5, abs=1e-6) for k in ours)
+    for ours, theirs in zip(two["history"], one["history"], strict=True):
+        assert all(ours[k] == pytest.approx(theirs[k], rel=1e-5, abs=1e-6) for k in ours)
