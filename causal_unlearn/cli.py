@@ -44,6 +44,7 @@ def trace_command(args: argparse.Namespace) -> int:
 
 def unlearn_command(args: argparse.Namespace) -> int:
     from causal_unlearn.unlearning.loop import unlearn
+    from causal_unlearn.unlearning.processes import Processes
     from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE, PAPER_RECIPE
 
     lm = _load(args)
@@ -51,10 +52,17 @@ def unlearn_command(args: argparse.Namespace) -> int:
     layers = [int(layer) for layer in args.layers.split(",")] if args.layers else _localized_layers(lm, args)
     recipe = dict(BUILTIN_RECIPE if _recipe(args) == "builtin" else PAPER_RECIPE)
     recipe.update({k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                         grad_accum=args.grad_accum).items() if v is not None})
+                                         grad_accum=args.grad_accum, max_grad_norm=args.max_grad_norm,
+                                         mixed_precision=args.mixed_precision,
+                                         gradient_checkpointing=args.gradient_checkpointing or None).items()
+                   if v is not None})
     objective = _objective(args)
-    print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: {recipe}")
+    if Processes.current().is_main:
+        print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: "
+              f"{recipe}")
     result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
+    if not Processes.current().is_main:  # under accelerate launch / torchrun every process holds the same weights
+        return 0
     folder = result.save_pretrained(args.out)
     from causal_unlearn.viz.unlearning import plot_unlearning
 
@@ -294,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     sub.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     sub.add_argument("--grad-accum", type=int, default=None, help="override the recipe's gradient accumulation")
+    sub.add_argument("--max-grad-norm", type=float, default=None,
+                     help="clip the gradient norm (the paper recipe: 1.0; the built-in recipe: none)")
+    sub.add_argument("--mixed-precision", choices=["no", "bf16"], default=None, help="bf16 autocast, fp32 weights")
+    sub.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
     sub.add_argument("--seed", type=int, default=0, help="shuffling seed")
 
     sub = command("evaluate", evaluate_command, "score a model the official SemEval-2025 Task 4 way",

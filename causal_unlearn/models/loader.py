@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,7 +224,10 @@ def _resolve_device(device: str | torch.device | None) -> torch.device | None:
 
 
 def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """CUDA where present: under `accelerate launch`/`torchrun`, each process's own GPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 def _from_pretrained(
