@@ -22,7 +22,7 @@ from causal_unlearn.tracing import (
 from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
 from causal_unlearn.unlearning import (
     Objective, ParameterSelection, UnlearnCallback, UnlearnConfig, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted, compare,
-    control_layer_sets, select_parameters, unlearn,
+    control_layer_sets, select_parameters, shard_model, unlearn,
 )
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
@@ -45,7 +45,7 @@ __all__ = [
     "Localization", "TraceComparison", "compare_traces", "localize",
     # unlearning
     "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
-    "compare", "control_layer_sets", "select_parameters", "unlearn",
+    "compare", "control_layer_sets", "select_parameters", "shard_model", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
     # audit

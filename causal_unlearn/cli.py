@@ -57,13 +57,18 @@ def unlearn_command(args: argparse.Namespace) -> int:
                                          gradient_checkpointing=args.gradient_checkpointing or None).items()
                    if v is not None})
     objective = _objective(args)
+    if args.shard:  # after localizing: tracing needs the whole model
+        from causal_unlearn.unlearning.sharding import shard_model
+
+        shard_model(lm)
     if Processes.current().is_main:
         print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: "
               f"{recipe}")
     result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
-    if not Processes.current().is_main:  # under accelerate launch / torchrun every process holds the same weights
+    if args.shard or Processes.current().is_main:  # sharded, every process gathers its shards; rank 0 writes
+        folder = result.save_pretrained(args.out)
+    if not Processes.current().is_main:
         return 0
-    folder = result.save_pretrained(args.out)
     from causal_unlearn.viz.unlearning import plot_unlearning
 
     plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
@@ -306,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clip the gradient norm (the paper recipe: 1.0; the built-in recipe: none)")
     sub.add_argument("--mixed-precision", choices=["no", "bf16"], default=None, help="bf16 autocast, fp32 weights")
     sub.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
+    sub.add_argument("--shard", action="store_true",
+                     help="under torchrun: shard the model over the processes with FSDP2 (see docs/scale.md)")
     sub.add_argument("--seed", type=int, default=0, help="shuffling seed")
 
     sub = command("evaluate", evaluate_command, "score a model the official SemEval-2025 Task 4 way",

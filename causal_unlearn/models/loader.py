@@ -69,6 +69,13 @@ class LoadedModel:
         return next(self.model.parameters()).device.type == "meta"
 
     @property
+    def is_sharded(self) -> bool:
+        """Whether the weights are spread over several processes (`shard_model`, FSDP2 DTensors)."""
+        from torch.distributed.tensor import DTensor
+
+        return any(isinstance(p, DTensor) for p in self.model.parameters())
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
@@ -87,6 +94,9 @@ class LoadedModel:
             >>> twin.model is lm.model, torch.equal(twin.model.lm_head.weight, lm.model.lm_head.weight)
             (False, True)
         """
+        if self.is_sharded:
+            raise ValueError(f"{self.name} is sharded over processes (shard_model); copy it before sharding, or save "
+                             "the unlearned weights with result.save_pretrained(folder) and load that")
         return dataclasses.replace(self, model=copy.deepcopy(self.model), bridge=None, nnsight=None)
 
     def module(self, path: str) -> nn.Module:

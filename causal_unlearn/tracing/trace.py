@@ -244,6 +244,9 @@ def _check_backend(lm: LoadedModel, backend: str, remote: bool | str, method: st
     if lm.is_remote_only and not (backend == "nnsight" and remote):
         raise ValueError(f"{lm.name}'s weights are not on this machine (meta device); trace it on NDIF with "
                          "backend='nnsight', remote=True, or load it with its weights")
+    if lm.is_sharded:
+        raise ValueError(f"{lm.name} is sharded over processes (shard_model), which is for training; trace an "
+                         "unsharded model (load it again, or the folder result.save_pretrained wrote)")
     if backend == "nnsight" and (method != "exact" or top_predictions):
         raise ValueError("backend='nnsight' runs method='exact' without top_predictions; use the torch backend for "
                          "attribution or top predictions")

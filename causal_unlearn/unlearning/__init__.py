@@ -9,8 +9,9 @@ from causal_unlearn.unlearning.objectives import (
 )
 from causal_unlearn.unlearning.parameters import ParameterSelection, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
+from causal_unlearn.unlearning.sharding import shard_model
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
            "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
            "UnlearningDivergedError", "UnlearningInterrupted", "compare", "control_layer_sets", "get_objective",
-           "select_parameters", "unlearn"]
+           "select_parameters", "shard_model", "unlearn"]

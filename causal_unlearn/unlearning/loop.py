@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.encoding import EncodedBatch, encode_rows, prompt_vocabulary, with_distinct_prompt_tokens
@@ -22,6 +23,7 @@ from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, g
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.processes import Processes
+from causal_unlearn.unlearning.sharding import reshard
 from causal_unlearn.unlearning.result import UnlearnResult
 
 Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are forget rows
@@ -114,6 +116,10 @@ def unlearn(
                         f"{wrong[0]!r:.60}")
     processes = Processes.current()
     objective = get_objective(objective)
+    if model.is_sharded and objective.runs_own_forwards:
+        raise ValueError(f"the {objective.name} objective runs forwards of its own, as many as each process's rows "
+                         "need, and a sharded model (shard_model) needs the same number on every process; train "
+                         "it unsharded or choose another objective")
     objective.reset()
     selection = select_parameters(model, layers, modules)
     objective.begin(model, forget, retain)
@@ -124,7 +130,8 @@ def unlearn(
     run_settings = dict(objective=objective.name, layers=selection.layers, modules=modules,
                         **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
                         n_retain=len(retain), total_steps=total_steps)
-    original = selection.snapshot()
+    sharded = model.is_sharded
+    original = selection.snapshot()  # sharded: this process's shards
     forward = _Forward(model, selection, original, objective, _encoder(model, retain, config.loss_on, config.max_length),
                        config.mixed_precision)
 
@@ -171,32 +178,41 @@ def unlearn(
         nonlocal last_good, good_step
         window_terms: list[dict[str, float]] = []
         bad = None
-        for index, batch in enumerate(processes.share(window)):
+        # a sharded model's gradients are averaged over the processes by FSDP: scaled to the sum
+        scale = processes.world / len(window) if sharded else 1 / len(window)
+        for index, batch in enumerate(processes.share(window, pad=sharded)):
+            if batch is None:  # this process has fewer micro-batches than another
+                forward.idle(window[0], training=True)
+                continue
             terms, _ = forward.terms(batch, epoch, training=True)
             broken = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-            if broken:
+            if broken and bad is None:
                 bad = (f"loss term {broken[0]!r} became {float(terms[broken[0]].detach())} at optimizer step "
                        f"{step + 1} (epoch {epoch}, batch {first_batch + processes.rank + index * processes.world} "
                        "of the epoch)")
+            if bad is not None and not sharded:  # sharded, every backward is a collective: all must run
                 break
-            (terms["loss"] / len(window)).backward()
+            (terms["loss"] * scale).backward()
             window_terms.append({name: float(value.detach()) for name, value in terms.items()})
         if processes.any(bad is not None, model.device):  # every process stops together
             raise diverged(bad or "a loss term became NaN or infinite on another process")
         last_good, good_step = selection.snapshot(), step
-        gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in selection.parameters.values()]
-        processes.sum_(gradients)
-        for p, gradient in zip(selection.parameters.values(), gradients):
-            p.grad = gradient
+        if not sharded:
+            gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in selection.parameters.values()]
+            processes.sum_(gradients)
+            for p, gradient in zip(selection.parameters.values(), gradients):
+                p.grad = gradient
         norm = torch.nn.utils.clip_grad_norm_(list(selection.parameters.values()),
                                               config.max_grad_norm if config.max_grad_norm is not None else math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(p).all()), None)
-        if broken_weight is not None:
-            raise diverged(f"weight {broken_weight!r} became NaN or infinite at optimizer step {step + 1}")
+        broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(_local(p)).all()), None)
+        if processes.any(broken_weight is not None, model.device) if sharded else broken_weight is not None:
+            raise diverged(f"weight {broken_weight or 'shard on another process'!r} became NaN or infinite at "
+                           f"optimizer step {step + 1}")
         means = _mean_terms(window_terms, processes)
-        return {"step": step + 1, "epoch": epoch, "lr": schedule.get_last_lr()[0], **means, "grad_norm": float(norm)}
+        return {"step": step + 1, "epoch": epoch, "lr": schedule.get_last_lr()[0], **means,
+                "grad_norm": float(norm.full_tensor() if isinstance(norm, DTensor) else norm)}
 
     for callback in callbacks:
         callback.on_train_begin(run_settings)
@@ -263,6 +279,7 @@ class _Forward:
     def __init__(self, model: LoadedModel, selection: ParameterSelection, original: dict[str, Tensor],
                  objective: Objective, encode: Encoder, mixed_precision: str):
         self.model, self.selection, self.original, self.objective, self.encode = model, selection, original, objective, encode
+        self.sharded = model.is_sharded
         self.mixed = mixed_precision == "bf16"
         self.autocast = partial(torch.autocast, device_type=model.device.type, dtype=torch.bfloat16, enabled=self.mixed)
 
@@ -275,8 +292,19 @@ class _Forward:
     def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
         """(Between a forward and its backward this is safe: the edited weights are back before
         autograd reads them.)"""
-        with _weights(self.selection, self.original):
+        with _weights(self.model, self.selection, self.original):
             return self.logits(batch)
+
+    def idle(self, rows: list[tuple[Row, bool]], *, training: bool) -> None:
+        """The forwards (and backward) of a micro-batch without any effect, for a sharded model:
+        each forward gathers weights from every process, so every process runs as many."""
+        batch = self.encode([row for row, _ in rows], torch.tensor([f for _, f in rows])).to(self.model.device)
+        if self.objective.needs_reference:
+            self.original_logits(batch)
+        with torch.set_grad_enabled(training):
+            logits = self.logits(batch)
+        if training:
+            (logits.sum() * 0).backward()
 
     def terms(self, rows: list[tuple[Row, bool]], epoch: int, *, training: bool) -> tuple[Terms, LossInputs]:
         is_forget = torch.tensor([is_forget for _, is_forget in rows], device=self.model.device)
@@ -308,7 +336,11 @@ def _evaluate(forward: _Forward, rows: list[tuple[Row, bool]], batch_size: int, 
     stand-in for generation during training. The processes share the batches."""
     totals: dict[str, float] = {}
     counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("hits", "tokens", "answers")}
-    for chunk in processes.share([rows[b : b + batch_size] for b in range(0, len(rows), batch_size)]):
+    chunks = [rows[b : b + batch_size] for b in range(0, len(rows), batch_size)]
+    for chunk in processes.share(chunks, pad=forward.sharded):
+        if chunk is None:
+            forward.idle(chunks[0], training=False)
+            continue
         terms, inputs = forward.terms(chunk, epoch, training=False)
         for name, value in terms.items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
@@ -362,9 +394,19 @@ def _checkpointing(model: LoadedModel, enabled: bool) -> Iterator[None]:
 
 
 @contextmanager
-def _weights(selection: ParameterSelection, weights: dict[str, Tensor]) -> Iterator[None]:
+def _weights(model: LoadedModel, selection: ParameterSelection, weights: dict[str, Tensor]) -> Iterator[None]:
     """Temporarily run with `weights` in the selected parameters (the original model, for
     objectives that compare against it) without a second copy of the model."""
+    if model.is_sharded:  # FSDP gathers from the shards' own storage: copy into it, and regather
+        current = selection.snapshot()
+        selection.load(weights)
+        reshard(model)
+        try:
+            yield
+        finally:
+            reshard(model)
+            selection.load(current)
+        return
     current = {name: p.data for name, p in selection.parameters.items()}
     for name, p in selection.parameters.items():
         p.data = weights[name]
@@ -373,6 +415,11 @@ def _weights(selection: ParameterSelection, weights: dict[str, Tensor]) -> Itera
     finally:
         for name, p in selection.parameters.items():
             p.data = current[name]
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This process's shard of a sharded tensor (DTensor); any other tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 @contextmanager

@@ -99,6 +99,9 @@ class Objective:
 
     name = "objective"
     needs_reference = False
+    # whether `__call__` runs forwards of its own whose number depends on the process's rows
+    # (a sharded model gathers weights on every forward, so every process must run as many)
+    runs_own_forwards = False
 
     def __call__(self, inputs: LossInputs) -> Terms:
         raise NotImplementedError
@@ -298,6 +301,7 @@ class StandIn(Objective):
     """
 
     name = "stand_in"
+    runs_own_forwards = True
 
     def __init__(self, prompts: Mapping[str, str], *, excess_weight: float = 0.5, retain_weight: float = 1.0,
                  cache_bytes: int = 2**30):

@@ -42,9 +42,11 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def share(self, items: Sequence) -> list:
-        """This process's share of `items` (every `world`-th, from its rank)."""
-        return list(items[self.rank :: self.world])
+    def share(self, items: Sequence, *, pad: bool = False) -> list:
+        """This process's share of `items` (every `world`-th, from its rank); with `pad`, filled
+        with None to the length of the largest share, so that every process gets as many."""
+        mine = list(items[self.rank :: self.world])
+        return mine + [None] * (-(-len(items) // self.world) - len(mine)) if pad else mine
 
     def sum_(self, tensors: Sequence[Tensor]) -> None:
         """Sum each tensor over the processes, in place."""

@@ -13,6 +13,7 @@ from torch import Tensor
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import ParameterSelection
+from causal_unlearn.unlearning.processes import Processes
 
 
 @dataclass
@@ -86,12 +87,16 @@ class UnlearnResult:
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Save the edited model and tokenizer (loadable with `load_model(folder)`), and
-        `unlearning.json` with the settings, the trained parameters and the history."""
+        `unlearning.json` with the settings, the trained parameters and the history. A sharded
+        model (`shard_model`) is gathered whole: every process calls this, and rank 0 writes."""
         folder = Path(folder)
         reverted = self.is_reverted
         self.apply()
         try:
-            self.model.model.save_pretrained(folder)
+            state = _gathered_state(self.model.model) if self.model.is_sharded else None
+            if state is not None and not Processes.current().is_main:
+                return folder
+            self.model.model.save_pretrained(folder, state_dict=state)
         finally:
             if reverted:
                 self.revert()
@@ -110,3 +115,11 @@ class UnlearnResult:
         return (f"UnlearnResult(objective={self.objective.name!r}, layers={self.selection.layers}, "
                 f"modules={self.selection.modules!r}, steps={len(self.history)}, selected_step={self.selected_step}, "
                 f"seconds={self.seconds:.1f}, last: {shown})")
+
+
+def _gathered_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The whole state dict of a sharded model, on the CPU (a collective: every process calls it)."""
+    from torch.distributed.tensor import DTensor
+
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).cpu()
+            for name, value in model.state_dict().items()}
