@@ -1,9 +1,13 @@
 """The nnsight backend computes the engine's numbers: locally, through the serialized remote path
 (`remote="local"`, the request run as NDIF would run it), and from an nnsight model."""
 
+import importlib.abc
+import sys
+
 import pytest
 import torch
 from nnsight import TransformersModel
+from nnsight.intervention.backends.local import LocalSimulationBackend
 
 import causal_unlearn as cu
 from causal_unlearn.models.loader import BUILTIN_MODELS
@@ -20,6 +24,33 @@ def assert_same_trace(ours, theirs, tolerance=1e-5):
         torch.testing.assert_close(ours.scores[kind], theirs.scores[kind], atol=tolerance, rtol=0)
 
 
+@pytest.fixture
+def server_without_this_package(monkeypatch):
+    """A server has nnsight and torch but not this package. remote='local' hides the package's
+    modules while it deserializes a request, yet an installed package (pip or editable) can
+    still be imported again from site-packages; refuse that, as a server would."""
+    hide, restore = LocalSimulationBackend._hide_local_modules, LocalSimulationBackend._restore
+
+    class NotOnTheServer(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.partition(".")[0] == "causal_unlearn":
+                raise ModuleNotFoundError(f"No module named {name!r} (the request referenced this package)")
+
+    refuse = NotOnTheServer()
+
+    def hiding(self):
+        hidden = hide(self)
+        sys.meta_path.insert(0, refuse)
+        return hidden
+
+    def restoring(self, hidden):
+        sys.meta_path.remove(refuse)
+        restore(self, hidden)
+
+    monkeypatch.setattr(LocalSimulationBackend, "_hide_local_modules", hiding)
+    monkeypatch.setattr(LocalSimulationBackend, "_restore", restoring)
+
+
 @pytest.mark.parametrize("settings", [
     dict(samples=4),
     dict(samples=2, window=3, metric="logprob", answer=" February", kinds=("mlp", "attn")),
@@ -32,7 +63,7 @@ def test_nnsight_backend_equals_engine_on_builtin(builtin, settings):
     assert engine.high != engine.low and engine.scores["mlp"].std() > 1e-3  # a trace with something to get wrong
 
 
-def test_serialized_remote_request_equals_engine(builtin):
+def test_serialized_remote_request_equals_engine(builtin, server_without_this_package):
     """remote='local' serializes the request, hides this package (a server does not have it),
     deserializes and runs it: the path NDIF takes, without the network."""
     engine = cu.trace(builtin, PROMPT, SUBJECT, samples=3, window=4, progress=False)
@@ -58,7 +89,7 @@ def test_trace_facts_pools_the_same_noise_through_nnsight(builtin, world):
         assert_same_trace(ours, theirs)
 
 
-def test_nnsight_model_loads_and_a_meta_model_traces_only_remotely(builtin):
+def test_nnsight_model_loads_and_a_meta_model_traces_only_remotely(builtin, server_without_this_package):
     """load_model takes an nnsight model: with weights it is an ordinary model (same logits);
     without (meta device, as for a model NDIF hosts) it traces only through a request."""
     folder = str(BUILTIN_MODELS["olmo-tiny-bios"])

@@ -8,8 +8,9 @@ scores travel back. The engine's shortcuts (prefix caches, skipped blocks) are l
 is exact, but a remote server runs only what the request's code says, and the textbook loop
 is the one every nnsight user can read and check.
 
-The intervention bodies use torch and plain Python only: on a server the request runs without
-this package installed.
+The intervention bodies use torch, nnsight and plain Python only: on a server the request runs
+without this package installed, so nothing of it (not even a helper function) may be named
+inside a `session`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 from jaxtyping import Float, Int
+from nnsight import save
 from torch import Tensor
 
 from causal_unlearn.models.loader import LoadedModel
@@ -44,7 +46,7 @@ def clean_passes(lm: LoadedModel, prompts: Sequence[Int[Tensor, " pos"]], *, rem
     model, embedding = nnsight_model(lm), lm.architecture.embedding
     prompts = [ids.detach().cpu() for ids in prompts]
     with _session(model, remote):
-        passes = _save([])
+        passes = save([])
         for ids in prompts:
             with model.trace(ids[None]):
                 embedded = model.get(embedding).output[0].detach().cpu()
@@ -85,7 +87,7 @@ def run_nnsight(
     corrupted = corrupted.detach().cpu()
     # the request's body: torch and plain Python only (it runs where this package is not installed)
     with _session(model, remote):
-        scores = _save([])
+        scores = save([])
         with model.trace(ids):
             clean = {}
             for address in addresses:
@@ -112,7 +114,7 @@ def run_nnsight(
                         else:
                             score = logits[:, answer_id] - logits[:, foil_id]
                         scores.append(score.mean().item())
-        ends = _save([clean_logits.cpu(), corrupted_logits.cpu()])
+        ends = save([clean_logits.cpu(), corrupted_logits.cpu()])
     metric_fn = make_metric(metric, answer_id, foil_id)
     low = metric_fn(ends[1]).mean().item()
     # cells before the first corrupted position restore what the corruption never reached: they score `low`
@@ -134,8 +136,3 @@ def _execution_rank(spec, address: str, n_layers: int) -> tuple[int, int]:
 def _session(model: Any, remote: bool | str):
     return model.session(remote=remote) if remote else model.session()
 
-
-def _save(value):
-    from nnsight import save
-
-    return save(value)
