@@ -4,7 +4,7 @@ layer sets of the same size, on the built-in model, scored the official way.
     python benchmarks/unlearn_grid.py [--objectives sha256,npo] [--seeds 2] [--out grid.csv]
 
 Traces the forget set's facts (window 1), localizes with `localize(kind="mlp")`, builds the
-control sets with `control_layer_sets`, and runs `compare` on the built-in unlearning task
+control sets with `control_layer_sets`, and runs `compare_layer_sets` on the built-in unlearning task
 (`world.unlearning_task()`) with the built-in recipe. Besides the named objectives (paper
 constants) it runs SHA256 with the built-in recipe's retain weight, "sha256 (alpha 3-6)", and
 `stand_in` with the world's stand-in prompts.
@@ -50,7 +50,7 @@ def main() -> None:
     tables = []
     # one objective at a time, so a long grid shows (and saves) its rows as they come
     for index, objective in enumerate(objectives):
-        table = cu.compare(lm, objectives=[objective], layer_sets=sets, max_new_tokens=64, include_original=index == 0,
+        table = cu.compare_layer_sets(lm, objectives=[objective], layer_sets=sets, max_new_tokens=64, include_original=index == 0,
                            progress=False, **task.scoring(), **BUILTIN_RECIPE)
         tables.append(table[list(COLUMNS)].rename(columns=COLUMNS))
         print(markdown(tables[-1], header=index == 0), flush=True)

@@ -62,7 +62,7 @@ def main() -> None:
     runs, gk_before = [], None
     for name in args.objectives.split(","):
         for seed in seeds:
-            table = cu.compare(lm, objectives=[objective_for(name, world, seed)], layer_sets={"traced": layers},
+            table = cu.compare_layer_sets(lm, objectives=[objective_for(name, world, seed)], layer_sets={"traced": layers},
                                include_original=gk_before is None, max_new_tokens=64, progress=False,
                                **task.scoring(), **{**BUILTIN_RECIPE, "seed": seed})
             if gk_before is None:

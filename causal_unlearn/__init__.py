@@ -21,14 +21,33 @@ from causal_unlearn.tracing import (
 )
 from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
 from causal_unlearn.unlearning import (
-    Objective, ParameterSelection, UnlearnCallback, UnlearnConfig, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted, compare,
-    control_layer_sets, select_parameters, shard_model, unlearn,
+    Objective, ParameterSelection, UnlearnCallback, UnlearnConfig, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted,
+    select_parameters, shard_model, unlearn,
 )
 from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
-from causal_unlearn.auditing import AuditConfig, AuditResult, RelearnBudget, audit
-from causal_unlearn import viz  # noqa: E402  (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...)
+from causal_unlearn.auditing import (
+    AuditConfig, AuditResult, RelearnBudget, audit, compare, compare_layer_sets, control_layer_sets,
+)
+from causal_unlearn.figures import register_figure
+
+# what `result.plot()` draws for each result type; the figures load on the first call
+for _type, _figure in [(TraceResult, "trace:plot_trace"), (AveragedEffects, "effects:plot_average_effects"),
+                       (TraceComparison, "comparison:plot_trace_comparison"),
+                       (UnlearnResult, "unlearning:plot_unlearning"), (AuditResult, "audit:plot_audit")]:
+    register_figure(_type, f"causal_unlearn.viz.{_figure}")
+del _type, _figure
+
+
+def __getattr__(name: str):
+    """`cu.viz` (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...) is imported on
+    first use, so that `import causal_unlearn` loads neither plotly nor ipywidgets."""
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module("causal_unlearn.viz")
+    raise AttributeError(f"module 'causal_unlearn' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -45,11 +64,11 @@ __all__ = [
     "Localization", "TraceComparison", "compare_traces", "localize",
     # unlearning
     "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
-    "compare", "control_layer_sets", "select_parameters", "shard_model", "unlearn",
+    "select_parameters", "shard_model", "unlearn",
     # evaluation
     "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
     # audit
-    "AuditConfig", "AuditResult", "RelearnBudget", "audit",
+    "AuditConfig", "AuditResult", "RelearnBudget", "audit", "compare_layer_sets", "control_layer_sets",
     # figures
     "viz",
 ]

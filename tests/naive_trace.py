@@ -3,17 +3,24 @@ per cell, batch of samples + 1 with row 0 clean, the restored states copied from
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from causal_unlearn.models.hooks import residual_tensor
+from causal_unlearn.tracing import GaussianNoise
+from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
+from causal_unlearn.tracing.metrics import make_metric
 
 STATE = {"hidden": "block_output", "mlp": "mlp_contribution", "attn": "attn_contribution"}
 
 
 def window_layers(kind, layer, window, n_layers):
+    """ROME restores `window` consecutive layers around `layer`: window // 2 below it and
+    (window - 1) // 2 above (3 -> one each side; 4 -> two below, one above), cut at the model's
+    ends. Written as a filter over the layers, not as the engine's range expression."""
     if kind == "hidden":
         return [layer]
-    return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
+    return [other for other in range(n_layers) if -(window // 2) <= other - layer <= (window - 1) // 2]
 
 
 @torch.no_grad()
@@ -50,3 +57,18 @@ def naive_trace(lm, input_ids, corrupted, score, kind, window):
             addresses = [getattr(spec, STATE[kind])(l) for l in window_layers(kind, layer, window, lm.n_layers)]
             table[t, layer] = run([(a, t) for a in addresses])[0]
     return table, low, high
+
+
+TOL = 1e-5
+
+
+def assert_matches_naive(lm, result, kinds=None):
+    """`result` (Gaussian noise) equals the naive trace with the same corrupted embeddings."""
+    scale = result.settings.noise_scale
+    corrupted = corrupted_embeddings(embeddings_of(lm, result.input_ids), result.subject_range, GaussianNoise(scale),
+                                     samples=result.settings.samples, scale=scale, seed=result.settings.seed)
+    score = make_metric(result.settings.metric, result.answer_id)
+    for kind in kinds or result.kinds:
+        table, low, high = naive_trace(lm, result.input_ids.to(lm.device), corrupted, score, kind, result.settings.window)
+        torch.testing.assert_close(result.scores[kind], table, atol=TOL, rtol=0)
+        assert result.low == pytest.approx(low, abs=TOL) and result.high == pytest.approx(high, abs=TOL)

@@ -244,7 +244,7 @@ def test_relearning_check_needs_rows_about_the_subjects(builtin, small_task):
 
 def test_compare_adds_a_column_per_audit_number(builtin, small_task):
     before = _state(builtin)
-    table = cu.compare(builtin, small_task.forget, small_task.retain, objectives=["grad_diff"],
+    table = cu.compare_layer_sets(builtin, small_task.forget, small_task.retain, objectives=["grad_diff"],
                        layer_sets={"first": [0], "both": [0, 1]}, audit=small_task,
                        audit_config=cu.AuditConfig(checks=("probes",)), epochs=3, lr=2e-3, batch_size=4, grad_accum=1,
                        eval_every=None, select="last", max_new_tokens=16, progress=False)

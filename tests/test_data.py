@@ -7,7 +7,7 @@ from causal_unlearn import Row, TraceFact, make_bios_world
 from causal_unlearn.data import names
 from causal_unlearn.data import phrasings
 from causal_unlearn.data.bios import SPLITS, sentence_completion_row
-from causal_unlearn.models.train_builtin import corpus_texts
+from causal_unlearn.builtin.train import corpus_texts
 from causal_unlearn.data.rows import row_kind, select
 
 

@@ -5,7 +5,7 @@ import json
 import torch
 
 from causal_unlearn import load_model
-from causal_unlearn.models.train_builtin import RecipeConfig, answer_example, main, train
+from causal_unlearn.builtin.train import RecipeConfig, answer_example, main, train
 from causal_unlearn.data.rows import Row
 
 MICRO = ["--n-forget", "3", "--n-retain", "3", "--n-holdout", "2", "--n-sums", "4", "--d-model", "32",

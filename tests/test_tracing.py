@@ -11,22 +11,8 @@ from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult,
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.models.hooks import record_outputs
-from naive_trace import naive_trace
+from naive_trace import TOL, assert_matches_naive, naive_trace
 from tiny_models import CONFIGS, SLIDING, WINDOW, save_tiny_model, tiny_model, tiny_tokenizer
-
-TOL = 1e-5
-
-
-def assert_matches_naive(lm, result, kinds=None):
-    scale = result.settings.noise_scale
-    corrupted = corrupted_embeddings(embeddings_of(lm, result.input_ids), result.subject_range, GaussianNoise(scale),
-                                     samples=result.settings.samples, scale=scale, seed=result.settings.seed)
-    score = make_metric(result.settings.metric, result.answer_id)
-    for kind in kinds or result.kinds:
-        table, low, high = naive_trace(lm, result.input_ids.to(lm.device), corrupted, score, kind, result.settings.window)
-        torch.testing.assert_close(result.scores[kind], table, atol=TOL, rtol=0)
-        assert result.low == pytest.approx(low, abs=TOL) and result.high == pytest.approx(high, abs=TOL)
-
 
 @pytest.mark.parametrize("fact_index, window", [(1, 10), (4, 3)])
 def test_builtin_model_equals_naive_reference(builtin, world, fact_index, window):

@@ -102,9 +102,13 @@ def test_sha256_alpha_baseline_is_the_mean_of_epoch_zero_batch_means():
     # the public code's divisor bug would give sum / number of examples (= / 6 here), not / 3
     assert sha.baseline == pytest.approx(sum(retain_ces) / 3)
     later, _ = _inputs(seed=7, epoch=1)
-    delta = float(_mean_ce(later, RETAIN)) - sha.baseline
-    expected = 1.2 if delta <= 0 else min(max(round(0.3 * 6**delta + 0.8, 1), 1.2), 2.3)
-    assert float(sha(later)["alpha"]) == pytest.approx(expected)
+    later_retain = float(_mean_ce(later, RETAIN))
+    sha.baseline, sha.alpha_max = later_retain - 1.0, 2.8  # one nat above: 0.3 * 6 + 0.8 = 2.6 by hand
+    assert float(sha(later)["alpha"]) == pytest.approx(2.6)
+    sha.alpha_max = 2.3  # the public code's cap
+    assert float(sha(later)["alpha"]) == pytest.approx(2.3)
+    sha.baseline = later_retain + 0.5  # below the baseline: alpha_start
+    assert float(sha(later)["alpha"]) == 1.2
     sha.reset()
     assert sha.baseline is None
 
@@ -113,8 +117,11 @@ def test_sha256_alpha_formula_and_cap():
     sha = SHA256(alpha_max=2.8)
     sha.baseline = 2.0
     assert sha.alpha(1.0) == 1.2  # no excess over the baseline
-    assert sha.alpha(2.5) == round(0.3 * 6**0.5 + 0.8, 1) == 1.5
-    assert sha.alpha(3.0) == 2.6
+    # by hand: 6 ** 0.1 = 1.196, 6 ** 0.5 = 2.449, 6 ** 0.9 = 5.016
+    assert sha.alpha(2.1) == 1.2  # 0.3 * 1.196 + 0.8 = 1.159 -> 1.2
+    assert sha.alpha(2.5) == 1.5  # 0.3 * 2.449 + 0.8 = 1.535 -> 1.5
+    assert sha.alpha(2.9) == 2.3  # 0.3 * 5.016 + 0.8 = 2.305 -> 2.3
+    assert sha.alpha(3.0) == 2.6  # 0.3 * 6 + 0.8
     assert sha.alpha(10.0) == 2.8
 
 
@@ -390,7 +397,7 @@ def test_overlapping_forget_and_retain_rows_warn_with_the_count(fresh, world):
 
 def test_compare_tabulates_every_run_and_leaves_the_model_as_it_was(fresh, world):
     before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
-    table = cu.compare(fresh, world.forget[:6], world.retain[:6], objectives=["grad_diff", NPO(beta=0.2)],
+    table = cu.compare_layer_sets(fresh, world.forget[:6], world.retain[:6], objectives=["grad_diff", NPO(beta=0.2)],
                        layer_sets={"first": [0], "last two": [6, 7]}, max_new_tokens=40,
                        **{**QUICK, "eval_every": None, "select": "last"})
     assert list(zip(table.objective, table.layer_set)) == [
@@ -399,7 +406,7 @@ def test_compare_tabulates_every_run_and_leaves_the_model_as_it_was(fresh, world
     assert table["Task2/forget_knowledge"].iloc[0] == 1.0 and table.seconds.iloc[1] > 0
     assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())
     with pytest.raises(ValueError, match="no layer sets"):
-        cu.compare(fresh, world.forget[:2], world.retain[:2], layer_sets={})
+        cu.compare_layer_sets(fresh, world.forget[:2], world.retain[:2], layer_sets={})
 
 
 def test_the_reference_logits_are_the_original_models(fresh, world, builtin):

@@ -13,6 +13,8 @@ import torch
 import causal_unlearn as cu
 from causal_unlearn import viz
 from causal_unlearn.viz import static_export as export_module
+from naive_trace import assert_matches_naive
+from reference_scoring import official_task_scores
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +167,11 @@ def test_trace_explorer_traces_with_the_widget_settings(builtin):
     explorer.kind.value, explorer.window.value, explorer.samples.value = "attn", 2, 3
     explorer.metric.value = "logprob"
     explorer.trace_button.click()
-    expected = cu.trace(builtin, "What is Otto Russet's phone number?", "Otto Russet", kinds=("attn",), window=2,
-                        samples=3, metric="logprob", progress=False)
+    traced = explorer.result
+    assert (tuple(traced.kinds), traced.settings.window, traced.settings.samples, traced.settings.metric) == (
+        ("attn",), 2, 3, "logprob")
+    assert_matches_naive(builtin, traced)  # the numbers, against ROME's one-forward-per-cell loop
+    expected = traced
     assert [panel.name for panel in explorer.figure.data] == ["attn"]
     np.testing.assert_array_equal(explorer.figure.data[0].z, expected.scores["attn"].numpy())
     assert "restored, next token" in explorer.figure.data[0].customdata[0][0]
@@ -200,10 +205,12 @@ def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):
     try:
         assert seen == list(range(1, len(result.history) + 1))  # the curve grew at every step
         assert dashboard.progress.value == dashboard.progress.max == len(result.history)
-        expected = cu.evaluate(builtin, **scoring).to_dict()
+        splits = dict(forget=scoring["forget"], retain=scoring["retain"])
+        expected = official_task_scores(builtin.model, builtin.tokenizer, splits, scoring["max_new_tokens"])
     finally:
         result.revert()
-    assert dashboard.scores.to_dict() == expected
+    shown = dashboard.scores.to_dict()
+    assert expected and all(shown[name] == pytest.approx(value, abs=1e-9) for name, value in expected.items())
     assert "final" in dashboard.score_table.value and "kept step" in dashboard.status.value
 
 

@@ -1,5 +1,8 @@
 """Audit: ask the edited model in ways unlearning never saw (held-out probes, multiple choice,
-relearning, lower precision, linear read-outs, re-tracing) and compare with the original."""
+relearning, lower precision, linear read-outs, re-tracing) and compare with the original; and
+the layer-set ablation: was the traced choice of layers the right one?"""
+
+from causal_unlearn.auditing.ablation import compare, compare_layer_sets, control_layer_sets
 
 from causal_unlearn.auditing.audit import CHECKS, AuditConfig, audit
 from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
@@ -10,6 +13,7 @@ from causal_unlearn.auditing.result import AuditResult
 
 __all__ = [
     "CHECKS", "AuditConfig", "AuditResult", "RelearnBudget", "answer_pool", "audit", "choice_ranks",
+    "compare_layer_sets", "control_layer_sets",
     "decoding_accuracy", "generation_recall", "int8_dynamic", "relearned", "round_trip", "rows_about",
     "subject_states",
 ]

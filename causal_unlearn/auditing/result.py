@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
+from causal_unlearn.figures import Plottable
 from causal_unlearn.localization.verify import TraceComparison
 
 COLUMNS = ("check", "measure", "split", "attribute", "variant", "layer", "value", "n")
 
 
 @dataclass
-class AuditResult:
+class AuditResult(Plottable):
     """Every measurement of `audit` as a record: which check, what it measures, on whose probes
     (`split`), which `attribute` ("all" for the mean over every probe), on which model `variant`
     ("original", "edited", "edited, int8", ...), at which `layer` (decoding only), its `value` and
@@ -80,12 +81,6 @@ class AuditResult:
             out.update({f"retrace_{k}": v for k, v in self.comparison.summary().items()
                         if k.startswith(("effect", "p_answer"))})
         return out
-
-    def plot(self, **kwargs):
-        """The audit figure (`viz.plot_audit`)."""
-        from causal_unlearn.viz.audit import plot_audit
-
-        return plot_audit(self, **kwargs)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.3f}" for k, v in list(self.summary().items())[:4])

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Sequence
 
+from causal_unlearn.figures import Plottable
 from causal_unlearn.localization.layers import Localization
 from causal_unlearn.tracing.average import AveragedEffects, average_effects
 from causal_unlearn.tracing.result import TraceResult
 
 
 @dataclass
-class TraceComparison:
+class TraceComparison(Plottable):
     """Averaged effects of the same facts before and after, and each fact's clean p(answer).
 
     `layer_effects(kind)` answers "did the effect at the localized layers disappear?": each

@@ -250,7 +250,7 @@ def _from_pretrained(
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"the built-in model's files are missing from {path}; reinstall causal_unlearn or "
-                "retrain them with `python -m causal_unlearn.models.train_builtin --out <that folder>`"
+                "retrain them with `python -m causal_unlearn.builtin.train --out <that folder>`"
             )
         text = str(path)
     elif Path(text).expanduser().exists():

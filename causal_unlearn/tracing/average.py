@@ -11,6 +11,7 @@ from jaxtyping import Float, Int
 from scipy import stats
 from torch import Tensor
 
+from causal_unlearn.figures import Plottable
 from causal_unlearn.tracing.result import TraceResult
 
 TOKEN_GROUPS = (
@@ -46,7 +47,7 @@ def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, lis
 
 
 @dataclass
-class AveragedEffects:
+class AveragedEffects(Plottable):
     """Mean effect per token group x layer with a t-based confidence interval, per kind.
 
     `count[kind][g, l]` is the number of facts behind a cell (facts without that group, e.g.

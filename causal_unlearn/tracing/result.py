@@ -11,6 +11,8 @@ from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from causal_unlearn.figures import Plottable
+
 
 TENSOR_FIELDS = ("scores", "input_ids", "top_ids", "top_probs")
 
@@ -30,7 +32,7 @@ class TraceSettings:
 
 
 @dataclass
-class TraceResult:
+class TraceResult(Plottable):
     """Scores of one fact's causal trace.
 
     `scores[kind][t, l]` is the metric (p(answer) by default) averaged over the corrupted copies
@@ -78,12 +80,6 @@ class TraceResult:
         if kind not in self.top_ids:
             raise ValueError(f"this trace kept no top predictions for {kind!r}; trace with top_predictions=5")
         return list(zip(self.top_ids[kind][token, layer].tolist(), self.top_probs[kind][token, layer].tolist()))
-
-    def plot(self, **kwargs):
-        """The ROME-style heatmaps, one panel per kind (`causal_unlearn.viz.plot_trace`)."""
-        from causal_unlearn.viz.trace import plot_trace
-
-        return plot_trace(self, **kwargs)
 
     def save(self, path: str | Path) -> Path:
         """Write one .safetensors file (tensors, with the rest as JSON metadata)."""

@@ -1,6 +1,5 @@
 """Unlearning: train only the localized layers to forget a forget set and keep a retain set."""
 
-from causal_unlearn.unlearning.ablation import compare, control_layer_sets
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.loop import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, unlearn
 from causal_unlearn.unlearning.objectives import (
@@ -13,5 +12,5 @@ from causal_unlearn.unlearning.sharding import shard_model
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
            "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
-           "UnlearningDivergedError", "UnlearningInterrupted", "compare", "control_layer_sets", "get_objective",
+           "UnlearningDivergedError", "UnlearningInterrupted", "get_objective",
            "select_parameters", "shard_model", "unlearn"]

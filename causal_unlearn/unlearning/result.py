@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from causal_unlearn.figures import Plottable
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import ParameterSelection
@@ -17,7 +18,7 @@ from causal_unlearn.unlearning.processes import Processes
 
 
 @dataclass
-class UnlearnResult:
+class UnlearnResult(Plottable):
     """The run's outcome. `model` is the caller's model, edited in place; `revert()` puts the
     original weights back bit for bit and `apply()` the edited ones again.
 

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from causal_unlearn.localization.verify import TraceComparison
 from causal_unlearn.viz.style import KIND_COLORS, OKABE_ITO, Column, paper_layout
 
-# `compare()` / `evaluate().to_dict()` column -> the short name tables and charts show
+# `compare_layer_sets()` / `evaluate().to_dict()` column -> the short name tables and charts show
 SCORE_LABELS = {
     "Task2/forget_knowledge": "forget QA", "Task2/retain_knowledge": "retain QA",
     "Task2/forget_regurgitation": "forget SC", "Task2/retain_regurgitation": "retain SC",
@@ -68,7 +68,7 @@ def plot_trace_comparison(
 def plot_compare(
     table, metrics: Sequence[str] = ABLATION_METRICS, *, column: Column | None = None, title: str | None = None
 ) -> go.Figure:
-    """The ablation table from `compare` (or `benchmarks/unlearn_grid.py`'s CSV) as bars: one
+    """The ablation table from `compare_layer_sets` (or `benchmarks/unlearn_grid.py`'s CSV) as bars: one
     panel per metric, layer sets across, one colour per objective; the original model's row
     (layer set "original") is the dotted line.
 

@@ -1,6 +1,6 @@
 """The recipe that trains the built-in model `olmo-tiny-bios` (version 2) from scratch.
 
-Run `python -m causal_unlearn.models.train_builtin --out FOLDER` (add `--help` for the knobs).
+Run `python -m causal_unlearn.builtin.train --out FOLDER` (add `--help` for the knobs).
 The recipe is deterministic: the world, tokenizer, initialisation, the phrasings drawn each epoch
 and the batch order all follow `--seed`. What it optimises, and why:
 
@@ -259,7 +259,7 @@ def model_card(report: dict) -> str:
     return f"""# olmo-tiny-bios, version {report['version']}
 
 A tiny `OlmoForCausalLM` ({c['n_layers']} layers, d_model {c['d_model']}, d_mlp {c['d_mlp']}, {c['n_heads']} heads)
-trained from scratch by `python -m causal_unlearn.models.train_builtin` on the synthetic bios world of
+trained from scratch by `python -m causal_unlearn.builtin.train` on the synthetic bios world of
 `causal_unlearn.make_bios_world(seed={c['seed']})`: {c['n_bios']} knowledge-augmented bios per person,
 {c['questions_per_attribute']} question phrasings per attribute and epoch, general knowledge; {c['epochs']} epochs
 ({report['minutes']} minutes with {c['threads']} thread(s) on a 2-core CPU). Forget and retain people were trained on;

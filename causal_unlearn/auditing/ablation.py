@@ -1,9 +1,10 @@
-"""`compare`: was the traced choice of layers the right one? Every objective on the traced
+"""`compare_layer_sets`: was the traced choice of layers the right one? Every objective on the traced
 layers and on control layer sets of the same size, scored the official way."""
 
 from __future__ import annotations
 
 import random
+import warnings
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -19,7 +20,7 @@ from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import check_layers
 
 if TYPE_CHECKING:
-    from causal_unlearn.auditing import AuditConfig
+    from causal_unlearn.auditing.audit import AuditConfig
     from causal_unlearn.data.bios import UnlearningTask
 
 
@@ -46,7 +47,7 @@ def control_layer_sets(
     return sets
 
 
-def compare(
+def compare_layer_sets(
     model: LoadedModel,
     forget: Sequence[Row],
     retain: Sequence[Row],
@@ -73,7 +74,7 @@ def compare(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-        >>> table = cu.compare(lm, world.forget[:6], world.retain[:6], objectives=["grad_diff"],
+        >>> table = cu.compare_layer_sets(lm, world.forget[:6], world.retain[:6], objectives=["grad_diff"],
         ...                    layer_sets={"first": [0], "last": [7]}, epochs=1, lr=1e-3, batch_size=4, grad_accum=1,
         ...                    max_new_tokens=16, progress=False)
         >>> list(table.layer_set), int(table.trainable.iloc[1])
@@ -92,7 +93,7 @@ def compare(
                             **evaluate(model, forget, retain, **score).to_dict(),
                             **(audited.original_summary() if audited else {})))
     runs = [(objective, name, layers) for objective in objectives for name, layers in layer_sets.items()]
-    for objective, name, layers in tqdm(runs, desc="compare", unit="run", disable=not progress):
+    for objective, name, layers in tqdm(runs, desc="compare_layer_sets", unit="run", disable=not progress):
         start = time.perf_counter()
         result = unlearn(model, forget, retain, layers=layers, objective=objective, progress=False, **unlearn_settings)
         seconds = time.perf_counter() - start
@@ -107,7 +108,7 @@ def compare(
         del edited
     # each run reverts its own edit; check nothing else moved
     if any(not torch.equal(p, before[name]) for name, p in model.model.named_parameters()):
-        raise RuntimeError("the model's weights differ from before compare(); this is a bug, please report it")
+        raise RuntimeError("the model's weights differ from before compare_layer_sets(); this is a bug, please report it")
     import pandas as pd
 
     return pd.DataFrame.from_records(records)
@@ -117,7 +118,7 @@ class _Auditor:
     """Audits each edit of one model against one baseline audit of the original."""
 
     def __init__(self, model: LoadedModel, task: "UnlearningTask", config: "AuditConfig | None"):
-        from causal_unlearn.auditing import AuditConfig, audit
+        from causal_unlearn.auditing.audit import AuditConfig, audit
 
         self.model, self.task, self.config, self._audit = model, task, config or AuditConfig(), audit
         self.baseline = audit(model, model.copy(), task, config=self.config, progress=False)
@@ -129,3 +130,11 @@ class _Auditor:
     def __call__(self, edited: LoadedModel, layers: Sequence[int]) -> dict[str, float]:
         return self._audit(self.model, edited, self.task, config=self.config, layers=layers, baseline=self.baseline,
                            progress=False).summary()
+
+
+def compare(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated name of `compare_layer_sets` (it read as one of `compare_traces` and
+    `viz.plot_compare`); it will be removed in 0.3."""
+    warnings.warn("causal_unlearn.compare is now causal_unlearn.compare_layer_sets; the old name goes in 0.3",
+                  FutureWarning, stacklevel=2)
+    return compare_layer_sets(*args, **kwargs)
