@@ -26,7 +26,7 @@ def main() -> None:
     lm = cu.load_model(args.model, device="cpu")
     world = cu.make_bios_world()
     splits = [args.split] if args.split else ["forget", "retain"]
-    facts = [fact for split in splits for fact in world.trace_facts(split, held_out=args.held_out)]
+    facts = [fact for split in splits for fact in world.facts_to_trace(split, held_out=args.held_out)]
     facts = facts[: args.limit]
     started = time.perf_counter()
     traces = cu.trace_facts(lm, facts, samples=args.samples, window=args.window, require_known=True)

@@ -161,7 +161,7 @@ def attribution_report(n_per_attribute: int) -> None:
 
     lm = cu.load_model("olmo-tiny-bios", device="cpu")
     world = cu.make_bios_world()
-    facts = [f for a in sorted({f.attribute for f in world.facts}) for f in world.trace_facts("forget", a)[:n_per_attribute]]
+    facts = [f for a in sorted({f.attribute for f in world.facts}) for f in world.facts_to_trace("forget", a)[:n_per_attribute]]
     seconds = {"exact": 0.0, "attribution": 0.0}
     correlations: dict[str, list[float]] = {k: [] for k in KINDS}
     with warnings.catch_warnings():

@@ -62,7 +62,7 @@ def main() -> None:
 def localize_forget_facts(lm: cu.LoadedModel, world: cu.BiosWorld, samples: int = 3) -> cu.Localization:
     """Trace the MLP effect (window 1) of the world's forget facts, localize, and say what was found."""
     started = time.perf_counter()
-    traces = cu.trace_facts(lm, world.trace_facts("forget"), kinds=("mlp",), window=1, samples=samples)
+    traces = cu.trace_facts(lm, world.facts_to_trace("forget"), kinds=("mlp",), window=1, samples=samples)
     traced = cu.localize(traces, kind="mlp")
     print(f"traced {len(traces)} forget facts in {time.perf_counter() - started:.0f} s; localized MLP layers "
           f"{traced.layers} ({traced.rule}); effect by layer: {[round(v, 3) for v in traced.effect.tolist()]}")

@@ -27,7 +27,7 @@ from causal_unlearn.viz import SCORE_LABELS
 
 from unlearn_grid import localize_forget_facts, markdown
 
-TUNED_SHA256 = builtin_sha256().name
+TUNED_SHA256 = builtin_sha256().label
 SHOWN = ["Task2/forget_knowledge", "Task2/retain_knowledge", "utility", "mia_score", "final"]
 
 

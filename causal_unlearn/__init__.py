@@ -7,7 +7,7 @@ Examples:
     >>> import causal_unlearn as cu
     >>> lm = cu.load_model("olmo-tiny-bios")
     >>> world = cu.make_bios_world()
-    >>> world.trace_facts(attribute="city")[0].prompt.endswith("lives in")
+    >>> world.facts_to_trace(attribute="city")[0].prompt.endswith("lives in")
     True
 """
 
@@ -28,7 +28,7 @@ from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
 from causal_unlearn.auditing import (
-    AuditConfig, AuditResult, RelearnBudget, audit, compare, compare_layer_sets, control_layer_sets,
+    AuditConfig, AuditResult, RelearnBudget, audit, compare, compare_layer_sets, control_layer_sets,  # noqa: F401 (compare: deprecated)
 )
 from causal_unlearn.figures import register_figure
 

@@ -199,7 +199,7 @@ def _localized_layers(lm, args: argparse.Namespace) -> list[int]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # multi-token answers are traced on their first token
-        traces = trace_facts(lm, _builtin_world().trace_facts("forget"), kinds=("mlp",), window=1, samples=2)
+        traces = trace_facts(lm, _builtin_world().facts_to_trace("forget"), kinds=("mlp",), window=1, samples=2)
     layers = localize(traces, kind="mlp")
     print(f"localized MLP layers {layers.layers} ({layers.rule})")
     return layers.layers

@@ -91,7 +91,7 @@ def run_demo(
     lm = load_model(model, device=device)
     world = make_bios_world()
     task = world.unlearning_task()
-    forget_facts = world.trace_facts("forget")[:max_facts]
+    forget_facts = world.facts_to_trace("forget")[:max_facts]
     city_facts = [f for f in forget_facts if f.attribute == "city"]
 
     log(f"[1/7] tracing one fact, then {len(forget_facts)} forget facts (MLP, window 1, {samples} noise samples)")

@@ -12,7 +12,7 @@ import causal_unlearn as cu
 
 def main(out: str, objective: str, grad_accum: int, shard: bool = False, n_retain: int = 28) -> None:
     lm, world = cu.load_model("olmo-tiny-bios", device="cpu"), cu.make_bios_world()
-    refusals, fact = {}, world.trace_facts()[0]
+    refusals, fact = {}, world.facts_to_trace()[0]
     if shard:
         cu.shard_model(lm)
         refusals = {what: refusal(call) for what, call in [

@@ -278,8 +278,8 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
     ("generate: a LoadedModel", lambda c: cu.greedy_generate(c.lm, c.lm.tokenizer, ["Paris is"]), TypeError,
      r"takes \(lm.model, lm.tokenizer\)"),
     # ------------------------------------------------------------------ data
-    ("world: unknown split", lambda c: c.world.trace_facts(split="test"), ValueError, "unknown split 'test'"),
-    ("world: unknown attribute", lambda c: c.world.trace_facts(attribute="shoe size"), ValueError,
+    ("world: unknown split", lambda c: c.world.facts_to_trace(split="test"), ValueError, "unknown split 'test'"),
+    ("world: unknown attribute", lambda c: c.world.facts_to_trace(attribute="shoe size"), ValueError,
      "unknown attribute 'shoe size'"),
     ("world: negative size", lambda c: cu.make_bios_world(n_forget=-1), ValueError, "need non-negative split sizes"),
     ("semeval: missing folder", lambda c: cu.load_semeval(c.tmp / "no_such_data"), FileNotFoundError, "no_such_data"),

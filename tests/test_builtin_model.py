@@ -38,7 +38,7 @@ def test_it_answers_held_out_probes_about_trained_people_only(report):
 def test_the_subject_carries_the_fact_rome_s_early_site(builtin, world):
     """Restoring the clean hidden state of the last subject token in the lower half of the
     layers brings back at least half of what corrupting the subject took away."""
-    facts = world.trace_facts("forget", "city")[:8] + world.trace_facts("forget", "phone")[:8]
+    facts = world.facts_to_trace("forget", "city")[:8] + world.facts_to_trace("forget", "phone")[:8]
     traces = trace_facts(builtin, facts, kinds=("hidden",), samples=3, require_known=True, progress=False)
     effects = average_effects(traces)
     gap = sum(t.high - t.low for t in traces) / len(traces)
@@ -48,7 +48,7 @@ def test_the_subject_carries_the_fact_rome_s_early_site(builtin, world):
 
 def test_clean_top1_is_the_answer_for_most_trace_facts(builtin, world):
     known = []
-    for fact in world.trace_facts(split="retain"):
+    for fact in world.facts_to_trace(split="retain"):
         ids = builtin.to_tokens(fact.prompt)
         answer = builtin.to_tokens(fact.prompt + fact.answer)[0, ids.shape[1]].item()
         known.append(builtin.logits(ids)[0, -1].argmax().item() == answer)

@@ -1,10 +1,8 @@
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-import torch
 
 import causal_unlearn as cu
 from reference_scoring import official_task_scores

@@ -118,7 +118,7 @@ def test_probe_recall_matching():
 
 
 def test_trace_facts_cover_every_attribute_with_word_answers(world):
-    attributes = Counter(f.attribute for f in world.trace_facts())
+    attributes = Counter(f.attribute for f in world.facts_to_trace())
     assert set(attributes) == {"birth_month", "city", "birth_year", "ssn", "phone", "email", "address"}
     assert len(set(attributes.values())) == 1
     for fact in world.facts:
@@ -127,13 +127,13 @@ def test_trace_facts_cover_every_attribute_with_word_answers(world):
     assert {"birth_month", "city"} <= word_answers
     # the traced token must depend on the person: no attribute may have a single answer
     for attribute in attributes:
-        assert len({f.answer for f in world.trace_facts(attribute=attribute)}) > 1, attribute
-    held_out = world.trace_facts(held_out=True)
+        assert len({f.answer for f in world.facts_to_trace(attribute=attribute)}) > 1, attribute
+    held_out = world.facts_to_trace(held_out=True)
     assert {f.attribute for f in held_out} == {"birth_month", "city"} and len(held_out) == 2 * len(world.people)
     texts = corpus_texts(world)
     for fact in held_out[:10]:
         assert not any(fact.prompt in t for t in texts), fact.prompt
-    assert len(world.trace_facts(held_out=None)) == len(world.facts)
+    assert len(world.facts_to_trace(held_out=None)) == len(world.facts)
 
 
 def test_trace_answers_are_one_token_of_the_builtin_tokenizer(builtin, world):

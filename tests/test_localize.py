@@ -58,7 +58,7 @@ def test_localize_rejects_bad_requests():
 
 
 def test_localize_from_traces_equals_localize_from_their_average(builtin, world):
-    traces = cu.trace_facts(builtin, world.trace_facts("forget", "city")[:3], kinds=("mlp",), window=1, samples=2,
+    traces = cu.trace_facts(builtin, world.facts_to_trace("forget", "city")[:3], kinds=("mlp",), window=1, samples=2,
                             progress=False)
     assert cu.localize(traces, top_k=2).layers == cu.localize(cu.average_effects(traces), top_k=2).layers
 
@@ -78,7 +78,7 @@ def test_control_layer_sets():
 
 
 def test_compare_traces(builtin, world):
-    facts = world.trace_facts("forget", "city")[:2]
+    facts = world.facts_to_trace("forget", "city")[:2]
     traces = cu.trace_facts(builtin, facts, kinds=("mlp",), window=1, samples=2, progress=False)
     same = cu.compare_traces(traces, traces, layers=[0, 7])
     effects = same.layer_effects("mlp")

@@ -81,7 +81,7 @@ def test_nnsight_backend_equals_engine_on_tiny_architectures(model_type, sliding
 
 
 def test_trace_facts_pools_the_same_noise_through_nnsight(builtin, world):
-    facts = world.trace_facts(attribute="city")[:2]
+    facts = world.facts_to_trace(attribute="city")[:2]
     engine = cu.trace_facts(builtin, facts, kinds=("mlp",), samples=2, progress=False)
     through_nnsight = cu.trace_facts(builtin, facts, kinds=("mlp",), samples=2, backend="nnsight", progress=False)
     for ours, theirs in zip(through_nnsight, engine):

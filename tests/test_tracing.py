@@ -11,12 +11,12 @@ from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult,
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.models.hooks import record_outputs
-from naive_trace import TOL, assert_matches_naive, naive_trace
+from naive_trace import TOL, assert_matches_naive
 from tiny_models import CONFIGS, SLIDING, WINDOW, save_tiny_model, tiny_model, tiny_tokenizer
 
 @pytest.mark.parametrize("fact_index, window", [(1, 10), (4, 3)])
 def test_builtin_model_equals_naive_reference(builtin, world, fact_index, window):
-    fact = world.trace_facts(split="forget")[fact_index]
+    fact = world.facts_to_trace(split="forget")[fact_index]
     result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, window=window, samples=4, progress=False)
     assert result.known and result.high > 0.9 and result.low < result.high
     assert_matches_naive(builtin, result)
@@ -54,7 +54,7 @@ def test_unembedding_batched_across_forwards_and_never_where_logits_are_post_pro
 
 
 def test_recipe_invariants(builtin, world):
-    fact = world.trace_facts(split="retain", attribute="birth_month")[0]
+    fact = world.facts_to_trace(split="retain", attribute="birth_month")[0]
     result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("hidden",), samples=3, progress=False)
     last_token, last_layer = len(result.tokens) - 1, builtin.n_layers - 1
     # the last position's final state decides the output: restoring it gives the clean score
@@ -69,7 +69,7 @@ def test_recipe_invariants(builtin, world):
 
 
 def test_window_one_restores_exactly_one_layer(builtin, world):
-    fact = world.trace_facts(split="forget", attribute="city")[2]
+    fact = world.facts_to_trace(split="forget", attribute="city")[2]
     one = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("mlp", "attn"), window=1, samples=2,
                 progress=False)
     assert_matches_naive(builtin, one)
@@ -112,7 +112,7 @@ def test_tracing_through_a_bridge_equals_the_plain_model(tmp_path, builtin, worl
     bridge = TransformerBridge.boot_transformers(str(BUILTIN_MODELS["olmo-tiny-bios"]),
                                                  hf_model=copy.deepcopy(builtin.model), tokenizer=builtin.tokenizer,
                                                  device="cpu")
-    fact = world.trace_facts(split="forget", attribute="phone")[0]
+    fact = world.facts_to_trace(split="forget", attribute="phone")[0]
     plain = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, samples=2, window=3, progress=False)
     bridged = trace(cu.load_model(bridge), fact.prompt, fact.subject, answer=fact.answer, samples=2, window=3,
                     progress=False)
@@ -126,7 +126,7 @@ def test_tracing_leaves_the_weights_untouched(builtin, world):
 
     before, forwards = {k: v.clone() for k, v in builtin.model.state_dict().items()}, patched_forwards()
     hooks = sum(len(m._forward_hooks) for m in builtin.model.modules())
-    fact = world.trace_facts(attribute="ssn")[0]
+    fact = world.facts_to_trace(attribute="ssn")[0]
     trace(builtin, fact.prompt, fact.subject, answer=fact.answer, samples=2, progress=False)
     assert all(torch.equal(before[k], v) for k, v in builtin.model.state_dict().items())
     assert patched_forwards() == forwards  # skipped blocks got their own forward back
@@ -153,7 +153,7 @@ def test_metrics_and_corruptions(builtin):
 
 
 def test_trace_facts_pools_the_noise_scale(builtin, world):
-    facts = world.trace_facts(split="forget", attribute="city")[:3]
+    facts = world.facts_to_trace(split="forget", attribute="city")[:3]
     results = trace_facts(builtin, facts, kinds=("hidden",), samples=2, progress=False)
     subject_ids = torch.cat([builtin.to_tokens(f.prompt)[0][slice(*r.subject_range)] for f, r in zip(facts, results)])
     expected = 3 * builtin.module("model.embed_tokens")(subject_ids).float().std().item()
@@ -162,7 +162,7 @@ def test_trace_facts_pools_the_noise_scale(builtin, world):
 
 
 def test_unknown_facts_are_flagged_and_can_be_dropped(builtin, world):
-    fact = world.trace_facts(split="forget", attribute="city")[0]
+    fact = world.facts_to_trace(split="forget", attribute="city")[0]
     wrong = cu.TraceFact(fact.prompt, fact.subject, " Paris")
     flagged = trace(builtin, wrong.prompt, wrong.subject, answer=wrong.answer, kinds=("hidden",), samples=1,
                     progress=False)
@@ -173,7 +173,7 @@ def test_unknown_facts_are_flagged_and_can_be_dropped(builtin, world):
 
 
 def test_result_round_trip(builtin, world, tmp_path):
-    fact = world.trace_facts(attribute="phone")[0]
+    fact = world.facts_to_trace(attribute="phone")[0]
     result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, kinds=("mlp", "attn"), samples=2,
                    progress=False)
     loaded = TraceResult.load(result.save(tmp_path / "trace.safetensors"))
@@ -249,7 +249,7 @@ def test_attribution_is_the_first_order_effect_of_restoring():
 
 
 def test_attribution_window_sums_its_layers(builtin, world):
-    fact = world.trace_facts(split="forget", attribute="phone")[1]
+    fact = world.facts_to_trace(split="forget", attribute="phone")[1]
     kwargs = dict(answer=fact.answer, kinds=("mlp",), samples=2, method="attribution", progress=False)
     one = trace(builtin, fact.prompt, fact.subject, window=1, **kwargs)
     three = trace(builtin, fact.prompt, fact.subject, window=3, **kwargs)
@@ -259,7 +259,7 @@ def test_attribution_window_sums_its_layers(builtin, world):
 
 
 def test_trace_facts_warns_once_for_multi_token_answers(builtin, world):
-    facts = world.trace_facts(split="forget", attribute="email")[:3]
+    facts = world.facts_to_trace(split="forget", attribute="email")[:3]
     with pytest.warns(UserWarning) as caught:
         results = trace_facts(builtin, facts, kinds=("hidden",), samples=1, progress=False)
     messages = [str(w.message) for w in caught]
@@ -274,3 +274,26 @@ def test_answer_token_ids(builtin):
     assert by_id.answer == " Paris" and torch.equal(by_id.scores["hidden"], paris.scores["hidden"])
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         trace(builtin, prompt, "France", answer=10**6)
+
+
+def test_rome_std_rule_is_romes_collect_embedding_std(builtin, world):
+    """ROME measures the s3 std on each subject tokenized alone (start token included); ours on
+    the subject's tokens in the prompt. Both, against a computation written from ROME's code."""
+    facts = world.facts_to_trace("forget", "city")[:6]
+    embed = builtin.model.get_input_embeddings()
+    alone = [embed(builtin.tokenizer(f.subject, return_tensors="pt").input_ids)[0] for f in facts]
+    rome_std = torch.cat(alone).std().item()
+    results = trace_facts(builtin, facts, kinds=("hidden",), samples=1, noise=GaussianNoise("s3", std_rule="rome"),
+                          progress=False)
+    assert results[0].settings.noise_scale == pytest.approx(3 * rome_std, rel=1e-6)
+    assert "std_rule='rome'" in results[0].settings.corruption
+    one = trace(builtin, facts[0].prompt, facts[0].subject, kinds=("hidden",), samples=1,
+                noise=GaussianNoise("s3", std_rule="rome"), progress=False)
+    assert one.settings.noise_scale == pytest.approx(3 * torch.cat(alone[:1]).std().item(), rel=1e-6)
+    ours = trace_facts(builtin, facts, kinds=("hidden",), samples=1, progress=False)[0].settings.noise_scale
+    in_prompt = []
+    for f in facts:
+        start, end = cu.tracing.tokens.subject_token_range(builtin, f.prompt, f.subject)
+        in_prompt.append(embed(builtin.to_tokens(f.prompt))[0, start:end])
+    assert ours == pytest.approx(3 * torch.cat(in_prompt).std().item(), rel=1e-6)
+    assert ours < results[0].settings.noise_scale  # ROME's is the larger on this model (the start token)

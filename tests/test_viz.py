@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import causal_unlearn as cu
 from causal_unlearn import viz
@@ -25,7 +24,7 @@ def fact_trace(builtin):
 
 @pytest.fixture(scope="module")
 def city_traces(builtin, world):
-    return cu.trace_facts(builtin, world.trace_facts("forget", "city")[:6], window=1, samples=2, progress=False)
+    return cu.trace_facts(builtin, world.facts_to_trace("forget", "city")[:6], window=1, samples=2, progress=False)
 
 
 def test_trace_figure_shows_the_scores_with_subject_marked_and_floor_at_low(fact_trace, builtin):

@@ -97,7 +97,7 @@ def _deploy_and_trace(env: dict, home: Path) -> int:
     print(f"deployed {key} in {time.perf_counter() - start:.1f} s")
 
     world = cu.make_bios_world()
-    fact = world.trace_facts()[0]
+    fact = world.facts_to_trace()[0]
     settings = dict(samples=4, seed=0, progress=False)
     local = cu.trace(cu.load_model("olmo-tiny-bios"), fact.prompt, fact.subject, **settings)
     times = []

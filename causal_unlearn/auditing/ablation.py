@@ -102,7 +102,7 @@ def compare_layer_sets(
             edited = result.edited_model() if audited else None
         finally:
             result.revert()
-        records.append(dict(objective=result.objective.name, layer_set=name, layers=result.selection.layers,
+        records.append(dict(objective=result.objective.label, layer_set=name, layers=result.selection.layers,
                             trainable=result.selection.count, share=result.selection.share, seconds=seconds,
                             **scores.to_dict(), **(audited(edited, result.selection.layers) if audited else {})))
         del edited

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -221,11 +222,17 @@ class BiosWorld:
         """The person's bios (`n_bios` of them; the first is the sentence-completion row's)."""
         return bios(person, self.n_bios)
 
-    def trace_facts(
+    def facts_to_trace(
         self, split: Split | None = None, attribute: str | None = None, *, held_out: bool | None = False
     ) -> list[TraceFact]:
-        """Trace facts, filtered. `held_out=True` gives the facts in held-out wordings (never
-        trained, e.g. "<name> resides in"), `None` both kinds."""
+        """The world's facts as (prompt, subject, answer) to trace, filtered. `held_out=True` gives
+        the facts in held-out wordings (never trained, e.g. "<name> resides in"), `None` both kinds.
+
+        Examples:
+            >>> fact = make_bios_world().facts_to_trace("forget", "city")[0]
+            >>> fact.prompt.endswith("lives in"), fact.prompt.startswith(fact.subject)
+            (True, True)
+        """
         choice("split", split, SPLITS)
         choice("attribute", attribute, sorted({f.attribute for f in self.facts}))
         return [
@@ -233,6 +240,13 @@ class BiosWorld:
             if (split is None or f.split == split) and (attribute is None or f.attribute == attribute)
             and (held_out is None or f.held_out == held_out)
         ]
+
+    def trace_facts(self, *args, **kwargs) -> list[TraceFact]:
+        """Deprecated name of `facts_to_trace` (it read as `causal_unlearn.trace_facts`, which runs
+        the traces); it will be removed in 0.3."""
+        warnings.warn("BiosWorld.trace_facts is now BiosWorld.facts_to_trace; the old name goes in 0.3", FutureWarning,
+                      stacklevel=2)
+        return self.facts_to_trace(*args, **kwargs)
 
     def probes(
         self, split: Split | Literal["general_knowledge"] | None = None, *, attribute: str | None = None,
@@ -286,7 +300,7 @@ class BiosWorld:
             forget=self.forget, retain=self.retain + self.general_knowledge[::2], members=self.forget,
             nonmembers=self.holdout, utility=self.general_knowledge[1::2],
             probes=self.probes(), labels={p.name: {"city": p.city, "birth_month": p.month} for p in self.people},
-            facts=self.trace_facts("forget"),
+            facts=self.facts_to_trace("forget"),
         )
 
     def stand_ins(self, split: Split = "forget", *, seed: int = 1) -> dict[str, str]:

@@ -44,7 +44,12 @@ class Row:
 
 
 def row_kind(row_id: str) -> RowKind:
-    """'sc' or 'qa' from a LUME id; a ValueError for any other id."""
+    """'sc' or 'qa' from a LUME id; a ValueError for any other id.
+
+    Examples:
+        >>> row_kind("6557ba51-a8f9-4bb0-8c1c-8b0f8f1dc1b7sc1"), row_kind("p1qa0")
+        ('sc', 'qa')
+    """
     match = _KIND_SUFFIX.search(row_id)
     if match is None:
         raise ValueError(

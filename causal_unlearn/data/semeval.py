@@ -68,6 +68,14 @@ def load_semeval(path_or_dir: str | Path, *, splits: Iterable[str] = ("forget", 
     A folder is searched for `*.jsonl` and `*.parquet` files whose names start with one of
     `splits`; a single file becomes the split named by its stem. Every row must have string
     fields id, input, output, task, and an id ending in sc<N> or qa<N>.
+
+    Examples:
+        >>> import tempfile
+        >>> from causal_unlearn import make_bios_world
+        >>> folder = make_bios_world().save(tempfile.mkdtemp())  # forget.jsonl, retain.jsonl, ...
+        >>> data = load_semeval(folder, splits=("forget",))
+        >>> list(data.splits), data.forget[0].task
+        (['forget'], 'Task2')
     """
     path = Path(path_or_dir).expanduser()
     if not path.exists():
@@ -89,7 +97,15 @@ def load_semeval(path_or_dir: str | Path, *, splits: Iterable[str] = ("forget", 
 
 
 def read_rows(file: str | Path) -> list[Row]:
-    """The validated rows of one .jsonl or .parquet file."""
+    """The validated rows of one .jsonl or .parquet file.
+
+    Examples:
+        >>> import json, pathlib, tempfile
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "forget.jsonl"
+        >>> _ = file.write_text(json.dumps(dict(id="p1qa0", input="Where does Ann live?", output="Denver", task="Task2")))
+        >>> read_rows(file)[0].output
+        'Denver'
+    """
     file = Path(file)
     if file.suffix == ".jsonl":
         records = _jsonl_records(file)

@@ -61,7 +61,7 @@ def localize(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
-        >>> traces = cu.trace_facts(lm, world.trace_facts("forget", "ssn")[:4], kinds=("mlp",), window=1, samples=2, progress=False)
+        >>> traces = cu.trace_facts(lm, world.facts_to_trace("forget", "ssn")[:4], kinds=("mlp",), window=1, samples=2, progress=False)
         >>> found = cu.localize(traces, top_k=2, contiguous=True)
         >>> len(found.layers), found.layers[1] - found.layers[0]
         (2, 1)

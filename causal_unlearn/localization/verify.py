@@ -69,7 +69,7 @@ def compare_traces(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
+        >>> facts = cu.make_bios_world().facts_to_trace("forget", "city")[:3]
         >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
         >>> cu.compare_traces(traces, traces, layers=[0]).summary()["effect_before"] > 0
         True

@@ -137,12 +137,23 @@ def register_architecture(spec: ArchitectureSpec, *, overwrite: bool = False) ->
 
 
 def supported_architectures() -> list[str]:
-    """The HF `model_type`s the library knows."""
+    """The HF `model_type`s the library knows.
+
+    Examples:
+        >>> "llama" in supported_architectures() and "gpt2" in supported_architectures()
+        True
+    """
     return sorted(_REGISTRY)
 
 
 def get_architecture(config_or_model_type: PretrainedConfig | str) -> ArchitectureSpec:
-    """The spec for a HF config (or its `model_type`); a clear error for an unknown one."""
+    """The spec for a HF config (or its `model_type`); a clear error for an unknown one.
+
+    Examples:
+        >>> spec = get_architecture("gpt2")
+        >>> spec.mlp_module(0), spec.block_output(2)
+        ('transformer.h.0.mlp', 'transformer.h.2')
+    """
     model_type = getattr(config_or_model_type, "model_type", config_or_model_type)
     try:
         return _REGISTRY[model_type]

@@ -7,7 +7,6 @@ memorise, and the first token of a number is one digit, which makes it a clean t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -56,11 +55,3 @@ def wrap_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         tokenizer_object=tokenizer, bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, pad_token=PAD_TOKEN,
         padding_side="left",
     )
-
-
-def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer saved with `save_pretrained` (a `tokenizer.json` in `folder`)."""
-    path = Path(folder) / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {folder}; save one with tokenizer.save_pretrained({str(folder)!r})")
-    return PreTrainedTokenizerFast.from_pretrained(str(folder))

@@ -104,7 +104,7 @@ def average_effects(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
+        >>> facts = cu.make_bios_world().facts_to_trace(attribute="city")[:3]
         >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
         >>> effects.mean["mlp"].shape, int(effects.count["mlp"][1, 0])
         (torch.Size([7, 8]), 3)

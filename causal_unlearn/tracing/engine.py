@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
 
 import torch
+from einops import reduce
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -178,7 +179,7 @@ class _CellTable:
 
     def record(self, cells: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
         """Score `cells` from their rows' last logits (the corrupted copies of each cell in a row)."""
-        per_cell = self.metric(logits).view(len(cells), -1).mean(dim=1).cpu()
+        per_cell = reduce(self.metric(logits), "(cell sample) -> cell", "mean", cell=len(cells)).cpu()
         for cell, value in zip(cells, per_cell):
             self.scores[cell.kind][cell.token, cell.layer] = value
         if self.k:
@@ -242,7 +243,7 @@ class _DeferredUnembedding:
 
 def _mean_probs(logits: Float[Tensor, "rows vocab"], groups: int) -> Float[Tensor, "groups vocab"]:
     """Next-token probabilities averaged over each group's consecutive rows (the corrupted copies)."""
-    return logits.float().softmax(-1).view(groups, -1, logits.shape[-1]).mean(1)
+    return reduce(logits.float().softmax(-1), "(group sample) vocab -> group vocab", "mean", group=groups)
 
 
 def first_corrupted_position(clean: Float[Tensor, "pos d_model"], corrupted: Float[Tensor, "samples pos d_model"]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -13,15 +13,10 @@ from causal_unlearn.models.loader import LoadedModel, load_model
 from causal_unlearn.tracing.attribution import run_attribution
 from causal_unlearn.tracing.corruption import (
     Corruption,
-    GaussianNoise,
-    TokenReplacement,
-    UniformNoise,
     corrupted_embeddings,
     embeddings_of,
-    noise_scale,
     resolve_corruption,
     subject_embedding_std,
-    uses_noise_rule,
 )
 from causal_unlearn.tracing.engine import KINDS, first_corrupted_position, run_exact
 from causal_unlearn.tracing.metrics import make_metric
@@ -62,7 +57,8 @@ def trace(
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
     function). `method="attribution"` estimates the same heatmap to first order from one
     backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
-    (`trace_facts` pools it over all facts, as ROME does). `top_predictions=k` also keeps each
+    (`trace_facts` pools it over all facts, as ROME does); `GaussianNoise("s3", std_rule="rome")`
+    measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k` also keeps each
     cell's k most probable next tokens (exact method; `TraceResult.predictions`).
 
     `backend="nnsight"` runs the same recipe as nnsight interventions (equal numbers, slower
@@ -93,17 +89,16 @@ def trace(
     _check_length(lm, input_ids)
     subject_range = subject_token_range(lm, prompt, subject)
     prompts = [input_ids]
-    if isinstance(corruption, TokenReplacement):
-        prompts.append(_replacement_ids(lm, prompt, corruption.prompt, input_ids))
+    if corruption.replacement_prompt is not None:
+        prompts.append(_replacement_ids(lm, prompt, corruption.replacement_prompt, input_ids))
     (clean, clean_top1), *replacement = _clean_passes(lm, prompts, backend, remote, top1=answer is None)
     answer_id = answer_token_id(lm, prompt, answer) if answer is not None else clean_top1
     foil_id = answer_token_id(lm, prompt, foil) if foil is not None else None
 
-    if replacement:
-        samples = 1  # no randomness: every copy would be the same
-    if subject_std is None and uses_noise_rule(corruption):
-        subject_std = subject_embedding_std([clean[slice(*subject_range)]])
-    scale = noise_scale(corruption, subject_std)
+    samples = corruption.sample_count(samples)
+    if subject_std is None and corruption.needs_subject_std:
+        subject_std = _subject_std(lm, corruption, [subject], lambda: [clean[slice(*subject_range)]], backend, remote)
+    scale = corruption.scale_for(subject_std)
     corrupted = corrupted_embeddings(clean, subject_range, corruption, samples=samples, scale=scale, seed=seed,
                                      replacement=replacement[0][0] if replacement else None)
     if backend == "nnsight":
@@ -132,7 +127,7 @@ def trace(
         known=computed.clean_top1 == answer_id,
         scores=computed.scores,
         settings=TraceSettings(
-            model=lm.name, corruption=_describe(corruption), noise_scale=scale, samples=samples, window=window,
+            model=lm.name, corruption=corruption.describe(), noise_scale=scale, samples=samples, window=window,
             seed=seed, metric=metric, method=method,
         ),
         clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
@@ -158,7 +153,7 @@ def trace_facts(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:2]
+        >>> facts = cu.make_bios_world().facts_to_trace(attribute="city")[:2]
         >>> results = cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False)
         >>> len({r.settings.noise_scale for r in results})
         1
@@ -169,12 +164,16 @@ def trace_facts(
         raise ValueError("no facts to trace")
     corruption = resolve_corruption(noise)
     subject_std = settings.pop("subject_std", None)
-    if subject_std is None and uses_noise_rule(corruption):
-        ranges = [_about(index, lambda: subject_token_range(lm, f.prompt, f.subject)) for index, f in enumerate(facts)]
+    if subject_std is None and corruption.needs_subject_std:
         backend, remote = _check_backend(lm, settings.get("backend", "torch"), settings.get("remote", False),
                                          settings.get("method", "exact"), settings.get("top_predictions", 0))
-        passes = _clean_passes(lm, [lm.to_tokens(f.prompt)[0] for f in facts], backend, remote, top1=False)
-        subject_std = subject_embedding_std([embedded[slice(*r)] for (embedded, _), r in zip(passes, ranges)])
+
+        def in_prompt() -> list[torch.Tensor]:
+            ranges = [_about(i, lambda: subject_token_range(lm, f.prompt, f.subject)) for i, f in enumerate(facts)]
+            passes = _clean_passes(lm, [lm.to_tokens(f.prompt)[0] for f in facts], backend, remote, top1=False)
+            return [embedded[slice(*r)] for (embedded, _), r in zip(passes, ranges)]
+
+        subject_std = _subject_std(lm, corruption, [f.subject for f in facts], in_prompt, backend, remote)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MultiTokenAnswerWarning)
         results = [
@@ -279,7 +278,12 @@ def _replacement_ids(lm: LoadedModel, prompt: str, other: str, input_ids: torch.
     return other_ids
 
 
-def _describe(corruption: Corruption) -> str:
-    if isinstance(corruption, (GaussianNoise, UniformNoise, TokenReplacement)):
-        return repr(corruption)
-    return f"custom:{getattr(corruption, '__name__', type(corruption).__name__)}"
+def _subject_std(lm: LoadedModel, corruption: Corruption, subjects: list[str],
+                 in_prompt: Callable[[], list[torch.Tensor]], backend: str, remote: bool | str) -> float:
+    """The std the s3 rule scales by, pooled over the subjects' token embeddings: as they sit in
+    their prompts (`in_prompt()`, std_rule "prompt"), or each subject tokenized on its own, start
+    token included (std_rule "rome", ROME's `collect_embedding_std`)."""
+    if corruption.std_rule == "rome":
+        alone = _clean_passes(lm, [lm.to_tokens(subject)[0] for subject in subjects], backend, remote, top1=False)
+        return subject_embedding_std([embedded for embedded, _ in alone])
+    return subject_embedding_std(in_prompt())

@@ -127,7 +127,7 @@ def unlearn(
     micro_batches_per_step = config.grad_accum * processes.world
     steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / micro_batches_per_step)
     total_steps = steps_per_epoch * config.epochs
-    run_settings = dict(objective=objective.name, layers=selection.layers, modules=modules,
+    run_settings = dict(objective=objective.label, layers=selection.layers, modules=modules,
                         **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
                         n_retain=len(retain), total_steps=total_steps)
     sharded = model.is_sharded
@@ -218,7 +218,7 @@ def unlearn(
         callback.on_train_begin(run_settings)
     try:
         with _train_only(model, selection), _checkpointing(model, config.gradient_checkpointing), \
-                tqdm(total=total_steps, desc=f"unlearning ({objective.name})", unit="step",
+                tqdm(total=total_steps, desc=f"unlearning ({objective.label})", unit="step",
                      disable=not progress or not processes.is_main) as bar:
             if config.eval_every is not None:
                 evaluate_now()

@@ -123,6 +123,12 @@ class Objective:
         """Before `end_epoch`, where the run is spread over processes: make the state the epoch
         kept the same on every process (`gather` returns every process's values)."""
 
+    @property
+    def label(self) -> str:
+        """What tables, figures and progress bars call this objective: its `name`, plus the
+        settings that set it apart from the defaults where an objective says so."""
+        return self.name
+
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({settings})"
@@ -192,6 +198,14 @@ class SHA256(Objective):
     def reset(self) -> None:
         self.baseline: float | None = None
         self._epoch0_retain: list[float] = []
+
+    @property
+    def label(self) -> str:
+        """`sha256`, with the alpha range where it is not the paper's 1.2-2.3 (`sha256 (alpha 3-6)`)."""
+        default = type(self)()
+        if (self.alpha_start, self.alpha_max) == (default.alpha_start, default.alpha_max):
+            return self.name
+        return f"{self.name} (alpha {self.alpha_start:g}-{self.alpha_max:g})"
 
     def alpha(self, retain_ce: float) -> float:
         if self.baseline is None or retain_ce <= self.baseline:
@@ -398,7 +412,12 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 
 def get_objective(objective: str | Objective) -> Objective:
-    """A fresh objective by name, or the given instance (to pass settings: `SHA256(alpha_max=2.8)`)."""
+    """A fresh objective by name, or the given instance (to pass settings: `SHA256(alpha_max=2.8)`).
+
+    Examples:
+        >>> get_objective("npo"), get_objective("sha256") is get_objective("sha256")
+        (NPO(beta=0.1, retain_weight=1.0), False)
+    """
     if isinstance(objective, Objective):
         return objective
     if objective == StandIn.name:

@@ -20,7 +20,11 @@ BUILTIN_RECIPE = dict(epochs=10, lr=1.5e-3, batch_size=12, grad_accum=1, eval_ev
 
 
 def builtin_sha256() -> SHA256:
-    """SHA256 with the retain weight the built-in model needs (alpha from 3, capped at 6)."""
-    objective = SHA256(alpha_start=3.0, alpha_max=6.0)
-    objective.name = "sha256 (alpha 3-6)"
-    return objective
+    """SHA256 with the retain weight the built-in model needs (alpha from 3, capped at 6).
+
+    Examples:
+        >>> objective = builtin_sha256()
+        >>> objective.name, objective.label
+        ('sha256', 'sha256 (alpha 3-6)')
+    """
+    return SHA256(alpha_start=3.0, alpha_max=6.0)

@@ -113,7 +113,7 @@ class UnlearnResult(Plottable):
     def __repr__(self) -> str:
         last = self.evaluations[-1] if self.evaluations else self.history[-1] if self.history else {}
         shown = ", ".join(f"{k}={v:.3g}" for k, v in last.items() if k not in ("step", "epoch"))
-        return (f"UnlearnResult(objective={self.objective.name!r}, layers={self.selection.layers}, "
+        return (f"UnlearnResult(objective={self.objective.label!r}, layers={self.selection.layers}, "
                 f"modules={self.selection.modules!r}, steps={len(self.history)}, selected_step={self.selected_step}, "
                 f"seconds={self.seconds:.1f}, last: {shown})")
 

@@ -30,7 +30,7 @@ def plot_trace_comparison(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> facts = cu.make_bios_world().trace_facts("forget", "city")[:3]
+        >>> facts = cu.make_bios_world().facts_to_trace("forget", "city")[:3]
         >>> traces = cu.trace_facts(lm, facts, kinds=("mlp",), window=1, samples=2, progress=False)
         >>> fig = plot_trace_comparison(cu.compare_traces(traces, traces, layers=[0]))
         >>> [trace.name for trace in fig.data]

@@ -30,7 +30,7 @@ def plot_average_effects(
     Examples:
         >>> import causal_unlearn as cu
         >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> facts = cu.make_bios_world().trace_facts(attribute="city")[:3]
+        >>> facts = cu.make_bios_world().facts_to_trace(attribute="city")[:3]
         >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
         >>> fig = plot_average_effects(effects)
         >>> fig.data[0].z.shape, [d.name for d in fig.data[1:]]

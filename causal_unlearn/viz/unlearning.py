@@ -96,7 +96,7 @@ def plot_unlearning(result, *, column: Column | None = None, title: str | None =
     """
     fig = mark_selected_step(update_curves(unlearning_figure(), result.history, result.evaluations), result.selected_step)
     layers = ", ".join(map(str, result.selection.layers))
-    fig.update_layout(title=title if title is not None else f"{result.objective.name} on {result.selection.modules} "
+    fig.update_layout(title=title if title is not None else f"{result.objective.label} on {result.selection.modules} "
                       f"of layers {layers}: kept step {result.selected_step} ({result.seconds:.0f} s)")
     return paper_layout(fig, column, height_inches=2.0 if column == "double" else 2.6) if column else fig
 
