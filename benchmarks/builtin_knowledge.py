@@ -19,13 +19,13 @@ def main() -> None:
     args = parser.parse_args()
     lm = cu.load_model(args.model, device="cpu")
     world = cu.make_bios_world()
-    report = cu.knowledge_report(lm.model, lm.tokenizer, world, max_new_tokens=256, probes=False, progress=False)
+    report = cu.knowledge_report(lm, world, max_new_tokens=256, probes=False, progress=False)
     print("| people | QA exact match | SC ROUGE-L recall |\n| --- | --- | --- |")
     for split in ("forget", "retain", "holdout"):
         print(f"| {split} | {report[f'{split}_qa_exact_match']:.3f} | {report[f'{split}_sc_rouge_l_recall']:.3f} |")
     print(f"general knowledge (official rows): {report['general_knowledge_accuracy']:.3f}\n")
     probes = world.probes()
-    recalled = dict(zip(map(id, probes), cu.probe_recall(lm.model, lm.tokenizer, probes)))
+    recalled = dict(zip(map(id, probes), cu.probe_recall(lm, probes)))
 
     def share(split: str, attribute: str | None = None, form: str | None = None) -> str:
         chosen = [recalled[id(p)] for p in probes if p.split == split and attribute in (None, p.attribute)

@@ -31,7 +31,7 @@ def main() -> None:
     other_half = [p for p in world.probes("forget") if p.subject in asked]
     rows = rows_about(task.forget, taught)
     recall = lambda model: fmean(generation_recall(model, other_half, progress=False))  # noqa: E731
-    taught_qa = lambda model: fmean(score_rows(model.model, model.tokenizer, [r for r in rows if r.kind == "qa"],  # noqa: E731
+    taught_qa = lambda model: fmean(score_rows(model, [r for r in rows if r.kind == "qa"],  # noqa: E731
                                                max_new_tokens=32, progress=False))
     result = cu.unlearn(lm, task.forget, task.retain, layers=[0, 7], objective=StandIn(world.stand_ins()),
                         progress=False, **BUILTIN_RECIPE)

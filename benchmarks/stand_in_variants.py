@@ -67,7 +67,7 @@ def main() -> None:
                         objective=StandIn(stand_in_prompts(forget, stand_ins)), progress=False,
                         **{**BUILTIN_RECIPE, "epochs": args.epochs})
     recall = lambda probes: round(fmean(generation_recall(lm, probes, progress=False)), 3)  # noqa: E731
-    qa = lambda rows: round(fmean(score_rows(lm.model, lm.tokenizer, [r for r in rows if r.kind == "qa"],  # noqa: E731
+    qa = lambda rows: round(fmean(score_rows(lm, [r for r in rows if r.kind == "qa"],  # noqa: E731
                                              max_new_tokens=32, progress=False)), 3)
     print(f"{args.name}: {len(forget)} forget rows, {len(retain)} retain rows, {result.seconds:.0f} s")
     print(f"official QA: forget {qa(task.forget)}, retain {qa(world.retain)}, GK held out {qa(task.utility)}")

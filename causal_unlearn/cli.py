@@ -156,7 +156,7 @@ def knowledge(args: argparse.Namespace) -> int:
     print(f"model: {lm.name} ({lm.architecture.name}, {lm.n_layers} layers, d_model {lm.d_model}, "
           f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M parameters) on {lm.device}, {lm.dtype}")
     world = make_bios_world(seed=args.seed)
-    report = knowledge_report(lm.model, lm.tokenizer, world, max_new_tokens=args.max_new_tokens, probes=not args.no_probes)
+    report = knowledge_report(lm, world, max_new_tokens=args.max_new_tokens, probes=not args.no_probes)
     width = max(map(len, report))
     print("what the model knows of the built-in world (greedy generation)")
     for key, value in report.items():

@@ -95,7 +95,7 @@ def test_relearning_brings_back_what_grad_ascent_hid(builtin, world):
     cu.unlearn(edited, rows[1:2], world.retain[:12], layers=[0, 1, 2, 3, 4, 5, 6, 7], objective="grad_ascent", epochs=3,
                lr=3e-3, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False)
     qa = rows[1]
-    nll = lambda lm: float(cu.evaluation.likelihood.mean_token_nll(lm.model, lm.tokenizer, [qa.text], progress=False))  # noqa: E731
+    nll = lambda lm: float(cu.evaluation.likelihood.mean_token_nll(lm, [qa.text], progress=False))  # noqa: E731
     hidden = nll(edited)
     with relearned(edited, [r for r in rows if r is not qa], RelearnBudget(steps=10, lr=1e-3), progress=False) as tuned:
         relearned_nll = nll(tuned)
@@ -122,7 +122,7 @@ def test_int8_and_bf16_copies_leave_the_model_alone(builtin, world):
     ids = builtin.to_tokens("What is the capital of France?")
     difference = (quantized.logits(ids) - builtin.logits(ids)).abs().max()
     assert 0 < difference < 1.5
-    assert cu.greedy_generate(quantized.model, quantized.tokenizer, ["What is the capital of France?"],
+    assert cu.greedy_generate(quantized, ["What is the capital of France?"],
                               max_new_tokens=3) == [" Paris"]
     with pytest.raises(ValueError, match="floating dtype"):
         round_trip(builtin, torch.int8)

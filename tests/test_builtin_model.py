@@ -12,7 +12,7 @@ CHECKPOINT = BUILTIN_MODELS["olmo-tiny-bios"]
 
 @pytest.fixture(scope="module")
 def report(builtin, world):
-    return knowledge_report(builtin.model, builtin.tokenizer, world, max_new_tokens=256, progress=False)
+    return knowledge_report(builtin, world, max_new_tokens=256, progress=False)
 
 
 def test_it_knows_the_trained_people(report):

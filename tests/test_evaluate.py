@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from causal_unlearn import exact_match, greedy_generate, rouge_l_recall
@@ -19,8 +21,8 @@ def test_exact_match_by_hand():
 
 def test_batched_generation_equals_one_at_a_time(builtin, world):
     prompts = [world.forget[0].input, world.forget[1].input, "What is 2 plus 3?", world.retain[4].input]
-    batched = greedy_generate(builtin.model, builtin.tokenizer, prompts, max_new_tokens=40, batch_size=4, progress=False)
-    single = [greedy_generate(builtin.model, builtin.tokenizer, [p], max_new_tokens=40, progress=False)[0] for p in prompts]
+    batched = greedy_generate(builtin, prompts, max_new_tokens=40, batch_size=4, progress=False)
+    single = [greedy_generate(builtin, [p], max_new_tokens=40, progress=False)[0] for p in prompts]
     assert batched == single
     assert batched[1].strip() == world.forget[1].output
     assert builtin.tokenizer.padding_side == "left"
@@ -32,4 +34,4 @@ def test_generation_needs_a_pad_token(builtin):
     tokenizer = copy.deepcopy(builtin.tokenizer)
     tokenizer.pad_token = None
     with pytest.raises(ValueError, match="no pad token"):
-        greedy_generate(builtin.model, tokenizer, ["x"], max_new_tokens=1)
+        greedy_generate(dataclasses.replace(builtin, tokenizer=tokenizer), ["x"], max_new_tokens=1)

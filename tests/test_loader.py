@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -134,5 +135,5 @@ def test_bf16_loads_as_from_pretrained_does_keeping_computed_buffers_in_fp32(wor
         assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     assert all(torch.equal(b, dict(official.named_buffers())[n]) for n, b in ours.model.named_buffers())
     prompts = [row.input for row in world.forget[:6]]
-    assert greedy_generate(ours.model, ours.tokenizer, prompts, max_new_tokens=24, progress=False) == \
-        greedy_generate(official, ours.tokenizer, prompts, max_new_tokens=24, progress=False)
+    assert greedy_generate(ours, prompts, max_new_tokens=24, progress=False) == \
+        greedy_generate(dataclasses.replace(ours, model=official), prompts, max_new_tokens=24, progress=False)

@@ -1,5 +1,6 @@
 """The official SemEval-2025 Task 4 scoring: hand-computed cases and the real LUME files."""
 
+import dataclasses
 import math
 
 import pytest
@@ -73,7 +74,7 @@ def test_score_generations_checks_lengths():
 
 def test_mean_token_nll_equals_the_models_own_loss(builtin, world):
     texts = [world.forget[0].text, "What is the capital of France? Paris"]
-    ours = mean_token_nll(builtin.model, builtin.tokenizer, texts, batch_size=2, progress=False)
+    ours = mean_token_nll(builtin, texts, batch_size=2, progress=False)
     for text, value in zip(texts, ours):
         ids = builtin.to_tokens(text)
         with torch.no_grad():
@@ -93,7 +94,7 @@ def test_mean_token_nll_counts_special_tokens_as_the_official_scorer_does(builti
     appends_eos._tokenizer.post_processor = TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, eos_id)])
     texts = [world.forget[0].text, world.holdout[1].text, "Paris"]
     assert all(appends_eos(t)["input_ids"][-1] == eos_id for t in texts)
-    ours = mean_token_nll(builtin.model, appends_eos, texts, batch_size=3, progress=False)
+    ours = mean_token_nll(dataclasses.replace(builtin, tokenizer=appends_eos), texts, batch_size=3, progress=False)
     for text, value in zip(texts, ours):
         ids = appends_eos(text, return_tensors="pt")["input_ids"]
         with torch.no_grad():

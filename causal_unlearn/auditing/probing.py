@@ -28,7 +28,7 @@ def generation_recall(model: LoadedModel, probes: Sequence[Probe], *, max_new_to
         >>> generation_recall(lm, cu.make_bios_world().probes("forget", attribute="city")[:2], progress=False)
         [True, True]
     """
-    return probe_recall(model.model, model.tokenizer, probes, max_new_tokens=max_new_tokens, progress=progress)
+    return probe_recall(model, probes, max_new_tokens=max_new_tokens, progress=progress)
 
 
 def answer_pool(probes: Sequence[Probe]) -> dict[str, list[tuple[str, ...]]]:

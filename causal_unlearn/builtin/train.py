@@ -47,6 +47,8 @@ from causal_unlearn.data.bios import SPLITS, BiosWorld, make_bios_world
 from causal_unlearn.data.phrasings import ATTRIBUTES, QA_ATTRIBUTES
 from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.knowledge import knowledge_report
+from causal_unlearn.models.architectures import get_architecture
+from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.models.tokenizer import train_tokenizer
 
 
@@ -228,7 +230,8 @@ def _train(config: RecipeConfig, out: str | Path | None, progress: bool) -> dict
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
             model.eval()
-            report = knowledge_report(model, tokenizer, world, progress=False)
+            report = knowledge_report(LoadedModel(model, tokenizer, get_architecture(model.config), "training"), world,
+                                      progress=False)
             report.update(epoch=epoch + 1, minutes=round((time.time() - started) / 60, 2), loss=round(loss.item(), 4))
             history.append(report)
             tqdm.write(json.dumps(report))

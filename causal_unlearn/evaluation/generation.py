@@ -6,15 +6,14 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.validation import integer
 
 
 @torch.no_grad()
 def greedy_generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    model: LoadedModel,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 256,
@@ -26,12 +25,11 @@ def greedy_generate(
     Examples:
         >>> from causal_unlearn import load_model
         >>> lm = load_model("olmo-tiny-bios")
-        >>> greedy_generate(lm.model, lm.tokenizer, ["What is the capital of France?"], max_new_tokens=4)
+        >>> greedy_generate(lm, ["What is the capital of France?"], max_new_tokens=4)
         [' Paris']
     """
-    if not isinstance(model, PreTrainedModel):
-        raise TypeError(f"greedy_generate takes (lm.model, lm.tokenizer), a transformers model and its tokenizer; got "
-                        f"a {type(model).__name__}")
+    lm = require_loaded(model, "greedy_generate")
+    model, tokenizer = lm.model, lm.tokenizer
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be a list of strings, got {prompts!r:.60}")
     if not prompts:

@@ -8,8 +8,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.data.encoding import EncodedBatch, encode_documents
 
 
@@ -39,8 +39,7 @@ def sequence_nll(
 
 @torch.no_grad()
 def mean_token_nll(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    model: LoadedModel,
     texts: Sequence[str],
     *,
     batch_size: int = 16,
@@ -54,10 +53,12 @@ def mean_token_nll(
     Examples:
         >>> from causal_unlearn import load_model
         >>> lm = load_model("olmo-tiny-bios")
-        >>> nll = mean_token_nll(lm.model, lm.tokenizer, ["What is the capital of France? Paris", "zq xv"], progress=False)
+        >>> nll = mean_token_nll(lm, ["What is the capital of France? Paris", "zq xv"], progress=False)
         >>> bool(nll[0] < nll[1])
         True
     """
+    lm = require_loaded(model, "mean_token_nll")
+    model, tokenizer = lm.model, lm.tokenizer
     device = next(model.parameters()).device
     values = []
     starts = range(0, len(texts), batch_size)

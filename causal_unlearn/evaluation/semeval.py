@@ -126,13 +126,13 @@ def evaluate(
     if members is not None and (not members or not nonmembers):
         raise ValueError(f"MIA needs members and non-members, got {len(members)} and {len(nonmembers)}")
     utility_rows = list(utility) if isinstance(utility, Sequence) else []
-    generations = greedy_generate(model.model, model.tokenizer, [r.input for r in [*forget, *retain, *utility_rows]],
+    generations = greedy_generate(model, [r.input for r in [*forget, *retain, *utility_rows]],
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     scores = score_generations(forget, retain, generations[: len(forget)],
                                generations[len(forget) : len(forget) + len(retain)])
     if members is not None:
         nll = [
-            mean_token_nll(model.model, model.tokenizer, [_document(d) for d in docs], progress=progress).tolist()
+            mean_token_nll(model, [_document(d) for d in docs], progress=progress).tolist()
             for docs in (members, nonmembers)
         ]
         scores.mia_auc, scores.mia_score = mia_score(*nll)

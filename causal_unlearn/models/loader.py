@@ -115,6 +115,22 @@ class LoadedModel:
         return self.model(input_ids=input_ids.to(self.device)).logits
 
 
+def require_loaded(model: Any, function: str) -> LoadedModel:
+    """`model` if it is a `LoadedModel`; otherwise an error saying how to make one.
+
+    Examples:
+        >>> require_loaded("gpt2", "greedy_generate")
+        Traceback (most recent call last):
+        ...
+        TypeError: greedy_generate takes a LoadedModel, got a str; load it with causal_unlearn.load_model(...) (a transformers model and its tokenizer: load_model(model, tokenizer))
+    """
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"{function} takes a LoadedModel, got a {type(model).__name__}; load it with "
+                        "causal_unlearn.load_model(...) (a transformers model and its tokenizer: "
+                        "load_model(model, tokenizer))")
+    return model
+
+
 def load_model(
     model: str | Path | PreTrainedModel | Any,
     tokenizer: PreTrainedTokenizerBase | str | Path | None = None,

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.facts import TraceFact
-from causal_unlearn.models.loader import LoadedModel, load_model
+from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.attribution import run_attribution
 from causal_unlearn.tracing.corruption import (
     Corruption,
@@ -30,7 +30,7 @@ BACKENDS = ("torch", "nnsight")
 
 
 def trace(
-    model: LoadedModel | str,
+    model: LoadedModel,
     prompt: str,
     subject: str,
     *,
@@ -73,7 +73,7 @@ def trace(
         >>> result.tokens[result.subject_range[0]:result.subject_range[1]], result.high > result.low
         (['Otto', ' Russet'], True)
     """
-    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    lm = require_loaded(model, "trace")
     if not text("prompt", prompt).strip():
         raise ValueError("the prompt is empty; pass the text that leads up to the answer, e.g. 'Otto Russet lives in'")
     text("subject", subject)
@@ -137,7 +137,7 @@ def trace(
 
 
 def trace_facts(
-    model: LoadedModel | str,
+    model: LoadedModel,
     facts: Iterable[TraceFact | tuple[str, str, str]],
     *,
     require_known: bool = False,
@@ -158,7 +158,7 @@ def trace_facts(
         >>> len({r.settings.noise_scale for r in results})
         1
     """
-    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    lm = require_loaded(model, "trace_facts")
     facts = [_as_fact(index, f) for index, f in enumerate(facts)]
     if not facts:
         raise ValueError("no facts to trace")

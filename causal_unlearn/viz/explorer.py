@@ -7,7 +7,7 @@ import html
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from causal_unlearn.models.loader import LoadedModel, load_model
+from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.engine import KINDS
 from causal_unlearn.tracing.result import TraceResult
 from causal_unlearn.tracing.trace import trace
@@ -32,9 +32,9 @@ class TraceExplorer:
         (['mlp'], ['mlp'])
     """
 
-    def __init__(self, model: LoadedModel | str, prompt: str = "", subject: str = "", answer: str = "", *,
+    def __init__(self, model: LoadedModel, prompt: str = "", subject: str = "", answer: str = "", *,
                  seed: int = 0, top_predictions: int = 5):
-        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        self.model = require_loaded(model, "TraceExplorer")
         self.seed, self.top_predictions = seed, top_predictions
         self.result: TraceResult | None = None
         self.prompt = widgets.Text(value=prompt, description="prompt", placeholder="Otto Russet lives in",

@@ -20,7 +20,8 @@ def token_labels(result: TraceResult) -> list[str]:
 
     Examples:
         >>> import causal_unlearn as cu
-        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=1, progress=False)
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", kinds=("hidden",), samples=1, progress=False)
         >>> token_labels(result)
         ['<|endoftext|>', 'Otto*', ' Russet*', ' lives', ' in']
     """
@@ -46,8 +47,8 @@ def trace_heatmap(
 
     Examples:
         >>> import causal_unlearn as cu
-        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", kinds=("mlp",), samples=1,
-        ...                   progress=False)
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", kinds=("mlp",), samples=1, progress=False)
         >>> trace_heatmap(result, "mlp").z.shape == tuple(result.scores["mlp"].shape)
         True
     """
@@ -86,7 +87,8 @@ def plot_trace(
 
     Examples:
         >>> import causal_unlearn as cu
-        >>> result = cu.trace("olmo-tiny-bios", "Otto Russet lives in", "Otto Russet", samples=2, window=3, progress=False)
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", samples=2, window=3, progress=False)
         >>> fig = result.plot()
         >>> [panel.name for panel in fig.data], fig.layout.coloraxis.cmin == result.low
         (['hidden', 'mlp', 'attn'], True)
