@@ -8,7 +8,7 @@ control sets with `control_layer_sets`, and runs `compare_layer_sets` on the bui
 (`world.unlearning_task()`) with the built-in recipe. Besides the named objectives (paper
 constants) it runs SHA256 with the built-in recipe's retain weight, "sha256 (alpha 3-6)", and
 `stand_in` with the world's stand-in prompts.
-`results/unlearn_grid.csv` holds the last full run (notebook 03 plots it with `viz.plot_compare`).
+`results/unlearn_grid.csv` holds the last full run (notebook 03 plots it with `viz.plot_layer_sets`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,15 @@ def test_compare_is_compare_layer_sets(builtin, world):
         cu.compare(builtin, world.forget[:2], world.retain[:2], layer_sets={})
 
 
+def test_plot_compare_is_plot_layer_sets():
+    import pandas as pd
+
+    table = pd.DataFrame(dict(objective=["npo"], layer_set=["traced"], final=[0.5]))
+    with pytest.warns(FutureWarning, match="plot_layer_sets"):
+        old = cu.viz.plot_compare(table, metrics=["final"])
+    assert old.to_dict() == cu.viz.plot_layer_sets(table, metrics=["final"]).to_dict()
+
+
 def test_objective_labels_tell_recipes_apart():
     from causal_unlearn.unlearning.recipes import builtin_sha256
 

@@ -233,7 +233,7 @@ def test_history_evaluations_and_callbacks(fresh, world):
     assert result.evaluations[0]["forget_answer_accuracy"] == 1.0
     best = min(result.evaluations, key=lambda r: r["joint_loss"])
     assert result.selected_step == best["step"]
-    assert len(result.history_frame()) == 4
+    assert len(result.to_dataframe()) == 4 and len(result.to_dataframe("evaluations")) == len(result.evaluations)
 
 
 def test_save_pretrained_reloads_and_scores_the_same(fresh, world, tmp_path):

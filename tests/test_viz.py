@@ -108,13 +108,13 @@ def test_trace_comparison_figure(city_traces):
 def test_compare_chart_plots_the_table_with_the_original_as_reference():
     table = pd.DataFrame(dict(objective=["none", "sha256", "sha256", "npo"], layer_set=["original", "traced", "all", "traced"],
                               **{"Task2/forget_knowledge": [1.0, 0.02, 0.0, 0.1], "final": [0.4, 0.83, 0.76, 0.7]}))
-    fig = viz.plot_compare(table, metrics=["forget QA", "final"])
+    fig = viz.plot_layer_sets(table, metrics=["forget QA", "final"])
     bars = [(t.name, list(t.x), t.y.tolist()) for t in fig.data]
     assert bars == [("sha256", ["traced", "all"], [0.02, 0.0]), ("npo", ["traced"], [0.1]),
                     ("sha256", ["traced", "all"], [0.83, 0.76]), ("npo", ["traced"], [0.7])]
     assert sorted(shape.y0 for shape in fig.layout.shapes) == [0.4, 1.0]
     with pytest.raises(ValueError, match=r"no \['MIA'\] columns"):
-        viz.plot_compare(table, metrics=["MIA"])
+        viz.plot_layer_sets(table, metrics=["MIA"])
 
 
 def test_paper_layout_sizes_and_fonts():

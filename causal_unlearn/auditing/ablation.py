@@ -133,8 +133,7 @@ class _Auditor:
 
 
 def compare(*args: Any, **kwargs: Any) -> Any:
-    """Deprecated name of `compare_layer_sets` (it read as one of `compare_traces` and
-    `viz.plot_compare`); it will be removed in 0.3."""
+    """Deprecated name of `compare_layer_sets` (beside `compare_traces`, `compare` did not say what it compares); it will be removed in 0.3."""
     warnings.warn("causal_unlearn.compare is now causal_unlearn.compare_layer_sets; the old name goes in 0.3",
                   FutureWarning, stacklevel=2)
     return compare_layer_sets(*args, **kwargs)

@@ -76,15 +76,14 @@ class UnlearnResult(Plottable):
                 edited.model.get_parameter(name).copy_(weight)
         return edited
 
-    def history_frame(self):
+    def to_dataframe(self, table: str = "history"):
+        """One row per optimizer step (`table="history"`) or per evaluation (`"evaluations"`),
+        as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.history)
-
-    def evaluation_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.evaluations)
+        if table not in ("history", "evaluations"):
+            raise ValueError(f"table must be 'history' or 'evaluations', got {table!r}")
+        return pd.DataFrame(self.history if table == "history" else self.evaluations)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Save the edited model and tokenizer (loadable with `load_model(folder)`), and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Sequence
 
 import plotly.graph_objects as go
@@ -65,7 +66,7 @@ def plot_trace_comparison(
     return paper_layout(fig, column, height_inches=2.2 if column == "double" else 2.4) if column else fig
 
 
-def plot_compare(
+def plot_layer_sets(
     table, metrics: Sequence[str] = ABLATION_METRICS, *, column: Column | None = None, title: str | None = None
 ) -> go.Figure:
     """The ablation table from `compare_layer_sets` (or `benchmarks/unlearn_grid.py`'s CSV) as bars: one
@@ -76,7 +77,7 @@ def plot_compare(
         >>> import pandas as pd
         >>> table = pd.DataFrame(dict(objective=["sha256", "sha256"], layer_set=["traced", "all"],
         ...                           **{"Task2/forget_knowledge": [0.0, 0.1], "final": [0.8, 0.6]}))
-        >>> fig = plot_compare(table, metrics=["forget QA", "final"])
+        >>> fig = plot_layer_sets(table, metrics=["forget QA", "final"])
         >>> [(trace.name, trace.y.tolist()) for trace in fig.data]
         [('sha256', [0.0, 0.1]), ('sha256', [0.8, 0.6])]
     """
@@ -106,3 +107,9 @@ def plot_compare(
                       legend=dict(orientation="h", y=-0.45, x=0.5, xanchor="center"))
     return paper_layout(fig, column, height_inches=2.6) if column else fig
 
+
+def plot_compare(*args, **kwargs) -> go.Figure:
+    """Deprecated name of `plot_layer_sets` (the figure of `compare_layer_sets`); it will be
+    removed in 0.3."""
+    warnings.warn("viz.plot_compare is now viz.plot_layer_sets; the old name goes in 0.3", FutureWarning, stacklevel=2)
+    return plot_layer_sets(*args, **kwargs)
