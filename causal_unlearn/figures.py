@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+
 def register_figure(result_type: type, function_path: str) -> None:
     """Let `result.plot()` call the function at `function_path` ("package.module:function"),
     which takes the result as its first argument.

@@ -14,7 +14,7 @@ from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.generation import greedy_generate
 from causal_unlearn.evaluation.likelihood import mean_token_nll
 from causal_unlearn.evaluation.metrics import exact_match, score_generation
-from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.models.loader import LoadedModel, require_loaded
 
 Utility = Union[Sequence[Row], float, Callable[[LoadedModel], float], None]
 _MEASURE = {"sc": "regurgitation", "qa": "knowledge"}
@@ -117,8 +117,7 @@ def evaluate(
         >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
         (1.0, 0, True, 1.0)
     """
-    if not isinstance(model, LoadedModel):
-        raise TypeError(f"evaluate takes a LoadedModel (causal_unlearn.load_model(...)), got a {type(model).__name__}")
+    require_loaded(model, "evaluate")
     _require_rows("forget", forget)
     _require_rows("retain", retain)
     if (members is None) != (nonmembers is None):

@@ -58,8 +58,8 @@ def trace(
     function). `method="attribution"` estimates the same heatmap to first order from one
     backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
     (`trace_facts` pools it over all facts, as ROME does); `GaussianNoise("s3", std_rule="rome")`
-    measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k` also keeps each
-    cell's k most probable next tokens (exact method; `TraceResult.predictions`).
+    measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k`
+    also keeps each cell's k most probable next tokens (exact method; `TraceResult.predictions`).
 
     `backend="nnsight"` runs the same recipe as nnsight interventions (equal numbers, slower
     here); with `remote=True` the request runs on NDIF, for the models NDIF hosts

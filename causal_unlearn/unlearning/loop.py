@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.encoding import EncodedBatch, encode_rows, prompt_vocabulary, with_distinct_prompt_tokens
@@ -23,7 +22,7 @@ from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, g
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.processes import Processes
-from causal_unlearn.unlearning.sharding import reshard
+from causal_unlearn.unlearning.sharding import full_tensor, local_shard, reshard
 from causal_unlearn.unlearning.result import UnlearnResult
 
 Encoder = Callable[[list[Row], Tensor], EncodedBatch]  # rows, which of them are forget rows
@@ -116,7 +115,8 @@ def unlearn(
                         f"{wrong[0]!r:.60}")
     processes = Processes.current()
     objective = get_objective(objective)
-    if model.is_sharded and objective.runs_own_forwards:
+    sharded = model.is_sharded
+    if sharded and objective.runs_own_forwards:
         raise ValueError(f"the {objective.name} objective runs forwards of its own, as many as each process's rows "
                          "need, and a sharded model (shard_model) needs the same number on every process; train "
                          "it unsharded or choose another objective")
@@ -130,10 +130,9 @@ def unlearn(
     run_settings = dict(objective=objective.label, layers=selection.layers, modules=modules,
                         **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
                         n_retain=len(retain), total_steps=total_steps)
-    sharded = model.is_sharded
     original = selection.snapshot()  # sharded: this process's shards
     forward = _Forward(model, selection, original, objective, _encoder(model, retain, config.loss_on, config.max_length),
-                       config.mixed_precision)
+                       config.mixed_precision, sharded)
 
     optimizer = torch.optim.AdamW(selection.parameters.values(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=total_steps)
@@ -206,13 +205,13 @@ def unlearn(
                                               config.max_grad_norm if config.max_grad_norm is not None else math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(_local(p)).all()), None)
+        broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(local_shard(p)).all()), None)
         if processes.any(broken_weight is not None, model.device) if sharded else broken_weight is not None:
             raise diverged(f"weight {broken_weight or 'shard on another process'!r} became NaN or infinite at "
                            f"optimizer step {step + 1}")
         means = _mean_terms(window_terms, processes)
         return {"step": step + 1, "epoch": epoch, "lr": schedule.get_last_lr()[0], **means,
-                "grad_norm": float(norm.full_tensor() if isinstance(norm, DTensor) else norm)}
+                "grad_norm": float(full_tensor(norm))}
 
     for callback in callbacks:
         callback.on_train_begin(run_settings)
@@ -277,9 +276,9 @@ class _Forward:
     weights swapped into the trained parameters for one forward, so no second copy is held)."""
 
     def __init__(self, model: LoadedModel, selection: ParameterSelection, original: dict[str, Tensor],
-                 objective: Objective, encode: Encoder, mixed_precision: str):
+                 objective: Objective, encode: Encoder, mixed_precision: str, sharded: bool):
         self.model, self.selection, self.original, self.objective, self.encode = model, selection, original, objective, encode
-        self.sharded = model.is_sharded
+        self.sharded = sharded
         self.mixed = mixed_precision == "bf16"
         self.autocast = partial(torch.autocast, device_type=model.device.type, dtype=torch.bfloat16, enabled=self.mixed)
 
@@ -292,7 +291,7 @@ class _Forward:
     def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
         """(Between a forward and its backward this is safe: the edited weights are back before
         autograd reads them.)"""
-        with _weights(self.model, self.selection, self.original):
+        with _weights(self.model, self.selection, self.original, sharded=self.sharded):
             return self.logits(batch)
 
     def idle(self, rows: list[tuple[Row, bool]], *, training: bool) -> None:
@@ -394,10 +393,11 @@ def _checkpointing(model: LoadedModel, enabled: bool) -> Iterator[None]:
 
 
 @contextmanager
-def _weights(model: LoadedModel, selection: ParameterSelection, weights: dict[str, Tensor]) -> Iterator[None]:
+def _weights(model: LoadedModel, selection: ParameterSelection, weights: dict[str, Tensor], *,
+             sharded: bool) -> Iterator[None]:
     """Temporarily run with `weights` in the selected parameters (the original model, for
     objectives that compare against it) without a second copy of the model."""
-    if model.is_sharded:  # FSDP gathers from the shards' own storage: copy into it, and regather
+    if sharded:  # FSDP gathers from the shards' own storage: copy into it, and regather
         current = selection.snapshot()
         selection.load(weights)
         reshard(model)
@@ -415,11 +415,6 @@ def _weights(model: LoadedModel, selection: ParameterSelection, weights: dict[st
     finally:
         for name, p in selection.parameters.items():
             p.data = current[name]
-
-
-def _local(tensor: Tensor) -> Tensor:
-    """This process's shard of a sharded tensor (DTensor); any other tensor itself."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import ParameterSelection
 from causal_unlearn.unlearning.processes import Processes
+from causal_unlearn.unlearning.sharding import full_tensor
 
 
 @dataclass
@@ -119,7 +120,4 @@ class UnlearnResult(Plottable):
 
 def _gathered_state(model: torch.nn.Module) -> dict[str, Tensor]:
     """The whole state dict of a sharded model, on the CPU (a collective: every process calls it)."""
-    from torch.distributed.tensor import DTensor
-
-    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).cpu()
-            for name, value in model.state_dict().items()}
+    return {name: full_tensor(value).cpu() for name, value in model.state_dict().items()}

@@ -4,8 +4,10 @@ only for its own forward and backward."""
 
 from __future__ import annotations
 
+from torch import Tensor
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.processes import Processes
@@ -48,3 +50,14 @@ def reshard(model: LoadedModel) -> None:
     for module in model.model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+def local_shard(tensor: Tensor) -> Tensor:
+    """This process's shard of a sharded tensor (a DTensor); any other tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def full_tensor(tensor: Tensor) -> Tensor:
+    """The whole of a sharded tensor, gathered from every process (a collective: every process
+    calls it); any other tensor itself."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
