@@ -39,6 +39,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder \
 	    notebooks tests/test_demo.py tests causal_unlearn --nbmake --nbmake-timeout=1200
 
+# The site executes the notebooks (mkdocs-jupyter), so that its pages show their figures.
 docs: setup
 	$(BIN)/mkdocs build --strict
 
