@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import causal_unlearn as cu
-from causal_unlearn.tracing import GaussianNoise, TokenReplacement, TraceResult, trace, trace_facts
+from dataclasses import replace
+
+from causal_unlearn.tracing import GaussianNoise, Shortcuts, TokenReplacement, TraceResult, trace, trace_facts
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.models.hooks import record_outputs
@@ -30,6 +32,97 @@ def test_tiny_random_models_equal_naive_reference(model_type, sliding):
     if sliding:  # the prompt is longer than the window: a prefix cache of a sliding layer holds only the window
         assert len(result.tokens) > WINDOW
     assert_matches_naive(lm, result)
+
+
+# Prompts of different lengths whose subjects start at different tokens: cells of different facts
+# then share forwards with prefixes of different lengths (padded and masked).
+MIXED_FACTS = [("Ann Teal was born in Denver on May", "Ann Teal", " 3"), ("So Ann Teal was born in", "Ann Teal", " Denver"),
+               ("We know that Bo Gray was born in Denver on", "Bo Gray", " May")]
+
+
+# the tiny tokenizer splits " Denver" and " May": traced on their first token, as trace_facts warns
+first_token_answers = pytest.mark.filterwarnings("ignore::causal_unlearn.tracing.tokens.MultiTokenAnswerWarning")
+
+
+class ForwardCount:
+    def __init__(self, lm):
+        self.n = 0
+        lm.module(lm.architecture.embedding).register_forward_pre_hook(lambda m, a: setattr(self, "n", self.n + 1))
+
+
+@first_token_answers
+@pytest.mark.parametrize("model_type, sliding", [(t, False) for t in CONFIGS] + [(t, True) for t in SLIDING])
+def test_facts_traced_together_equal_the_naive_reference(model_type, sliding):
+    lm = cu.load_model(tiny_model(model_type, sliding=sliding), tiny_tokenizer())
+    results = trace_facts(lm, MIXED_FACTS, samples=3, window=2, noise=0.5, max_batch_tokens=256, progress=False)
+    for result in results:
+        assert_matches_naive(lm, result)
+
+
+@first_token_answers
+def test_facts_traced_together_share_forwards_and_equal_facts_traced_alone(builtin, world):
+    facts = world.facts_to_trace(split="forget")[:6]
+    assert len({len(builtin.to_tokens(f.prompt)[0]) for f in facts}) > 1
+    settings = dict(samples=4, window=3, top_predictions=3, progress=False)
+    counter = ForwardCount(builtin)
+    together = trace_facts(builtin, facts, **settings)
+    shared, counter.n = counter.n, 0
+    alone = trace_facts(builtin, facts, facts_per_batch=1, **settings)
+    assert shared < counter.n / 2
+    for a, b in zip(together, alone):
+        assert (a.high, a.low, a.known) == pytest.approx((b.high, b.low, b.known), abs=TOL)
+        for kind in a.kinds:
+            torch.testing.assert_close(a.scores[kind], b.scores[kind], atol=TOL, rtol=0)
+            torch.testing.assert_close(a.top_probs[kind], b.top_probs[kind], atol=TOL, rtol=0)
+    for result in together[:2]:
+        assert_matches_naive(builtin, result)
+
+
+ONE_ALONE = [Shortcuts.none(), Shortcuts()] + [
+    replace(Shortcuts.none(), **{name: True}) for name in Shortcuts().enabled
+]
+
+
+@first_token_answers
+@pytest.mark.parametrize("shortcuts", ONE_ALONE, ids=lambda s: "+".join(s.enabled) or "none")
+def test_each_shortcut_alone_equals_the_naive_reference(builtin, world, shortcuts):
+    fact = world.facts_to_trace(split="forget")[4]
+    result = trace(builtin, fact.prompt, fact.subject, answer=fact.answer, window=3, samples=2, shortcuts=shortcuts,
+                   max_batch_tokens=512, progress=False)
+    assert_matches_naive(builtin, result)
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer())
+    for result in trace_facts(lm, MIXED_FACTS, samples=2, window=2, noise=0.5, shortcuts=shortcuts, progress=False):
+        assert_matches_naive(lm, result)
+
+
+def test_each_shortcut_saves_the_work_it_names(builtin, world):
+    """Each switch does something: the work it leaves out, counted where it happens."""
+    fact, spec, last = world.facts_to_trace(split="forget")[4], builtin.architecture, builtin.n_layers - 1
+    work = dict(fed=0, first_mlp_positions=0, last_mlp_positions=0, unembeddings=0)
+
+    def count(name, amount):
+        return lambda module, args: work.update({name: work[name] + amount(args[0])})
+
+    embedding, unembedding = builtin.module(spec.embedding), builtin.module(spec.unembedding)
+    first_mlp, last_mlp = builtin.module(spec.mlp_module(0)), next(builtin.module(spec.mlp_module(last)).children())
+    handles = [embedding.register_forward_pre_hook(count("fed", lambda x: x.numel())),
+               first_mlp.register_forward_pre_hook(count("first_mlp_positions", lambda x: x.shape[:-1].numel())),
+               last_mlp.register_forward_pre_hook(count("last_mlp_positions", lambda x: x.shape[:-1].numel())),
+               # counted where real logits come out (a deferred call first returns a placeholder)
+               unembedding.register_forward_hook(lambda m, a, out: work.update(
+                   unembeddings=work["unembeddings"] + (out.shape[-1] == builtin.model.config.vocab_size)))]
+    measured = {}
+    for off in ("",) + Shortcuts().enabled:  # all on, then all but one
+        work.update(dict.fromkeys(work, 0))
+        trace(builtin, fact.prompt, fact.subject, answer=fact.answer, window=3, samples=2,
+              shortcuts=replace(Shortcuts(), **{off: False} if off else {}), max_batch_tokens=512, progress=False)
+        measured[off] = dict(work)
+    for handle in handles:
+        handle.remove()
+    what = dict(prefix_cache="fed", skip_blocks="first_mlp_positions", last_position_mlp="last_mlp_positions",
+                deferred_unembedding="unembeddings", skip_uncorrupted="fed")
+    for name, counted in what.items():  # with the shortcut on, that work is at most half of what it is off
+        assert measured[""][counted] <= measured[name][counted] / 2, (name, measured[""], measured[name])
 
 
 def test_unembedding_batched_across_forwards_and_never_where_logits_are_post_processed():

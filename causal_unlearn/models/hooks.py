@@ -1,10 +1,17 @@
-"""Reading module outputs by address with plain forward hooks."""
+"""Interventions by module address, as plain forward hooks and forward replacements.
+
+Reading: `record_outputs`, `record_inputs`. Writing: `replace_output` (a module returns a given
+tensor), `patch_position` (chosen rows get given states at one position), `skip` (modules do not
+run; the last returns a given output), `last_position_only` (a module computes the last position
+only). Each is a context manager that undoes itself, so a model is never left changed.
+"""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator, Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -81,3 +88,123 @@ def _recording(model: nn.Module, addresses: Sequence[str], pick: Callable[[tuple
 
     with forward_hooks(model, {a: hook_for(a) for a in addresses}):
         yield recorded
+
+
+def with_residual(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
+    """`output` with `tensor` in place of what the module hands to the residual stream."""
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+def replace_output(model: nn.Module, address: str, tensor: Tensor):
+    """The module at `address` hands on `tensor` instead of its own output (e.g. corrupted
+    embeddings in place of the token embeddings).
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with replace_output(net, "0", -torch.ones(1, 3)):
+        ...     net(torch.ones(1, 2)).sum().item()
+        0.0
+    """
+    return forward_hooks(model, {address: lambda module, args, output: with_residual(output, tensor)})
+
+
+def patch_position(model: nn.Module, position: int, rows: dict[str, Tensor], values: dict[str, Tensor]):
+    """At each address, the given batch rows get the given states at sequence `position`
+    (`values[address]` holds one state per row in `rows[address]`).
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Identity())
+        >>> with patch_position(net, 1, {"0": torch.tensor([0])}, {"0": torch.full((1, 2), 7.0)}):
+        ...     net(torch.zeros(2, 3, 2))[:, 1].tolist()
+        [[7.0, 7.0], [0.0, 0.0]]
+    """
+
+    def hook_for(address: str):
+        def hook(module, args, output):
+            patched = residual_tensor(output).clone()
+            patched[rows[address].to(patched.device), position] = values[address].to(patched.dtype)
+            return with_residual(output, patched)
+
+        return hook
+
+    return forward_hooks(model, {a: hook_for(a) for a in rows})
+
+
+@contextmanager
+def replaced_forward(module: nn.Module, forward: Callable) -> Iterator[None]:
+    """`module` runs `forward` instead of its own inside the block (its hooks still fire).
+
+    Examples:
+        >>> import torch
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> with replaced_forward(layer, lambda x: x * 0):
+        ...     layer(torch.ones(1, 2)).tolist()
+        [[0.0, 0.0]]
+    """
+    # through the instance dict: wrappers such as TransformerLens's BlockBridge redirect setattr
+    saved = module.__dict__.get("forward")
+    module.__dict__["forward"] = forward
+    try:
+        yield
+    finally:
+        if saved is None:
+            del module.__dict__["forward"]
+        else:
+            module.__dict__["forward"] = saved
+
+
+@contextmanager
+def skip(model: nn.Module, addresses: Sequence[str], output: Tensor, arity: int = 0) -> Iterator[None]:
+    """The modules at `addresses` (consecutive blocks) do not run: each passes its input on and
+    the last returns `output`, as a tuple of `arity` (hidden states first, then None) where the
+    blocks return tuples. Like nnsight's `skip`.
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Identity())
+        >>> with skip(net, ["0", "1"], torch.full((1, 2), 3.0)):
+        ...     net(torch.ones(1, 2)).tolist()
+        [[3.0, 3.0]]
+    """
+
+    def as_output(hidden_states: Tensor) -> Tensor | tuple:
+        return (hidden_states, *[None] * (arity - 1)) if arity else hidden_states
+
+    def passthrough(hidden_states, *args, **kwargs):
+        return as_output(hidden_states)
+
+    with ExitStack() as stack:
+        for address in addresses[:-1]:
+            stack.enter_context(replaced_forward(model.get_submodule(address), passthrough))
+        stack.enter_context(replaced_forward(model.get_submodule(addresses[-1]), lambda *a, **k: as_output(output)))
+        yield
+
+
+def last_position_only(module: nn.Module):
+    """`module` (a position-wise sublayer, such as a block's MLP) computes the last position only;
+    zeros stand in for the others. Where the module flattens positions into rows or returns
+    another shape, it runs in full.
+
+    Examples:
+        >>> import torch
+        >>> mlp = torch.nn.Linear(2, 2, bias=False)
+        >>> with last_position_only(mlp):
+        ...     out = mlp(torch.ones(1, 3, 2))
+        >>> out[0, :2].abs().sum().item(), torch.equal(out[0, 2], mlp(torch.ones(2)))
+        (0.0, True)
+    """
+    full = module.forward
+
+    def last_position(hidden_states, *args, **kwargs):
+        if hidden_states.dim() != 3:  # positions flattened into rows (OPT's MLP): no shortcut
+            return full(hidden_states, *args, **kwargs)
+        last = full(hidden_states[:, -1:], *args, **kwargs)
+        if not isinstance(last, Tensor) or last.shape[-1] != hidden_states.shape[-1]:
+            return full(hidden_states, *args, **kwargs)  # an MLP of another shape: no shortcut
+        output = last.new_zeros(hidden_states.shape)
+        output[:, -1:] = last
+        return output
+
+    return replaced_forward(module, last_position)

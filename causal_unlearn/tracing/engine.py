@@ -4,7 +4,9 @@ Every cell (kind, token t, layer l) of a ROME heatmap is the mean metric over th
 copies when the clean state is restored at token t in the cell's layers. The textbook loop runs
 one full forward of batch samples + 1 per cell. This engine gives the same numbers while
 - running the clean and the corrupted pass once each;
-- batching many cells (x samples) per forward, under `max_batch_tokens`;
+- batching many cells (x samples) per forward, under `max_batch_tokens`, also cells of
+  different facts: cells that feed the same number of positions share a forward, each row
+  reading its own fact's prefix cache (left-padded and masked where the prefixes differ);
 - never running cells before the first corrupted position: restoring a state the corruption
   never reached changes nothing, so those cells score `low`;
 - never recomputing positions before t: causal attention leaves them as in the corrupted run,
@@ -15,14 +17,18 @@ one full forward of batch samples + 1 per cell. This engine gives the same numbe
   read the unchanged input), so that block is skipped too: its cached output is patched at t;
 - running the last block's MLP on the last position only: the metric reads nothing else;
 - unembedding the last position of many batches in one matrix product instead of one per batch.
+
+Each shortcut is a named switch (`Shortcuts`) built from the intervention primitives of
+`causal_unlearn.models.hooks` (`skip`, `last_position_only`, `patch_position`, ...).
 """
 
 from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from dataclasses import dataclass, field, fields, replace
+from itertools import groupby
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from einops import reduce
@@ -31,7 +37,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from causal_unlearn.models.architectures import ArchitectureSpec
-from causal_unlearn.models.hooks import forward_hooks, record_inputs, record_outputs, residual_tensor
+from causal_unlearn.models.hooks import (
+    forward_hooks,
+    last_position_only,
+    patch_position,
+    record_inputs,
+    record_outputs,
+    replace_output,
+    replaced_forward,
+    skip,
+)
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.metrics import Metric
 
@@ -62,6 +77,8 @@ class Cell:
     token: int
     layer: int
     restored: range
+    fact: int = 0  # which of the facts traced together
+    skipped: int = 0  # blocks that do not run: their outputs come from the corrupted run
 
     @property
     def first_block(self) -> int:
@@ -69,6 +86,41 @@ class Cell:
         or MLP contribution at the window's first layer only alters that block's output at the
         token, so the block itself need not run; a restored attention output feeds its block's MLP."""
         return self.restored.start + (self.kind != "attn")
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """The engine's shortcuts, each switchable. Every one is exact (any combination gives the
+    textbook loop's numbers up to float rounding); turning one off checks it alone, or works
+    around a model it does not suit.
+
+    - `prefix_cache`: feed positions t.. only, with the corrupted run's keys and values before t;
+    - `skip_blocks`: blocks below a cell's first changed block return the corrupted run's states;
+    - `last_position_mlp`: the last block's MLP runs on the last position only;
+    - `deferred_unembedding`: the last positions of many batches are unembedded in one product;
+    - `skip_uncorrupted`: cells before the first corrupted token score `low` without a forward.
+
+    Examples:
+        >>> Shortcuts(skip_blocks=False).enabled
+        ('prefix_cache', 'last_position_mlp', 'deferred_unembedding', 'skip_uncorrupted')
+        >>> Shortcuts.none().enabled
+        ()
+    """
+
+    prefix_cache: bool = True
+    skip_blocks: bool = True
+    last_position_mlp: bool = True
+    deferred_unembedding: bool = True
+    skip_uncorrupted: bool = True
+
+    @classmethod
+    def none(cls) -> Shortcuts:
+        """Every shortcut off: one forward per batch of cells, from position 0, through every block."""
+        return cls(**{f.name: False for f in fields(cls)})
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
 @dataclass
@@ -100,72 +152,169 @@ def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str,
     return CleanRun({a: state[0] for a, state in clean.items()}, logits, unembedding_input[spec.unembedding])
 
 
+class TraceInput(NamedTuple):
+    """One fact, ready to trace: its tokens, its corrupted embeddings and what a cell scores."""
+
+    input_ids: Int[Tensor, " pos"]
+    corrupted: Float[Tensor, "samples pos d_model"]
+    metric: Metric
+
+
 @torch.no_grad()
 def run_exact(
     lm: LoadedModel,
     input_ids: Int[Tensor, " pos"],
     corrupted: Float[Tensor, "samples pos d_model"],
     metric: Metric,
+    **settings,
+) -> TraceScores:
+    """Score every cell of one fact (`run_exact_facts` with one fact)."""
+    return run_exact_facts(lm, [TraceInput(input_ids, corrupted, metric)], **settings)[0]
+
+
+@torch.no_grad()
+def run_exact_facts(
+    lm: LoadedModel,
+    facts: Sequence[TraceInput],
     *,
     kinds: tuple[str, ...],
     window: int,
     max_batch_tokens: int = 8192,
     progress: bool = True,
     top_predictions: int = 0,
-) -> TraceScores:
-    """Score every cell of `kinds`; with `top_predictions` k > 0 also keep each cell's k most
-    probable next tokens (mean probability over the corrupted copies)."""
-    spec, n_layers, n_tokens = lm.architecture, lm.n_layers, input_ids.shape[0]
-    samples = corrupted.shape[0]
-    input_ids = input_ids.to(lm.device)
-    clean_states, clean_logits, clean_unembedding_input = clean_run(lm, input_ids, kinds)
+    shortcuts: Shortcuts = Shortcuts(),
+) -> list[TraceScores]:
+    """Score every cell of `kinds` of each fact; with `top_predictions` k > 0 also keep each
+    cell's k most probable next tokens (mean probability over the corrupted copies).
 
+    Cells of different facts share a forward where they feed the same number of positions and
+    skip the same blocks: each row reads its own fact's prefix cache, left-padded to the longest
+    prefix of the batch and masked, at its own positions (the numbers equal tracing each fact
+    alone)."""
+    spec, n_layers = lm.architecture, lm.n_layers
+    samples = {f.corrupted.shape[0] for f in facts}
+    if len(samples) != 1:
+        raise ValueError(f"facts traced together need the same number of corrupted copies, got {sorted(samples)}")
+    samples = samples.pop()
     blocks = [spec.block_output(l) for l in range(n_layers)]
-    mlps = [spec.mlp_contribution(l) for l in range(n_layers)] if "mlp" in kinds else []
-    block_arity: dict[str, int] = {}  # blocks that return (hidden, attention weights, ...) are skipped alike
-    arity_hook = {blocks[0]: lambda m, a, out: block_arity.update(n=len(out) if isinstance(out, tuple) else 0)}
-    with _replace_embeddings(lm, corrupted), record_outputs(lm.model, blocks + mlps) as corrupted_run, \
-            forward_hooks(lm.model, arity_hook):
-        output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
-    prefix_cache = _keys_and_values(output)
+    runs = [_FactRuns.of(lm, fact, kinds, blocks) for fact in facts]
+    reuse_prefix = shortcuts.prefix_cache and all(run.reuse_prefix for run in runs)
+    parameters = inspect.signature(lm.model.forward).parameters
+    mixed_prefixes = reuse_prefix and "position_ids" in parameters and "attention_mask" in parameters
+    first_traced = [run.first_corrupted if shortcuts.skip_uncorrupted else 0 for run in runs]
+    cells = []
+    for index, run in enumerate(runs):
+        for kind in kinds:
+            for t in range(first_traced[index], run.n_tokens):
+                for layer in range(n_layers):
+                    cell = Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers), fact=index)
+                    cells.append(replace(cell, skipped=cell.first_block) if shortcuts.skip_blocks else cell)
+    chunks = list(_chunks(cells, [run.n_tokens for run in runs], samples, max_batch_tokens, reuse_prefix, mixed_prefixes))
+    dtype = torch.promote_types(lm.dtype, torch.float32)
+    tables = [_CellTable(kinds, run.n_tokens, n_layers, dtype, fact.metric, top_predictions) for run, fact in zip(runs, facts)]
 
-    first_corrupted = first_corrupted_position(lm.module(spec.embedding)(input_ids), corrupted)
-    cells = [
-        Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers))
-        for kind in kinds for t in range(first_corrupted, n_tokens) for layer in range(n_layers)
-    ]
-    chunks = list(_chunks(cells, samples, n_tokens, max_batch_tokens))
-    table = _CellTable(kinds, n_tokens, n_layers, torch.promote_types(lm.dtype, torch.float32), metric, top_predictions)
-    unembedding = _DeferredUnembedding.for_model(lm, clean_unembedding_input, clean_logits, max_batch_tokens, table.record)
-    reuse_prefix = _prefix_reusable(lm, prefix_cache, n_tokens)
+    def record(chunk: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
+        offset = 0
+        for index, group in groupby(chunk, key=lambda cell: cell.fact):
+            group = list(group)
+            tables[index].record(group, logits[offset : offset + len(group) * samples])
+            offset += len(group) * samples
+
+    clean = runs[0].clean
+    unembedding = (_DeferredUnembedding.for_model(lm, clean.unembedding_input, clean.logits, max_batch_tokens, record)
+                   if shortcuts.deferred_unembedding else None)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
-        t = chunk[0].token
-        start = t if reuse_prefix else 0
-        rows = len(chunk) * samples
-        restore = _rows_by_address(spec, chunk, samples)
-        first = chunk[0].first_block
+        batch = _Batch.of(spec, chunk, runs, samples, reuse_prefix)
+        first = chunk[0].skipped
         with ExitStack() as stack:
-            stack.enter_context(_replace_embeddings(lm, corrupted[:, start:].repeat(len(chunk), 1, 1)))
-            stack.enter_context(_restore_position(lm.model, t - start, restore, {a: clean_states[a][t] for a in restore}))
+            stack.enter_context(replace_output(lm.model, spec.embedding, batch.embeddings))
+            stack.enter_context(patch_position(lm.model, batch.restore_position, batch.restore_rows, batch.clean))
             if first > 0:
-                entry = _entry_states(spec, chunk, corrupted_run, clean_states, start, samples)
-                stack.enter_context(_skip_blocks(lm.model, blocks[:first], entry, block_arity["n"]))
-            if first < n_layers:
-                stack.enter_context(_last_position_only(lm.module(spec.mlp_module(n_layers - 1))))
+                stack.enter_context(skip(lm.model, blocks[:first], batch.entry, runs[0].block_arity))
+            if first < n_layers and shortcuts.last_position_mlp:
+                stack.enter_context(last_position_only(lm.module(spec.mlp_module(n_layers - 1))))
             if unembedding:
                 stack.enter_context(unembedding.collect(chunk))
-            cache = _repeated_prefix_cache(prefix_cache, start, len(chunk)) if start > 0 else None
-            logits = lm.model(input_ids=input_ids[start:][None].expand(rows, -1), **_forward_kwargs(lm.model, cache, use_cache=cache is not None)).logits[:, -1]
+            kwargs = _forward_kwargs(lm.model, batch.cache, use_cache=batch.cache is not None)
+            if batch.attention_mask is not None:
+                kwargs.update(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+            logits = lm.model(input_ids=batch.input_ids, **kwargs).logits[:, -1]
         if unembedding:
             unembedding.flush()
         else:
-            table.record(chunk, logits)
+            record(chunk, logits)
     if unembedding:
         unembedding.flush(force=True)
-    low = metric(output.logits[:, -1]).mean().item()
-    table.fill_before(first_corrupted, low, output.logits[:, -1])
-    return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), table.scores,
-                       table.top_ids, table.top_probs)
+    scores = []
+    for run, fact, table, first in zip(runs, facts, tables, first_traced):
+        low = fact.metric(run.corrupted_logits).mean().item()
+        table.fill_before(first, low, run.corrupted_logits)
+        scores.append(TraceScores(fact.metric(run.clean.logits).item(), low, int(run.clean.logits.argmax(-1).item()),
+                                  table.scores, table.top_ids, table.top_probs))
+    return scores
+
+
+@dataclass
+class _FactRuns:
+    """What one fact's cells read: its clean run, its corrupted run's block and MLP outputs and
+    keys and values, and where its corruption starts."""
+
+    input_ids: Int[Tensor, " pos"]
+    corrupted: Float[Tensor, "samples pos d_model"]
+    clean: CleanRun
+    corrupted_states: dict[str, Float[Tensor, "samples pos d_model"]]
+    corrupted_logits: Float[Tensor, "samples vocab"]
+    prefix_cache: list[tuple[Tensor, Tensor]]
+    first_corrupted: int
+    block_arity: int  # blocks that return (hidden, attention weights, ...) are skipped alike
+    reuse_prefix: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return self.input_ids.shape[0]
+
+    @classmethod
+    def of(cls, lm: LoadedModel, fact: TraceInput, kinds: tuple[str, ...], blocks: list[str]) -> _FactRuns:
+        spec, samples = lm.architecture, fact.corrupted.shape[0]
+        input_ids = fact.input_ids.to(lm.device)
+        clean = clean_run(lm, input_ids, kinds)
+        mlps = [spec.mlp_contribution(l) for l in range(lm.n_layers)] if "mlp" in kinds else []
+        arity: dict[str, int] = {}
+        arity_hook = {blocks[0]: lambda m, a, out: arity.update(n=len(out) if isinstance(out, tuple) else 0)}
+        with replace_output(lm.model, spec.embedding, fact.corrupted), record_outputs(lm.model, blocks + mlps) as states, \
+                forward_hooks(lm.model, arity_hook):
+            output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
+        prefix_cache = _keys_and_values(output)
+        first = first_corrupted_position(lm.module(spec.embedding)(input_ids), fact.corrupted)
+        return cls(input_ids, fact.corrupted, clean, states, output.logits[:, -1], prefix_cache, first, arity["n"],
+                   _prefix_reusable(lm, prefix_cache, input_ids.shape[0]))
+
+
+class _Batch(NamedTuple):
+    """One forward's inputs: the cells' rows (`samples` corrupted copies each), fed from the
+    cells' tokens where the prefix cache is reused."""
+
+    input_ids: Int[Tensor, "rows fed"]
+    embeddings: Float[Tensor, "rows fed d_model"]
+    restore_position: int
+    restore_rows: dict[str, Int[Tensor, " restored"]]
+    clean: dict[str, Float[Tensor, "restored d_model"]]
+    entry: Float[Tensor, "rows fed d_model"] | None
+    cache: object | None
+    attention_mask: Int[Tensor, "rows keys"] | None  # where prefixes of different lengths are padded
+    position_ids: Int[Tensor, "rows fed"] | None
+
+    @classmethod
+    def of(cls, spec: ArchitectureSpec, chunk: list[Cell], runs: list[_FactRuns], samples: int,
+           reuse_prefix: bool) -> _Batch:
+        starts = [cell.token if reuse_prefix else 0 for cell in chunk]
+        fed = [(runs[cell.fact], start) for cell, start in zip(chunk, starts)]
+        input_ids = torch.cat([run.input_ids[start:].expand(samples, -1) for run, start in fed])
+        embeddings = torch.cat([run.corrupted[:, start:] for run, start in fed])
+        restore_rows, clean = _restorations(spec, chunk, runs, samples)
+        entry = _entry_states(spec, chunk, runs, starts, samples) if chunk[0].skipped > 0 else None
+        cache, mask, positions = _prefix_caches(fed, samples)
+        return cls(input_ids, embeddings, chunk[0].token - starts[0], restore_rows, clean, entry, cache, mask, positions)
 
 
 class _CellTable:
@@ -226,7 +375,7 @@ class _DeferredUnembedding:
             self.pending.append((cells, hidden_states[:, -1]))
             return hidden_states[..., :1]  # a placeholder; the real logits come at `flush`
 
-        with _replaced_forward(self.module, store):
+        with replaced_forward(self.module, store):
             yield
 
     def flush(self, *, force: bool = False) -> None:
@@ -253,120 +402,60 @@ def first_corrupted_position(clean: Float[Tensor, "pos d_model"], corrupted: Flo
     return int(positions[0]) if len(positions) else clean.shape[0]
 
 
-def _chunks(cells: list[Cell], samples: int, n_tokens: int, max_batch_tokens: int) -> Iterator[list[Cell]]:
-    """Batches of cells that share their token (so the prefix cache) and their first changed
-    block (so the blocks they skip)."""
-    groups: dict[tuple[int, int], list[Cell]] = {}
+def _chunks(cells: list[Cell], lengths: list[int], samples: int, max_batch_tokens: int, reuse_prefix: bool,
+            mixed_prefixes: bool) -> Iterator[list[Cell]]:
+    """Batches of cells that feed the same positions, restore at the same fed position and skip
+    the same blocks. With the prefix cache reused, a cell feeds its token on; cells of prefixes
+    of different lengths share a batch only where the model takes a padding mask and positions."""
+    groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault((cell.token, cell.first_block), []).append(cell)
-    for (t, _), group in sorted(groups.items()):
-        per_batch = max(1, max_batch_tokens // ((n_tokens - t) * samples))
+        start = cell.token if reuse_prefix else 0
+        prefix = cell.token if reuse_prefix and not mixed_prefixes else 0  # without a mask, one prefix length
+        key = (lengths[cell.fact] - start, cell.token - start, cell.skipped, prefix)
+        groups.setdefault(key, []).append(cell)
+    for (fed, *_), group in sorted(groups.items()):
+        per_batch = max(1, max_batch_tokens // (fed * samples))
         for start in range(0, len(group), per_batch):
             yield group[start : start + per_batch]
 
 
-def _rows_by_address(spec: ArchitectureSpec, chunk: list[Cell], samples: int) -> dict[str, Tensor]:
+def _restorations(spec: ArchitectureSpec, chunk: list[Cell], runs: list[_FactRuns], samples: int,
+                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """At each address, the rows restored there and the clean state each gets (its fact's, at
+    its token)."""
     rows: dict[str, list[int]] = {}
+    clean: dict[str, list[Tensor]] = {}
     for index, cell in enumerate(chunk):
-        for layer in cell.restored[cell.kind != "attn" :]:  # the first is patched into the entry state
-            rows.setdefault(state_address(spec, cell.kind, layer), []).extend(range(index * samples, (index + 1) * samples))
-    return {address: torch.tensor(r) for address, r in rows.items()}
-
-
-def _with_tensor(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
-    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
-
-
-def _replace_embeddings(lm: LoadedModel, embeddings: Float[Tensor, "batch pos d_model"]):
-    """The embedding module outputs `embeddings` (the corrupted input) instead."""
-    return forward_hooks(lm.model, {lm.architecture.embedding: lambda m, a, out: _with_tensor(out, embeddings)})
-
-
-def _restore_position(model: nn.Module, position: int, rows: dict[str, Tensor], clean: dict[str, Tensor]):
-    """At each address, the given rows get the clean state at `position` (of the fed positions)."""
-
-    def hook_for(address: str):
-        def hook(module, args, output):
-            patched = residual_tensor(output).clone()
-            patched[rows[address].to(patched.device), position] = clean[address]
-            return _with_tensor(output, patched)
-
-        return hook
-
-    return forward_hooks(model, {a: hook_for(a) for a in rows})
+        patched_into_entry = cell.skipped > 0 and cell.kind != "attn"
+        for layer in cell.restored[patched_into_entry:]:
+            address = state_address(spec, cell.kind, layer)
+            rows.setdefault(address, []).extend(range(index * samples, (index + 1) * samples))
+            clean.setdefault(address, []).append(runs[cell.fact].clean.states[address][cell.token].expand(samples, -1))
+    return {a: torch.tensor(r) for a, r in rows.items()}, {a: torch.cat(c) for a, c in clean.items()}
 
 
 def _entry_states(
     spec: ArchitectureSpec,
     chunk: list[Cell],
-    corrupted_run: dict[str, Tensor],
-    clean_states: dict[str, Tensor],
-    start: int,
+    runs: list[_FactRuns],
+    starts: list[int],
     samples: int,
 ) -> Float[Tensor, "rows fed d_model"]:
-    """The output of the last skipped block for every row: the corrupted run's, with each
+    """The output of the last skipped block for every row: its fact's corrupted run, with each
     hidden or MLP cell's first restoration applied at its token (attention cells start at the
     block they change, so they need none)."""
-    below = chunk[0].first_block - 1
-    entry = corrupted_run[spec.block_output(below)][:, start:].repeat(len(chunk), 1, 1)
-    for index, cell in enumerate(chunk):
-        rows, position = slice(index * samples, (index + 1) * samples), cell.token - start
+    below = chunk[0].skipped - 1
+    block, contribution = spec.block_output(below), spec.mlp_contribution(below)
+    entries = []
+    for cell, start in zip(chunk, starts):
+        run, position = runs[cell.fact], cell.token - start
+        entry = run.corrupted_states[block][:, start:].clone()
         if cell.kind == "hidden":
-            entry[rows, position] = clean_states[spec.block_output(below)][cell.token]
+            entry[:, position] = run.clean.states[block][cell.token]
         elif cell.kind == "mlp":  # swap the corrupted contribution for the clean one
-            contribution = spec.mlp_contribution(below)
-            entry[rows, position] += clean_states[contribution][cell.token] - corrupted_run[contribution][:, cell.token]
-    return entry
-
-
-@contextmanager
-def _replaced_forward(module: nn.Module, forward: Callable):
-    """`module` runs `forward` instead of its own (its hooks still fire)."""
-    # through the instance dict: wrappers such as TransformerLens's BlockBridge redirect setattr
-    saved = module.__dict__.get("forward")
-    module.__dict__["forward"] = forward
-    try:
-        yield
-    finally:
-        if saved is None:
-            del module.__dict__["forward"]
-        else:
-            module.__dict__["forward"] = saved
-
-
-def _skip_blocks(model: nn.Module, skipped: list[str], entry: Tensor, arity: int) -> ExitStack:
-    """The `skipped` blocks do not run: the last returns `entry`, the others pass their input on,
-    each as a tuple of `arity` (hidden states first) where the blocks return tuples."""
-
-    def output(hidden_states: Tensor) -> Tensor | tuple:
-        return (hidden_states, *[None] * (arity - 1)) if arity else hidden_states
-
-    def passthrough(hidden_states, *args, **kwargs):
-        return output(hidden_states)
-
-    stack = ExitStack()
-    for address in skipped[:-1]:
-        stack.enter_context(_replaced_forward(model.get_submodule(address), passthrough))
-    stack.enter_context(_replaced_forward(model.get_submodule(skipped[-1]), lambda *args, **kwargs: output(entry)))
-    return stack
-
-
-def _last_position_only(mlp: nn.Module):
-    """The last block's MLP runs on the last position only: the metric reads nothing else, and
-    the other positions' outputs of the last block feed nothing (zeros stand in for them)."""
-    full = mlp.forward
-
-    def last_position(hidden_states, *args, **kwargs):
-        if hidden_states.dim() != 3:  # positions flattened into rows (OPT's MLP): no shortcut
-            return full(hidden_states, *args, **kwargs)
-        last = full(hidden_states[:, -1:], *args, **kwargs)
-        if not isinstance(last, Tensor) or last.shape[-1] != hidden_states.shape[-1]:
-            return full(hidden_states, *args, **kwargs)  # an MLP of another shape: no shortcut
-        output = last.new_zeros(hidden_states.shape)
-        output[:, -1:] = last
-        return output
-
-    return _replaced_forward(mlp, last_position)
+            entry[:, position] += run.clean.states[contribution][cell.token] - run.corrupted_states[contribution][:, cell.token]
+        entries.append(entry)
+    return torch.cat(entries)
 
 
 def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:
@@ -413,8 +502,27 @@ def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _repeated_prefix_cache(prefix: list[tuple[Tensor, Tensor]], t: int, copies: int):
+def _prefix_caches(fed: list[tuple[_FactRuns, int]], samples: int):
+    """The keys and values of each row's prefix (its fact's corrupted run before the first fed
+    position), None where nothing precedes. Prefixes of different lengths are left-padded to the
+    longest, with a mask that hides the padding and each row's own positions."""
+    longest = max(start for _, start in fed)
+    if longest == 0:
+        return None, None, None
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=[(k[:, :, :t].repeat(copies, 1, 1, 1), v[:, :, :t].repeat(copies, 1, 1, 1))
-                                        for k, v in prefix])
+    def padded(tensor: Tensor, start: int) -> Tensor:
+        return torch.nn.functional.pad(tensor[:, :, :start], (0, 0, longest - start, 0))
+
+    layers = zip(*[run.prefix_cache for run, _ in fed])
+    cache = DynamicCache(ddp_cache_data=[(torch.cat([padded(k, start) for (k, _), (_, start) in zip(layer, fed)]),
+                                          torch.cat([padded(v, start) for (_, v), (_, start) in zip(layer, fed)]))
+                                         for layer in layers])
+    if all(start == longest for _, start in fed):
+        return cache, None, None
+    device = fed[0][0].input_ids.device
+    n_fed = fed[0][0].n_tokens - fed[0][1]
+    keys = torch.arange(longest + n_fed, device=device)
+    mask = torch.cat([(keys >= longest - start).expand(samples, -1) for _, start in fed]).long()
+    positions = torch.cat([(start + torch.arange(n_fed, device=device)).expand(samples, -1) for _, start in fed])
+    return cache, mask, positions

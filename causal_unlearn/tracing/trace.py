@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +20,14 @@ from causal_unlearn.tracing.corruption import (
     resolve_corruption,
     subject_embedding_std,
 )
-from causal_unlearn.tracing.engine import KINDS, first_corrupted_position, run_exact
+from causal_unlearn.tracing.engine import (
+    KINDS,
+    Shortcuts,
+    TraceInput,
+    TraceScores,
+    first_corrupted_position,
+    run_exact_facts,
+)
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.tracing.nnsight_backend import clean_passes, run_nnsight
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
@@ -49,6 +58,7 @@ def trace(
     top_predictions: int = 0,
     backend: str = "torch",
     remote: bool | str = False,
+    shortcuts: Shortcuts = Shortcuts(),
 ) -> TraceResult:
     """Causally trace where `model` recalls the answer to `prompt` about `subject`.
 
@@ -60,6 +70,8 @@ def trace(
     (`trace_facts` pools it over all facts, as ROME does); `GaussianNoise("s3", std_rule="rome")`
     measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k`
     also keeps each cell's k most probable next tokens (exact method; `TraceResult.predictions`).
+    `shortcuts` switches the exact engine's shortcuts one by one (`Shortcuts(prefix_cache=False)`;
+    each is exact, so the numbers stay the same, only the time changes).
 
     `backend="nnsight"` runs the same recipe as nnsight interventions (equal numbers, slower
     here); with `remote=True` the request runs on NDIF, for the models NDIF hosts
@@ -74,66 +86,131 @@ def trace(
         (['Otto', ' Russet'], True)
     """
     lm = require_loaded(model, "trace")
-    if not text("prompt", prompt).strip():
-        raise ValueError("the prompt is empty; pass the text that leads up to the answer, e.g. 'Otto Russet lives in'")
-    text("subject", subject)
-    kinds = _check_settings(kinds, method)
-    samples, window = integer("samples", samples, minimum=1), integer("window", window, minimum=1)
-    max_batch_tokens = integer("max_batch_tokens", max_batch_tokens, minimum=1)
-    top_predictions, seed = integer("top_predictions", top_predictions, minimum=0), integer("seed", seed)
+    tracer = _Tracer.checked(lm, kinds=kinds, samples=samples, noise=noise, window=window, metric=metric, foil=foil,
+                             seed=seed, method=method, max_batch_tokens=max_batch_tokens,
+                             top_predictions=top_predictions, backend=backend, remote=remote, shortcuts=shortcuts)
     if subject_std is not None:
         subject_std = finite("subject_std", subject_std, above=0)
-    corruption = resolve_corruption(noise)
-    backend, remote = _check_backend(lm, backend, remote, method, top_predictions)
-    input_ids = lm.to_tokens(prompt)[0]
-    _check_length(lm, input_ids)
-    subject_range = subject_token_range(lm, prompt, subject)
-    prompts = [input_ids]
-    if corruption.replacement_prompt is not None:
-        prompts.append(_replacement_ids(lm, prompt, corruption.replacement_prompt, input_ids))
-    (clean, clean_top1), *replacement = _clean_passes(lm, prompts, backend, remote, top1=answer is None)
-    answer_id = answer_token_id(lm, prompt, answer) if answer is not None else clean_top1
-    foil_id = answer_token_id(lm, prompt, foil) if foil is not None else None
+    fact = tracer.prepare(prompt, subject, answer, subject_std)
+    return tracer.result(fact, tracer.compute([fact], progress)[0])
 
-    samples = corruption.sample_count(samples)
-    if subject_std is None and corruption.needs_subject_std:
-        subject_std = _subject_std(lm, corruption, [subject], lambda: [clean[slice(*subject_range)]], backend, remote)
-    scale = corruption.scale_for(subject_std)
-    corrupted = corrupted_embeddings(clean, subject_range, corruption, samples=samples, scale=scale, seed=seed,
-                                     replacement=replacement[0][0] if replacement else None)
-    if backend == "nnsight":
-        computed = run_nnsight(lm, input_ids, corrupted, metric, answer_id, foil_id, kinds=kinds, window=window,
-                               first_corrupted=first_corrupted_position(clean, corrupted),
-                               max_batch_tokens=max_batch_tokens, remote=remote)
-    elif method == "exact":
-        metric_fn = make_metric(metric, answer_id, foil_id)
-        computed = run_exact(lm, input_ids, corrupted, metric_fn, kinds=kinds, window=window,
-                             max_batch_tokens=max_batch_tokens, progress=progress, top_predictions=top_predictions)
-    elif top_predictions:
-        raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
-    else:
-        computed = run_attribution(lm, input_ids, corrupted, make_metric(metric, answer_id, foil_id), kinds=kinds,
-                                   window=window)
-    return TraceResult(
-        prompt=prompt,
-        subject=subject,
-        tokens=lm.to_str_tokens(prompt),
-        input_ids=input_ids.cpu(),
-        subject_range=subject_range,
-        answer=lm.tokenizer.decode([answer_id]),
-        answer_id=answer_id,
-        high=computed.high,
-        low=computed.low,
-        known=computed.clean_top1 == answer_id,
-        scores=computed.scores,
-        settings=TraceSettings(
-            model=lm.name, corruption=corruption.describe(), noise_scale=scale, samples=samples, window=window,
-            seed=seed, metric=metric, method=method,
-        ),
-        clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
-        top_ids=computed.top_ids,
-        top_probs=computed.top_probs,
-    )
+
+@dataclass(frozen=True)
+class _Tracer:
+    """The checked settings of a trace, shared by every fact `trace_facts` traces with them."""
+
+    lm: LoadedModel
+    kinds: tuple[str, ...]
+    samples: int
+    corruption: Corruption
+    window: int
+    metric: str
+    foil: str | int | None
+    seed: int
+    method: str
+    max_batch_tokens: int
+    top_predictions: int
+    backend: str
+    remote: bool | str
+    shortcuts: Shortcuts
+
+    @classmethod
+    def checked(cls, lm: LoadedModel, *, kinds: Sequence[str] = KINDS, samples: int = 10,
+                noise: str | float | Corruption = "s3", window: int = 10, metric: str = "prob",
+                foil: str | int | None = None, seed: int = 0, method: str = "exact", max_batch_tokens: int = 8192,
+                top_predictions: int = 0, backend: str = "torch", remote: bool | str = False,
+                shortcuts: Shortcuts = Shortcuts()) -> _Tracer:
+        kinds = _check_settings(kinds, method)
+        backend, remote = _check_backend(lm, backend, remote, method, top_predictions)
+        if not isinstance(shortcuts, Shortcuts):
+            raise TypeError(f"shortcuts must be a Shortcuts, e.g. Shortcuts(skip_blocks=False), got {shortcuts!r:.80}")
+        if top_predictions and method != "exact":
+            raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
+        return cls(lm, kinds, integer("samples", samples, minimum=1), resolve_corruption(noise),
+                   integer("window", window, minimum=1), metric, foil, integer("seed", seed), method,
+                   integer("max_batch_tokens", max_batch_tokens, minimum=1),
+                   integer("top_predictions", top_predictions, minimum=0), backend, remote, shortcuts)
+
+    @property
+    def batches_facts(self) -> bool:
+        """Whether the cells of several facts can share forwards (the engine's exact method)."""
+        return self.backend == "torch" and self.method == "exact"
+
+    def prepare(self, prompt: str, subject: str, answer: str | int | None, subject_std: float | None) -> _Fact:
+        """Tokenize one fact, find its answer and corrupt its subject."""
+        lm, corruption = self.lm, self.corruption
+        if not text("prompt", prompt).strip():
+            raise ValueError("the prompt is empty; pass the text that leads up to the answer, e.g. 'Otto Russet lives in'")
+        text("subject", subject)
+        input_ids = lm.to_tokens(prompt)[0]
+        _check_length(lm, input_ids)
+        subject_range = subject_token_range(lm, prompt, subject)
+        prompts = [input_ids]
+        if corruption.replacement_prompt is not None:
+            prompts.append(_replacement_ids(lm, prompt, corruption.replacement_prompt, input_ids))
+        (clean, clean_top1), *replacement = _clean_passes(lm, prompts, self.backend, self.remote, top1=answer is None)
+        answer_id = answer_token_id(lm, prompt, answer) if answer is not None else clean_top1
+        foil_id = answer_token_id(lm, prompt, self.foil) if self.foil is not None else None
+        samples = corruption.sample_count(self.samples)
+        if subject_std is None and corruption.needs_subject_std:
+            subject_std = _subject_std(lm, corruption, [subject], lambda: [clean[slice(*subject_range)]],
+                                       self.backend, self.remote)
+        scale = corruption.scale_for(subject_std)
+        corrupted = corrupted_embeddings(clean, subject_range, corruption, samples=samples, scale=scale, seed=self.seed,
+                                         replacement=replacement[0][0] if replacement else None)
+        return _Fact(prompt, subject, input_ids, subject_range, answer_id, foil_id, clean, corrupted, scale)
+
+    def compute(self, facts: list[_Fact], progress: bool) -> list[TraceScores]:
+        """Score the cells of `facts`: in shared forwards where the method allows, else one by one."""
+        lm, settings = self.lm, dict(kinds=self.kinds, window=self.window)
+        metrics = [make_metric(self.metric, f.answer_id, f.foil_id) for f in facts]
+        if self.batches_facts:
+            inputs = [TraceInput(f.input_ids, f.corrupted, m) for f, m in zip(facts, metrics)]
+            return run_exact_facts(lm, inputs, max_batch_tokens=self.max_batch_tokens, progress=progress,
+                                   top_predictions=self.top_predictions, shortcuts=self.shortcuts, **settings)
+        if self.backend == "nnsight":
+            return [run_nnsight(lm, f.input_ids, f.corrupted, self.metric, f.answer_id, f.foil_id,
+                                first_corrupted=first_corrupted_position(f.clean, f.corrupted),
+                                max_batch_tokens=self.max_batch_tokens, remote=self.remote, **settings) for f in facts]
+        return [run_attribution(lm, f.input_ids, f.corrupted, m, **settings) for f, m in zip(facts, metrics)]
+
+    def result(self, fact: _Fact, computed: TraceScores) -> TraceResult:
+        lm = self.lm
+        return TraceResult(
+            prompt=fact.prompt,
+            subject=fact.subject,
+            tokens=lm.to_str_tokens(fact.prompt),
+            input_ids=fact.input_ids.cpu(),
+            subject_range=fact.subject_range,
+            answer=lm.tokenizer.decode([fact.answer_id]),
+            answer_id=fact.answer_id,
+            high=computed.high,
+            low=computed.low,
+            known=computed.clean_top1 == fact.answer_id,
+            scores=computed.scores,
+            settings=TraceSettings(
+                model=lm.name, corruption=self.corruption.describe(), noise_scale=fact.scale,
+                samples=fact.corrupted.shape[0], window=self.window, seed=self.seed, metric=self.metric,
+                method=self.method,
+            ),
+            clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
+            top_ids=computed.top_ids,
+            top_probs=computed.top_probs,
+        )
+
+
+class _Fact(NamedTuple):
+    """One fact, tokenized and corrupted."""
+
+    prompt: str
+    subject: str
+    input_ids: torch.Tensor
+    subject_range: tuple[int, int]
+    answer_id: int
+    foil_id: int | None
+    clean: torch.Tensor  # the clean embeddings
+    corrupted: torch.Tensor
+    scale: float | None
 
 
 def trace_facts(
@@ -143,12 +220,16 @@ def trace_facts(
     require_known: bool = False,
     noise: str | float | Corruption = "s3",
     progress: bool = True,
+    facts_per_batch: int = 32,
     **settings,
 ) -> list[TraceResult]:
     """Trace many facts with one noise scale: the s3 rule's std is pooled over all their subjects.
 
-    `facts` are `TraceFact`s or (prompt, subject, answer) triples. With `require_known=True`, facts
-    whose clean top-1 is not the answer are dropped, with a warning saying how many.
+    `facts` are `TraceFact`s or (prompt, subject, answer) triples; `settings` are `trace`'s. With
+    `require_known=True`, facts whose clean top-1 is not the answer are dropped, with a warning
+    saying how many. The exact method traces `facts_per_batch` facts at a time, their cells
+    sharing forwards (the same numbers as tracing each alone; 1 traces them one by one, and more
+    takes more memory: each fact's corrupted run is kept while its batch is traced).
 
     Examples:
         >>> import causal_unlearn as cu
@@ -162,25 +243,35 @@ def trace_facts(
     facts = [_as_fact(index, f) for index, f in enumerate(facts)]
     if not facts:
         raise ValueError("no facts to trace")
-    corruption = resolve_corruption(noise)
+    facts_per_batch = integer("facts_per_batch", facts_per_batch, minimum=1)
     subject_std = settings.pop("subject_std", None)
-    if subject_std is None and corruption.needs_subject_std:
-        backend, remote = _check_backend(lm, settings.get("backend", "torch"), settings.get("remote", False),
-                                         settings.get("method", "exact"), settings.get("top_predictions", 0))
+    unknown = set(settings) - set(inspect.signature(_Tracer.checked).parameters)
+    if unknown:
+        raise TypeError(f"trace_facts got unknown settings {sorted(unknown)}; it takes trace's settings except "
+                        "prompt, subject and answer (those come with each fact)")
+    tracer = _Tracer.checked(lm, noise=noise, **settings)
+    if subject_std is not None:
+        subject_std = finite("subject_std", subject_std, above=0)
+    elif tracer.corruption.needs_subject_std:
 
         def in_prompt() -> list[torch.Tensor]:
             ranges = [_about(i, lambda: subject_token_range(lm, f.prompt, f.subject)) for i, f in enumerate(facts)]
-            passes = _clean_passes(lm, [lm.to_tokens(f.prompt)[0] for f in facts], backend, remote, top1=False)
+            passes = _clean_passes(lm, [lm.to_tokens(f.prompt)[0] for f in facts], tracer.backend, tracer.remote,
+                                   top1=False)
             return [embedded[slice(*r)] for (embedded, _), r in zip(passes, ranges)]
 
-        subject_std = _subject_std(lm, corruption, [f.subject for f in facts], in_prompt, backend, remote)
-    with warnings.catch_warnings(record=True) as caught:
+        subject_std = _subject_std(lm, tracer.corruption, [f.subject for f in facts], in_prompt, tracer.backend,
+                                   tracer.remote)
+    per_batch = facts_per_batch if tracer.batches_facts else 1
+    results = []
+    with warnings.catch_warnings(record=True) as caught, \
+            tqdm(total=len(facts), desc="tracing facts", unit="fact", disable=not progress) as bar:
         warnings.simplefilter("always", MultiTokenAnswerWarning)
-        results = [
-            _about(index, lambda: trace(lm, f.prompt, f.subject, answer=f.answer, noise=corruption,
-                                        subject_std=subject_std, progress=False, **settings))
-            for index, f in enumerate(tqdm(facts, desc="tracing facts", unit="fact", disable=not progress))
-        ]
+        for start in range(0, len(facts), per_batch):
+            batch = list(enumerate(facts))[start : start + per_batch]
+            prepared = [_about(i, lambda: tracer.prepare(f.prompt, f.subject, f.answer, subject_std)) for i, f in batch]
+            results += [tracer.result(p, c) for p, c in zip(prepared, tracer.compute(prepared, progress=False))]
+            bar.update(len(batch))
     _summarize_warnings(caught, len(facts))
     for fact, result in zip(facts, results):
         result.meta.update(attribute=fact.attribute, person_id=fact.person_id, split=fact.split)
