@@ -2,6 +2,7 @@
 tracing each fact alone (`facts_per_batch=1`), with the largest difference between the two.
 
     python benchmarks/trace_facts_speed.py [--facts-per-batch 1,8,32,64] [--samples 10] [--gpt2-facts 100]
+                                           [--max-batch-tokens 8192]
                                            [--device cuda] [--dtype bfloat16]
 
 Two workloads: the built-in model's forget facts (all kinds, samples 10, window 10), and the
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--facts-per-batch", default="1,8,32,64", help="the first is the baseline")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--gpt2-facts", type=int, default=100, help="0: skip the GPT-2-small-shaped model")
+    parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--device", default=None, help="default: CUDA where present")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
@@ -59,12 +61,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {builtin.device}, {args.dtype}")
     print("| model | facts | facts_per_batch | seconds | facts/s | speed-up | max difference |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    workload("olmo-tiny-bios", builtin, world.facts_to_trace("forget"), batches, samples=args.samples, window=10)
+    workload("olmo-tiny-bios", builtin, world.facts_to_trace("forget"), batches, samples=args.samples, window=10,
+             max_batch_tokens=args.max_batch_tokens)
     if args.gpt2_facts:
         gpt2, _ = build(12, 768)
         gpt2 = cu.load_model(gpt2.model, gpt2.tokenizer, device=args.device, dtype=args.dtype)
         workload("GPT-2-small shape", gpt2, world.facts_to_trace("forget")[: args.gpt2_facts], batches,
-                 samples=args.samples, window=10)
+                 samples=args.samples, window=10, max_batch_tokens=args.max_batch_tokens)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ one full forward of batch samples + 1 per cell. This engine gives the same numbe
 - running the clean and the corrupted pass once each;
 - batching many cells (x samples) per forward, under `max_batch_tokens`, also cells of
   different facts: cells that feed the same number of positions share a forward, each row
-  reading its own fact's prefix cache (left-padded and masked where the prefixes differ);
+  reading its own fact's prefix cache (masked where the prefixes differ);
 - never running cells before the first corrupted position: restoring a state the corruption
   never reached changes nothing, so those cells score `low`;
 - never recomputing positions before t: causal attention leaves them as in the corrupted run,
@@ -35,6 +35,8 @@ from einops import reduce
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from causal_unlearn.models.architectures import ArchitectureSpec
 from causal_unlearn.models.hooks import (
@@ -188,9 +190,8 @@ def run_exact_facts(
     cell's k most probable next tokens (mean probability over the corrupted copies).
 
     Cells of different facts share a forward where they feed the same number of positions and
-    skip the same blocks: each row reads its own fact's prefix cache, left-padded to the longest
-    prefix of the batch and masked, at its own positions (the numbers equal tracing each fact
-    alone)."""
+    skip the same blocks: each row reads its own fact's prefix cache, the keys past its own
+    prefix masked, at its own positions (the numbers equal tracing each fact alone)."""
     spec, n_layers = lm.architecture, lm.n_layers
     samples = {f.corrupted.shape[0] for f in facts}
     if len(samples) != 1:
@@ -221,10 +222,11 @@ def run_exact_facts(
             offset += len(group) * samples
 
     clean = runs[0].clean
+    prefixes = _Prefixes(runs) if reuse_prefix else None
     unembedding = (_DeferredUnembedding.for_model(lm, clean.unembedding_input, clean.logits, max_batch_tokens, record)
                    if shortcuts.deferred_unembedding else None)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
-        batch = _Batch.of(spec, chunk, runs, samples, reuse_prefix)
+        batch = _Batch.of(spec, chunk, runs, samples, prefixes)
         first = chunk[0].skipped
         with ExitStack() as stack:
             stack.enter_context(replace_output(lm.model, spec.embedding, batch.embeddings))
@@ -306,14 +308,16 @@ class _Batch(NamedTuple):
 
     @classmethod
     def of(cls, spec: ArchitectureSpec, chunk: list[Cell], runs: list[_FactRuns], samples: int,
-           reuse_prefix: bool) -> _Batch:
-        starts = [cell.token if reuse_prefix else 0 for cell in chunk]
+           prefixes: _Prefixes | None) -> _Batch:
+        starts = [cell.token if prefixes else 0 for cell in chunk]
         fed = [(runs[cell.fact], start) for cell, start in zip(chunk, starts)]
         input_ids = torch.cat([run.input_ids[start:].expand(samples, -1) for run, start in fed])
         embeddings = torch.cat([run.corrupted[:, start:] for run, start in fed])
         restore_rows, clean = _restorations(spec, chunk, runs, samples)
         entry = _entry_states(spec, chunk, runs, starts, samples) if chunk[0].skipped > 0 else None
-        cache, mask, positions = _prefix_caches(fed, samples)
+        cache, mask, positions = (prefixes.caches([(cell.fact, start) for cell, start in zip(chunk, starts)],
+                                                  input_ids.shape[1], input_ids.device)
+                                  if prefixes else (None, None, None))
         return cls(input_ids, embeddings, chunk[0].token - starts[0], restore_rows, clean, entry, cache, mask, positions)
 
 
@@ -502,27 +506,59 @@ def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _prefix_caches(fed: list[tuple[_FactRuns, int]], samples: int):
-    """The keys and values of each row's prefix (its fact's corrupted run before the first fed
-    position), None where nothing precedes. Prefixes of different lengths are left-padded to the
-    longest, with a mask that hides the padding and each row's own positions."""
-    longest = max(start for _, start in fed)
-    if longest == 0:
-        return None, None, None
-    from transformers import DynamicCache
+class _Prefixes:
+    """The corrupted runs' keys and values of the facts traced together, stacked per layer as
+    [fact x sample, heads, longest prompt, head dim] (shorter prompts padded at the end), so a
+    batch's prefix caches are one row selection per layer instead of a copy per row."""
 
-    def padded(tensor: Tensor, start: int) -> Tensor:
-        return torch.nn.functional.pad(tensor[:, :, :start], (0, 0, longest - start, 0))
+    def __init__(self, runs: list[_FactRuns]):
+        longest = max(run.n_tokens for run in runs)
 
-    layers = zip(*[run.prefix_cache for run, _ in fed])
-    cache = DynamicCache(ddp_cache_data=[(torch.cat([padded(k, start) for (k, _), (_, start) in zip(layer, fed)]),
-                                          torch.cat([padded(v, start) for (_, v), (_, start) in zip(layer, fed)]))
-                                         for layer in layers])
-    if all(start == longest for _, start in fed):
-        return cache, None, None
-    device = fed[0][0].input_ids.device
-    n_fed = fed[0][0].n_tokens - fed[0][1]
-    keys = torch.arange(longest + n_fed, device=device)
-    mask = torch.cat([(keys >= longest - start).expand(samples, -1) for _, start in fed]).long()
-    positions = torch.cat([(start + torch.arange(n_fed, device=device)).expand(samples, -1) for _, start in fed])
-    return cache, mask, positions
+        def stacked(tensors: list[Tensor]) -> Tensor:
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[-2])) for t in tensors])
+
+        self.layers = [(stacked([k for k, _ in layer]), stacked([v for _, v in layer]))
+                       for layer in zip(*[run.prefix_cache for run in runs])]
+        self.samples = runs[0].corrupted.shape[0]
+
+    def caches(self, fed: list[tuple[int, int]], n_fed: int, device: torch.device):
+        """The cache for rows fed from (fact, start) on, None where nothing precedes, with the
+        attention mask and positions where the starts differ. Each row's cache holds its fact's
+        keys and values at [0, longest start) (those at or past its own start masked) and room
+        for the `n_fed` positions the forward writes; the order of keys does not matter to
+        attention once the mask and the positions say which key is where."""
+        longest = max(start for _, start in fed)
+        if longest == 0:
+            return None, None, None
+        rows = torch.cat([fact * self.samples + torch.arange(self.samples) for fact, _ in fed]).to(device)
+        end = longest + n_fed
+        cache = DynamicCache()
+        cache.layers = [_FilledLayer(k[:, :, :end].index_select(0, rows), v[:, :, :end].index_select(0, rows), longest)
+                        for k, v in self.layers]
+        if all(start == longest for _, start in fed):
+            return cache, None, None
+        keys = torch.arange(end, device=device)
+        mask = torch.cat([((keys < start) | (keys >= longest)).expand(self.samples, -1) for _, start in fed]).long()
+        positions = torch.cat([(start + torch.arange(n_fed, device=device)).expand(self.samples, -1) for _, start in fed])
+        return cache, mask, positions
+
+
+class _FilledLayer(DynamicLayer):
+    """A cache layer whose buffers already hold the prefix and room for the fed positions: the
+    forward writes its keys and values in place instead of concatenating (which would copy every
+    row's prefix again)."""
+
+    def __init__(self, keys: Tensor, values: Tensor, filled: int):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values, self.filled = keys, values, filled
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        end = self.filled + key_states.shape[-2]
+        self.keys[:, :, self.filled : end] = key_states
+        self.values[:, :, self.filled : end] = value_states
+        self.filled = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.filled
