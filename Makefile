@@ -3,10 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Static figure export (kaleido) drives a Chrome/Chromium; Debian's package is installed if none is found.
+# Static figure export (kaleido) drives a Chrome/Chromium; Debian's package is installed if none is
+# found. The tests read exported PDFs with poppler's pdftotext.
 BROWSER_PACKAGES := chromium fonts-liberation
+PDF_PACKAGES := poppler-utils
 
-.PHONY: setup browser demo test docs clean
+.PHONY: setup browser pdftools demo test docs clean
 setup: $(VENV)/.installed browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -27,6 +29,17 @@ browser:
 	    exit 1; \
 	fi
 
+pdftools:
+	@if command -v pdftotext >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(PDF_PACKAGES) (the tests read exported PDFs)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PDF_PACKAGES) >/dev/null; \
+	else \
+	    echo "the tests read exported PDFs with pdftotext: run 'sudo apt-get install $(PDF_PACKAGES)' (Debian/Ubuntu)" \
+	         "or 'brew install poppler' (macOS)" >&2; \
+	    exit 1; \
+	fi
+
 demo: setup
 	$(BIN)/causal-unlearn demo
 
@@ -35,7 +48,7 @@ demo: setup
 # run once); the longest items (the notebooks, then the demo) are collected first and kept in
 # that order, so that they start first. Notebook cells get 1200 s; `python
 # benchmarks/notebook_cells.py` times them.
-test: setup
+test: setup pdftools
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder \
 	    notebooks tests/test_demo.py tests causal_unlearn --nbmake --nbmake-timeout=1200
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
 import struct
+import subprocess
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -73,7 +76,10 @@ def test_top_predictions_round_trip_and_need_the_exact_method(fact_trace, builti
 def test_average_effects_figure_shows_means_and_intervals(city_traces):
     effects = cu.average_effects(city_traces)
     fig = viz.plot_average_effects(effects, ["mlp"])
-    np.testing.assert_allclose(fig.data[0].z, effects.mean["mlp"].numpy(), equal_nan=True)
+    had = [g for g, group in enumerate(effects.groups) if effects.count["mlp"][g, 0] > 0]
+    assert "middle subject tokens" not in fig.data[0].y  # no subject here has more than two tokens
+    assert list(fig.data[0].y) == [effects.groups[g] for g in had]  # groups no fact has are left out
+    np.testing.assert_allclose(fig.data[0].z, effects.mean["mlp"][had].numpy())
     band, line = fig.data[1], fig.data[2]
     g = effects.groups.index("last subject token")
     np.testing.assert_allclose(line.y, effects.mean["mlp"][g].numpy())
@@ -141,6 +147,62 @@ def test_export_writes_real_pdf_svg_and_png(fact_trace, tmp_path):
     assert (width, height) == (fig.layout.width * 2, fig.layout.height * 2)
     with pytest.raises(ValueError, match=r"cannot export to \['gif'\]"):
         viz.export(fig, tmp_path / "trace.gif")
+
+
+def pdf_words(path) -> list[tuple[str, float, float, float, float]]:
+    """Each word poppler draws on the page (a glyph clipped off the page is not drawn, so a cut
+    title loses its letters), with its box in points from the top left, and the page size."""
+    out = subprocess.run(["pdftotext", "-bbox", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    page = re.search(r'<page width="([\d.]+)" height="([\d.]+)"', out)
+    words = [(html.unescape(m[5]), *map(float, m.groups()[:4])) for m in re.finditer(
+        r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>', out)]
+    return words, (float(page[1]), float(page[2]))
+
+
+def panel_boxes(svg: str) -> list[tuple[float, float, float, float]]:
+    """Each subplot's box in points from the top left, as plotly.js laid it out (its margins grow
+    for tick labels and colour bars), read from the SVG of the same figure; outside ticks included."""
+    sizes = {name: (float(w), float(h)) for name, w, h in re.findall(
+        r'<clipPath id="clip\w*?(x\d*y\d*)plot" class="plotclip"><rect width="([\d.]+)" height="([\d.]+)"', svg)}
+    tick = 5  # the template's outside tick length
+    boxes = []
+    for name, x, y in re.findall(r'<g class="(x\d*y\d*)" transform="translate\(([\d.]+), ?([\d.]+)\)"', svg):
+        width, height = sizes[name]
+        boxes.append(tuple(0.75 * v for v in (float(x) - tick, float(y), float(x) + width, float(y) + height + tick)))
+    return boxes
+
+
+def titles(fig) -> list[str]:
+    """Every axis, colour-bar and panel title of `fig`."""
+    layout = fig.layout
+    texts = [layout[k].title.text for k in layout if k.startswith(("xaxis", "yaxis"))]
+    texts += [layout[k].colorbar.title.text for k in layout if k.startswith("coloraxis")]
+    texts += [a.text for a in layout.annotations]
+    return [t for t in texts if t]
+
+
+@pytest.mark.parametrize("column", ["double", "single"])
+@pytest.mark.parametrize("figure", ["trace", "average effects"])
+def test_exported_pdf_shows_every_title_whole_and_off_the_other_panels(figure, column, fact_trace, city_traces, tmp_path):
+    if figure == "trace":
+        fig = viz.plot_trace(fact_trace, column=column)
+    else:
+        fig = viz.plot_average_effects(cu.average_effects(city_traces), column=column)
+    pdf, svg = viz.export(fig, tmp_path / "figure.pdf", formats=["svg"])
+    words, (page_width, page_height) = pdf_words(pdf)
+    panels = panel_boxes(svg.read_text())
+    assert len(panels) == len([k for k in fig.layout if k.startswith("xaxis")])
+    assert (page_width, page_height) == pytest.approx((0.75 * fig.layout.width, 0.75 * fig.layout.height), abs=0.5)
+    title_words = {word for title in titles(fig) for word in title.split()}
+    assert {"layer", "p(answer)" if figure == "trace" else "effect"} <= title_words
+    drawn = [w for w in words if w[0] in title_words]
+    assert title_words <= {w[0] for w in drawn}, f"cut off or missing: {title_words - {w[0] for w in drawn}}"
+    for text, x0, y0, x1, y1 in drawn:
+        assert 0 <= x0 and x1 <= page_width and 0 <= y0 and y1 <= page_height, (text, page_width, page_height)
+        for px0, py0, px1, py1 in panels:
+            gap = 2  # points of white beside a panel's ticks (a panel's own title sits right above it)
+            overlap = min(x1, px1 + gap) - max(x0, px0 - gap), min(y1, py1) - max(y0, py0)
+            assert min(overlap) <= 0, f"the title word {text!r} ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) touches a panel"
 
 
 def test_export_without_a_browser_says_how_to_get_one(monkeypatch, tmp_path):

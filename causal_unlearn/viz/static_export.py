@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -10,8 +12,15 @@ from unittest import mock
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from pypdf import PdfReader, PdfWriter
+from pypdf import Transformation
+from pypdf.generic import RectangleObject
 
 FORMATS = ("pdf", "svg", "png", "jpeg", "webp")
+# kaleido prints PDFs with Chrome's page margins of 0.1 inch on a page of the figure's size:
+# Chrome shrinks the figure to fit the width between the margins and cuts off what then falls
+# below the bottom margin (the bottom of every figure wider than tall).
+PDF_MARGIN_PX = 0.1 * 96
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
@@ -80,7 +89,70 @@ def export(
     # scale enlarges raster images; on a vector page it would only change the page size
     scales = [scale if target.suffix in (".png", ".jpeg", ".webp") else 1 for target in targets]
     with mock.patch.dict(os.environ, BROWSER_PATH=browser):
-        # the figure's own size (write_images would otherwise use kaleido's 700 x 500)
-        pio.write_images([fig] * len(targets), targets, scale=scales, width=fig.layout.width, height=fig.layout.height)
+        figures = [_padded_for_pdf(fig) if target.suffix == ".pdf" else fig for target in targets]
+        # each figure's own size (write_images would otherwise use kaleido's 700 x 500)
+        pio.write_images(figures, targets, scale=scales, width=[f.layout.width for f in figures],
+                         height=[f.layout.height for f in figures])
+    for target in targets:
+        if target.suffix == ".pdf":
+            _crop_to_figure(target, fig)
     return targets
 
+
+def _size(fig: go.Figure) -> tuple[float, float]:
+    return fig.layout.width or 700, fig.layout.height or 500
+
+
+def _pdf_shrink(fig: go.Figure) -> float:
+    """How much Chrome shrinks `fig` to fit its page width between the margins."""
+    width, _ = _size(fig)
+    return (width - 2 * PDF_MARGIN_PX) / width
+
+
+def _padded_for_pdf(fig: go.Figure) -> go.Figure:
+    """`fig` with room below it for Chrome's margins, so that the printed page holds all of it;
+    its plot area and everything on it unchanged. plotly.js grows the margins to fit tick labels
+    and colour bars: the grown margins are read off an SVG of the figure and fixed, so that the
+    taller canvas does not change them."""
+    width, height = _size(fig)
+    needed = math.ceil(_pdf_shrink(fig) * height + 2 * PDF_MARGIN_PX)
+    if needed <= height:
+        return fig
+    padded = go.Figure(fig)
+    margin = _laid_out_margins(fig, pio.to_image(fig, format="svg", width=width, height=height).decode())
+    if margin is not None:
+        padded.update_layout(margin=dict(margin, autoexpand=False))
+    else:  # no cartesian panel to measure: the margins as set, which plotly.js may still grow
+        template = padded.layout.template.layout.margin if padded.layout.template else None
+        margin = {side: next((m[side] for m in (padded.layout.margin, template) if m is not None and m[side] is not None),
+                             80) for side in "lrtb"}
+    padded.update_layout(height=needed, margin=dict(b=margin["b"] + needed - height))
+    return padded
+
+
+def _laid_out_margins(fig: go.Figure, svg: str) -> dict[str, float] | None:
+    """The margins plotly.js laid `fig` out with, from its first panel's place in the SVG and the
+    panel's axis domains; None without a cartesian panel."""
+    place = re.search(r'<g class="xy" transform="translate\(([\d.]+), ?([\d.]+)\)"', svg)
+    size = re.search(r'<clipPath id="clip\w*?xyplot" class="plotclip"><rect width="([\d.]+)" height="([\d.]+)"', svg)
+    if place is None or size is None:
+        return None
+    (x, y), (w, h) = map(float, place.groups()), map(float, size.groups())
+    x_domain, y_domain = fig.layout.xaxis.domain or (0, 1), fig.layout.yaxis.domain or (0, 1)
+    plot_width, plot_height = w / (x_domain[1] - x_domain[0]), h / (y_domain[1] - y_domain[0])
+    left, top = x - x_domain[0] * plot_width, y - (1 - y_domain[1]) * plot_height
+    width, height = _size(fig)
+    return dict(l=left, t=top, r=width - left - plot_width, b=height - top - plot_height)
+
+
+def _crop_to_figure(path: Path, fig: go.Figure) -> None:
+    """Cut the printed page to the figure and scale it back to the figure's size: the page is
+    then exactly what the SVG and PNG show, in vectors."""
+    shrink, (width, height) = _pdf_shrink(fig), (px * 72 / 96 for px in _size(fig))
+    margin = PDF_MARGIN_PX * 72 / 96
+    writer = PdfWriter(clone_from=PdfReader(path))
+    for page in writer.pages:
+        bottom = float(page.mediabox.top) - margin - shrink * height
+        page.add_transformation(Transformation().translate(-margin, -bottom).scale(1 / shrink))
+        page.mediabox = page.cropbox = RectangleObject((0, 0, width, height))
+    writer.write(path)

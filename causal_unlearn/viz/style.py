@@ -41,9 +41,10 @@ def _register_paper_template() -> None:
 _register_paper_template()
 
 
-def panel_color_axis(fig: go.Figure, col: int, *, colorbar: dict | None = None, **axis: object) -> str:
-    """Give subplot column `col` its own colour axis (a scale and a colour bar placed just right
-    of that panel) and return the axis name for its heatmap's `coloraxis`.
+def panel_color_axis(fig: go.Figure, panel: int, *, colorbar: dict | None = None, **axis: object) -> str:
+    """Give subplot `panel` (numbered as plotly numbers its axes: row by row from 1) its own
+    colour axis, with a colour bar just right of that panel and as tall as 90 % of it, and
+    return the axis name for its heatmap's `coloraxis`.
 
     Examples:
         >>> from plotly.subplots import make_subplots
@@ -51,11 +52,23 @@ def panel_color_axis(fig: go.Figure, col: int, *, colorbar: dict | None = None, 
         >>> panel_color_axis(fig, 2, colorscale="Greens", cmin=0), fig.layout.coloraxis2.colorbar.xanchor
         ('coloraxis2', 'left')
     """
-    name = "coloraxis" if col == 1 else f"coloraxis{col}"
-    domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
-    bar = dict(x=domain[1] + 0.005, xanchor="left", thickness=8, **(colorbar or {}))
-    fig.update_layout({name: dict(colorbar=bar, **axis)})
-    return name
+    suffix = "" if panel == 1 else str(panel)
+    x, y = fig.layout[f"xaxis{suffix}"].domain, fig.layout[f"yaxis{suffix}"].domain
+    bar = dict(x=x[1] + 0.005, xanchor="left", y=(y[0] + y[1]) / 2, yanchor="middle", len=0.9 * (y[1] - y[0]),
+               thickness=8, xpad=4, **(colorbar or {}))
+    fig.update_layout({f"coloraxis{suffix}": dict(colorbar=bar, **axis)})
+    return f"coloraxis{suffix}"
+
+
+def stacks_panels(column: Column | None, n_panels: int) -> bool:
+    """Whether a figure of `n_panels` side-by-side panels is drawn one above the other instead:
+    in a single column a panel and its colour bar need more than a third of the width.
+
+    Examples:
+        >>> stacks_panels("single", 3), stacks_panels("double", 3), stacks_panels(None, 3), stacks_panels("single", 1)
+        (True, False, False, False)
+    """
+    return column == "single" and n_panels > 1
 
 
 def paper_layout(fig: go.Figure, column: Column = "single", *, height_inches: float | None = None) -> go.Figure:

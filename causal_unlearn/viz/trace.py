@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from causal_unlearn.tracing.result import TraceResult
-from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_TITLES, Column, panel_color_axis, paper_layout
+from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_TITLES, Column, panel_color_axis, paper_layout, stacks_panels
 
 METRIC_LABELS = {"prob": "p(answer)", "logprob": "log p(answer)", "logit_diff": "logit difference"}
 Value = Literal["score", "indirect_effect"]
@@ -83,7 +83,8 @@ def plot_trace(
 
     Colour is `value` per (token, layer): the score with that state restored, floored at the
     corrupted run's `low`, or the indirect effect (score - low). `column="single" | "double"`
-    sizes it for a paper. Also `result.plot()`.
+    sizes it for a paper (in a single column the panels stand one above the other). Also
+    `result.plot()`.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -94,19 +95,24 @@ def plot_trace(
         (['hidden', 'mlp', 'attn'], True)
     """
     kinds = list(kinds) if kinds is not None else result.kinds
-    fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.13,
+    labels = token_labels(result)
+    stacked = stacks_panels(column, len(kinds))
+    panel_inches, gap_inches = max(1.2, 0.5 + 0.14 * len(labels)), 0.55  # a gap holds tick labels and two titles
+    height_inches = panel_inches * len(kinds) + gap_inches * (len(kinds) - 1) if stacked else panel_inches + 0.3
+    fig = make_subplots(rows=len(kinds) if stacked else 1, cols=1 if stacked else len(kinds), shared_yaxes=not stacked,
+                        horizontal_spacing=0.13, vertical_spacing=gap_inches / height_inches,
                         subplot_titles=[_panel_title(result, kind) for kind in kinds])
     for index, kind in enumerate(kinds, start=1):
         heatmap = trace_heatmap(result, kind, value=value, decode=decode)  # checks kind and value first
         heatmap.coloraxis = panel_color_axis(fig, index, **_color_axis(result, kind, value))
-        fig.add_trace(heatmap, row=1, col=index)
+        row, col = (index, 1) if stacked else (1, index)
+        fig.add_trace(heatmap, row=row, col=col)
         windowed = kind != "hidden" and result.settings.window > 1
-        fig.update_xaxes(title_text="layer (window center)" if windowed else "layer", row=1, col=index)
-    labels = token_labels(result)
+        fig.update_xaxes(title_text="layer (window center)" if windowed else "layer", row=row, col=col)
     fig.update_yaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels, autorange="reversed")
     fig.update_layout(title=title if title is not None else f"{result.prompt!r} → {result.answer!r}",
                       height=max(300, 140 + 26 * len(labels)), width=330 * len(kinds) + 60)
-    return paper_layout(fig, column, height_inches=max(1.5, 0.8 + 0.14 * len(labels))) if column else fig
+    return paper_layout(fig, column, height_inches=height_inches) if column else fig
 
 
 def _panel_title(result: TraceResult, kind: str) -> str:
@@ -119,7 +125,7 @@ def _color_axis(result: TraceResult, kind: str, value: Value) -> dict:
     floor = result.low if value == "score" else 0.0
     ceiling = max(float(z.max()), (result.high if value == "score" else result.high - result.low), floor + 1e-6)
     return dict(colorscale=KIND_COLORSCALES.get(kind, "Greys"), cmin=floor, cmax=ceiling,
-                colorbar=dict(len=0.9, title=dict(text=value_label(result, value) if value == "score"
+                colorbar=dict(title=dict(text=value_label(result, value) if value == "score"
                                                   else "indirect effect", side="right")))
 
 
