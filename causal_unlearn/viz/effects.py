@@ -35,7 +35,7 @@ def plot_average_effects(
         >>> effects = cu.average_effects(cu.trace_facts(lm, facts, kinds=("mlp",), samples=2, progress=False))
         >>> fig = plot_average_effects(effects)
         >>> fig.data[0].z.shape, [d.name for d in fig.data[1:]]
-        ((6, 8), ['last subject token', 'last subject token', 'last token', 'last token'])
+        ((5, 8), ['last subject token', 'last subject token', 'last token', 'last token'])
     """
     kinds = list(kinds) if kinds is not None else effects.kinds
     missing = [k for k in kinds if k not in effects.mean]
