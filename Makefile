@@ -17,28 +17,33 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-browser:
-	@if [ -n "$$BROWSER_PATH" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-	    || command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+# $(call system_packages,NAME): where $(NAME_FOUND) fails, install the Debian packages
+# $(NAME_PACKAGES) as root, or say how to get them ($(NAME_BY_HAND)).
+define system_packages
+	@if $($(1)_FOUND); then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing $(BROWSER_PACKAGES) (figure export)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	    echo "installing $($(1)_PACKAGES) ($($(1)_FOR))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $($(1)_PACKAGES) >/dev/null; \
 	else \
-	    echo "figure export needs Chrome or Chromium: run 'sudo apt-get install $(BROWSER_PACKAGES)' (Debian/Ubuntu)," \
-	         "'brew install --cask chromium' (macOS) or '$(BIN)/plotly_get_chrome', or set BROWSER_PATH" >&2; \
+	    echo "$($(1)_BY_HAND)" >&2; \
 	    exit 1; \
 	fi
+endef
 
+BROWSER_FOUND := [ -n "$$BROWSER_PATH" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1
+BROWSER_FOR := figure export
+BROWSER_BY_HAND := figure export needs Chrome or Chromium: run 'sudo apt-get install $(BROWSER_PACKAGES)' (Debian/Ubuntu), \
+    'brew install --cask chromium' (macOS) or '$(BIN)/plotly_get_chrome', or set BROWSER_PATH
+browser:
+	$(call system_packages,BROWSER)
+
+PDF_FOUND := command -v pdftotext >/dev/null 2>&1
+PDF_FOR := the tests read exported PDFs
+PDF_BY_HAND := the tests read exported PDFs with pdftotext: run 'sudo apt-get install $(PDF_PACKAGES)' (Debian/Ubuntu) \
+    or 'brew install poppler' (macOS)
 pdftools:
-	@if command -v pdftotext >/dev/null 2>&1; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing $(PDF_PACKAGES) (the tests read exported PDFs)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PDF_PACKAGES) >/dev/null; \
-	else \
-	    echo "the tests read exported PDFs with pdftotext: run 'sudo apt-get install $(PDF_PACKAGES)' (Debian/Ubuntu)" \
-	         "or 'brew install poppler' (macOS)" >&2; \
-	    exit 1; \
-	fi
+	$(call system_packages,PDF)
 
 demo: setup
 	$(BIN)/causal-unlearn demo

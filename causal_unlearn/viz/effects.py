@@ -10,7 +10,15 @@ from plotly.colors import hex_to_rgb
 from plotly.subplots import make_subplots
 
 from causal_unlearn.tracing.average import AveragedEffects
-from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_COLORS, KIND_TITLES, Column, panel_color_axis, paper_layout, stacks_panels
+from causal_unlearn.viz.style import (
+    KIND_COLORS,
+    KIND_COLORSCALES,
+    KIND_TITLES,
+    Column,
+    panel_color_axis,
+    paper_layout,
+    stacks_panels,
+)
 
 LINE_GROUPS = ("last subject token", "last token")
 
@@ -25,8 +33,8 @@ def plot_average_effects(
 ) -> go.Figure:
     """Top row: the mean effect per token group x layer, one heatmap per kind (hover: the
     interval and the number of facts); a group no fact has (middle subject tokens, where every
-    subject has at most two tokens) is left out. Bottom row: the effect by layer at `line_groups`, with
-    the confidence interval as a band.
+    subject has at most two tokens) is left out. Bottom row: the effect by layer at
+    `line_groups`, with the confidence interval as a band.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -74,7 +82,8 @@ def plot_average_effects(
                       legend=dict(orientation="h", y=-0.12 / (n if stacked else 1), x=0.5, xanchor="center"))
     if not column:
         return fig
-    return paper_layout(fig, column, height_inches=2.6 if column == "double" else 3.2 * (n if stacked else 1) * 0.8)
+    height_inches = 2.56 * n if stacked else 2.6 if column == "double" else 3.2  # stacked: 2.56 inches a kind
+    return paper_layout(fig, column, height_inches=height_inches)
 
 
 def _group_heatmap(effects: AveragedEffects, kind: str, axis: str, value: str, groups: list[int]) -> go.Heatmap:

@@ -12,8 +12,7 @@ from unittest import mock
 
 import plotly.graph_objects as go
 import plotly.io as pio
-from pypdf import PdfReader, PdfWriter
-from pypdf import Transformation
+from pypdf import PdfReader, PdfWriter, Transformation
 from pypdf.generic import RectangleObject
 
 FORMATS = ("pdf", "svg", "png", "jpeg", "webp")

@@ -9,7 +9,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from causal_unlearn.tracing.result import TraceResult
-from causal_unlearn.viz.style import KIND_COLORSCALES, KIND_TITLES, Column, panel_color_axis, paper_layout, stacks_panels
+from causal_unlearn.viz.style import (
+    KIND_COLORSCALES,
+    KIND_TITLES,
+    Column,
+    panel_color_axis,
+    paper_layout,
+    stacks_panels,
+)
 
 METRIC_LABELS = {"prob": "p(answer)", "logprob": "log p(answer)", "logit_diff": "logit difference"}
 Value = Literal["score", "indirect_effect"]
