@@ -222,8 +222,18 @@ def torch_free_figure():
     return go.Figure(go.Bar(y=[1, 2]))
 
 
+def saved_state(widget) -> tuple[list[dict], dict]:
+    """What a notebook saved with its widget state stores for a FigureWidget (nbclient and
+    JupyterLab both store the state the kernel last synced)."""
+    state = widget.get_state()
+    return state["_widget_data"], state["_widget_layout"]
+
+
 def test_trace_explorer_traces_with_the_widget_settings(builtin):
     explorer = viz.TraceExplorer(builtin)
+    data, layout = saved_state(explorer.figure)
+    assert data == [] and [a["text"] for a in layout["annotations"]] == ["press Trace to draw the causal trace"]
+    assert layout["xaxis"]["visible"] is False  # no bare axes from -1 to 6 before the first trace
     explorer.prompt.value, explorer.subject.value = "What is Otto Russet's phone number?", "Otto Russet"
     explorer.kind.value, explorer.window.value, explorer.samples.value = "attn", 2, 3
     explorer.metric.value = "logprob"
@@ -243,6 +253,10 @@ def test_trace_explorer_traces_with_the_widget_settings(builtin):
     assert [panel.name for panel in explorer.figure.data] == ["hidden", "mlp", "attn"]
     np.testing.assert_array_equal(explorer.figure.data[2].z, expected.scores["attn"].numpy())  # same seed, same noise
     assert explorer.progress.value == 3
+    data, layout = saved_state(explorer.figure)  # a reopened notebook shows the last trace
+    assert [panel["name"] for panel in data] == ["hidden", "mlp", "attn"]
+    np.testing.assert_array_equal(np.asarray(data[2]["z"]), expected.scores["attn"].numpy())
+    assert "press Trace" not in str(layout) and layout["title"]["text"] == explorer.figure.layout.title.text
 
     explorer.subject.value = "Nobody"
     explorer.trace_button.click()
@@ -261,6 +275,8 @@ def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):
             seen.append(len(next(t for t in dashboard.figure.data if t.name == "loss").x))
 
     dashboard = viz.UnlearnDashboard(scoring=scoring)
+    data, layout = saved_state(dashboard.figure)
+    assert data == [] and "unlearn(..., callbacks=[dashboard])" in layout["annotations"][-1]["text"]
     result = cu.unlearn(builtin, task.forget[:8], task.retain[:8], layers=[7], epochs=2, lr=1e-3, batch_size=4,
                         grad_accum=1, eval_every=2, callbacks=[dashboard, Spy()], progress=False)
     try:
@@ -272,7 +288,17 @@ def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):
         result.revert()
     shown = dashboard.scores.to_dict()
     assert expected and all(shown[name] == pytest.approx(value, abs=1e-9) for name, value in expected.items())
-    assert "final" in dashboard.score_table.value and "kept step" in dashboard.status.value
+    assert "kept step" in dashboard.status.value
+    assert re.search(r"final score \d\.\d{3}$", dashboard.status.value), dashboard.status.value
+    labels = re.findall(r"<tr><td>([^<]+)</td>", dashboard.score_table.value)
+    assert {"forget QA", "retain QA", "MIA AUC", "final"} <= set(labels) and not any("/" in x for x in labels)
+
+    data, layout = saved_state(dashboard.figure)  # a reopened notebook shows the finished curves
+    loss = next(curve for curve in data if curve["name"] == "loss")
+    assert list(loss["x"]) == [record["step"] for record in result.history]
+    assert loss["hovertemplate"] == "step %{x}<br>loss %{y:.4f}<extra></extra>"
+    assert [shape["x0"] for shape in layout["shapes"]] == [result.selected_step] * 2
+    assert all(a.get("name") != "placeholder" for a in layout["annotations"]) and layout["xaxis"]["visible"]
 
 
 def test_dashboard_rejects_a_bad_redraw_interval():

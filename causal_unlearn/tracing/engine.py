@@ -225,7 +225,7 @@ def run_exact_facts(
     prefixes = _Prefixes(runs) if reuse_prefix else None
     unembedding = (_DeferredUnembedding.for_model(lm, clean.unembedding_input, clean.logits, max_batch_tokens, record)
                    if shortcuts.deferred_unembedding else None)
-    for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4, leave=False):
+    for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4):
         batch = _Batch.of(spec, chunk, runs, samples, prefixes)
         first = chunk[0].skipped
         with ExitStack() as stack:

@@ -6,10 +6,15 @@ import html
 from typing import Any, Mapping
 
 import ipywidgets as widgets
+import plotly.graph_objects as go
 
 from causal_unlearn.unlearning.loop import UnlearnCallback
 from causal_unlearn.unlearning.result import UnlearnResult
+from causal_unlearn.viz.comparison import SCORE_LABELS
+from causal_unlearn.viz.live import clear_placeholder, keep_for_reopening, show_placeholder
 from causal_unlearn.viz.unlearning import mark_selected_step, unlearning_figure, update_curves
+
+WAITING = "the curves appear here when unlearn(..., callbacks=[dashboard]) starts"
 
 
 class UnlearnDashboard(UnlearnCallback):
@@ -17,7 +22,8 @@ class UnlearnDashboard(UnlearnCallback):
     the forget / retain accuracies are redrawn every `update_every` steps (default: about 100
     redraws per run, so long runs do not flood the browser) and at each evaluation.
     With `scoring` (the keyword arguments of `evaluate`, e.g. `task.scoring()`), the official
-    scores of the edited model are computed and shown at the end (`dashboard.scores`).
+    scores of the edited model are computed and shown at the end (`dashboard.scores`). A notebook
+    saved with its widget state reopens showing the last curves.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -34,7 +40,8 @@ class UnlearnDashboard(UnlearnCallback):
         if update_every is not None and update_every < 1:
             raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}")
         self.scoring, self.update_every, self._every = scoring, update_every, update_every or 1
-        self.figure = unlearning_figure(widget=True)
+        # as wide as the notebook's output area, not the static figure's 1200 px
+        self.figure = go.FigureWidget(show_placeholder(unlearning_figure(), WAITING).update_layout(width=None))
         self.status = widgets.HTML("waiting for <code>unlearn(..., callbacks=[dashboard])</code>")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="40%"))
         self.score_table = widgets.HTML()
@@ -48,6 +55,7 @@ class UnlearnDashboard(UnlearnCallback):
         with self.figure.batch_update():
             self.figure.data = ()
             self.figure.layout.shapes = ()
+            clear_placeholder(self.figure)
             self.figure.layout.title = (f"{settings['objective']} on {settings['modules']} of layers "
                                         f"{', '.join(map(str, settings['layers']))}")
         self.progress.max, self.progress.value = settings["total_steps"], 0
@@ -72,6 +80,7 @@ class UnlearnDashboard(UnlearnCallback):
         self.history, self.evaluations = list(result.history), list(result.evaluations)
         self._redraw()
         mark_selected_step(self.figure, result.selected_step)
+        keep_for_reopening(self.figure)
         self._say(f"done in {result.seconds:.0f} s; the model holds step {result.selected_step}'s weights")
         if self.scoring is not None:
             from causal_unlearn.evaluation.semeval import evaluate
@@ -80,11 +89,12 @@ class UnlearnDashboard(UnlearnCallback):
             self.scores = evaluate(result.model, **{"progress": False, **self.scoring})
             self.score_table.value = _score_html(self.scores.to_dict())
             self._say(f"done in {result.seconds:.0f} s (kept step {result.selected_step}); "
-                      f"final score {self.scores.final if self.scores.final is not None else 'n/a'}")
+                      f"final score {_number(self.scores.final)}")
 
     def _redraw(self) -> None:
         with self.figure.batch_update():
             update_curves(self.figure, self.history, self.evaluations)
+        keep_for_reopening(self.figure)
 
     def _say(self, message: str) -> None:
         self.status.value = html.escape(message)
@@ -94,6 +104,20 @@ class UnlearnDashboard(UnlearnCallback):
 
 
 def _score_html(scores: Mapping[str, float | None]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{'n/a' if value is None else f'{value:.3f}'}</td></tr>"
+    """The official scores as a table, named as the notebooks and figures name them.
+
+    Examples:
+        >>> _score_html({"Task2/forget_knowledge": 0.25, "mia_auc": None})
+        '<table><tr><th>official score</th><th>value</th></tr><tr><td>forget QA</td><td>0.250</td></tr><tr><td>MIA AUC</td><td>n/a</td></tr></table>'
+    """
+    rows = "".join(f"<tr><td>{html.escape(_score_label(name))}</td><td>{_number(value)}</td></tr>"
                    for name, value in scores.items())
     return f"<table><tr><th>official score</th><th>value</th></tr>{rows}</table>"
+
+
+def _score_label(name: str) -> str:
+    return SCORE_LABELS.get(name) or {"mia_auc": "MIA AUC"}.get(name) or name.replace("/", " ").replace("_", " ")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -11,6 +11,7 @@ from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.engine import KINDS
 from causal_unlearn.tracing.result import TraceResult
 from causal_unlearn.tracing.trace import trace
+from causal_unlearn.viz.live import keep_for_reopening, show_placeholder
 from causal_unlearn.viz.trace import plot_trace
 
 ALL_KINDS = "all three"
@@ -20,7 +21,8 @@ class TraceExplorer:
     """A causal-trace explorer for Jupyter: prompt, subject and (optional) answer boxes; kind,
     window, samples and metric controls; a Trace button. The heatmap (a plotly `FigureWidget`)
     is redrawn in place; hovering a cell shows its value and the top-5 next tokens with that
-    cell restored. Display it by leaving it last in a cell.
+    cell restored. Display it by leaving it last in a cell; a notebook saved with its widget
+    state reopens showing the last trace.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -50,7 +52,8 @@ class TraceExplorer:
         self.trace_button = widgets.Button(description="Trace", button_style="primary", icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout=widgets.Layout(width="30%"))
         self.status = widgets.HTML()
-        self.figure = go.FigureWidget()
+        self.figure = go.FigureWidget(show_placeholder(go.Figure(layout=dict(height=360)),
+                                                       "press Trace to draw the causal trace"))
         self.trace_button.on_click(lambda _: self.run())
         self.widget = widgets.VBox([
             widgets.HBox([self.prompt, self.subject, self.answer]),
@@ -91,6 +94,8 @@ class TraceExplorer:
             self.figure.data = ()
             self.figure.add_traces(list(fig.data))
             self.figure.layout = fig.layout
+            self.figure.layout.width = None  # as wide as the notebook's output area
+        keep_for_reopening(self.figure)
 
     def _say(self, message: str) -> None:
         self.status.value = message

@@ -16,8 +16,8 @@ NOT_A_TERM = ("step", "epoch", "lr", "grad_norm", "alpha")
 ACCURACIES = ("forget_answer_accuracy", "retain_answer_accuracy", "forget_token_accuracy", "retain_token_accuracy")
 
 
-def unlearning_figure(*, widget: bool = False) -> go.Figure:
-    """The empty three-panel layout the curves are drawn into (a `FigureWidget` for live updates).
+def unlearning_figure() -> go.Figure:
+    """The empty three-panel layout the curves are drawn into.
 
     Examples:
         >>> [annotation.text for annotation in unlearning_figure().layout.annotations][1]
@@ -28,7 +28,7 @@ def unlearning_figure(*, widget: bool = False) -> go.Figure:
     fig.update_yaxes(title_text="alpha", row=1, col=2)
     fig.update_yaxes(title_text="accuracy", range=[-0.02, 1.02], row=1, col=3)
     fig.update_layout(height=380, width=1200, legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
-    return go.FigureWidget(fig) if widget else fig
+    return fig
 
 
 def update_curves(fig: go.Figure, history: Sequence[Mapping[str, float]], evaluations: Sequence[Mapping[str, float]]) -> go.Figure:
@@ -115,5 +115,7 @@ def _curve(key: str, name: str, x: list, y: list, col: int) -> go.Scatter:
     dash = "dot" if "token" in name else "solid"
     color = {"forget": "#D55E00", "retain": "#0072B2"}.get(split) if col == 3 else None
     label = name.replace("_", " ") if col == 3 else name
+    value = {1: "%{y:.4f}", 2: "%{y:.4g}", 3: "%{y:.3f}"}[col]
     return go.Scatter(x=x, y=y, name=label, meta=key, mode="lines+markers" if col == 3 else "lines",
-                      line=dict(dash=dash, color=color, width=1.5), marker=dict(size=4))
+                      line=dict(dash=dash, color=color, width=1.5), marker=dict(size=4),
+                      hovertemplate=f"step %{{x}}<br>{label} {value}<extra></extra>")
