@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import nbformat
 import websocket
 
 from causal_unlearn.viz.static_export import find_browser
+from local_processes import free_port, stop, wait_until
 
 # the reader's settings: widget state saved with the notebook; no news or update checks (nothing may leave the machine)
 LAB_SETTINGS = {
@@ -34,34 +34,6 @@ LAB_SETTINGS = {
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,2400", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
-
-
-def wait_until(check, *, timeout: float, what: str, every: float = 0.25):
-    """Poll `check()` until it returns something truthy (returned), for at most `timeout` seconds."""
-    deadline, value = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if value := check():
-                return value
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout:.0f} s (last seen: {value!r:.300})")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process we started: SIGTERM, then SIGKILL after 10 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 with the same global batch, each holding the whole model or, sharded with FSDP2, half of it."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,9 @@ import torch
 
 import causal_unlearn as cu
 from distributed_worker import main as run_here
+from local_processes import free_port
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_two_processes(out: Path, objective: str, *, shard: bool = False, n_retain: int = 28) -> dict:

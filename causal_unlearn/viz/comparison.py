@@ -22,6 +22,16 @@ SCORE_LABELS = {
 ABLATION_METRICS = ("forget QA", "retain QA", "GK held out", "MIA", "final")
 
 
+def score_label(name: str) -> str:
+    """The short name of a score key: `SCORE_LABELS`, else the key in words.
+
+    Examples:
+        >>> score_label("Task2/forget_knowledge"), score_label("mia_auc"), score_label("Task1/retain_regurgitation")
+        ('forget QA', 'MIA AUC', 'Task1 retain regurgitation')
+    """
+    return SCORE_LABELS.get(name) or {"mia_auc": "MIA AUC"}.get(name) or name.replace("/", " ").replace("_", " ")
+
+
 def plot_trace_comparison(
     comparison: TraceComparison, kind: str = "mlp", *, column: Column | None = None, title: str | None = None
 ) -> go.Figure:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from causal_unlearn.unlearning.loop import UnlearnCallback
 from causal_unlearn.unlearning.result import UnlearnResult
-from causal_unlearn.viz.comparison import SCORE_LABELS
+from causal_unlearn.viz.comparison import score_label
 from causal_unlearn.viz.live import clear_placeholder, keep_for_reopening, show_placeholder
 from causal_unlearn.viz.unlearning import mark_selected_step, unlearning_figure, update_curves
 
@@ -78,9 +78,7 @@ class UnlearnDashboard(UnlearnCallback):
 
     def on_train_end(self, result: UnlearnResult) -> None:
         self.history, self.evaluations = list(result.history), list(result.evaluations)
-        self._redraw()
-        mark_selected_step(self.figure, result.selected_step)
-        keep_for_reopening(self.figure)
+        self._redraw(selected_step=result.selected_step)
         self._say(f"done in {result.seconds:.0f} s; the model holds step {result.selected_step}'s weights")
         if self.scoring is not None:
             from causal_unlearn.evaluation.semeval import evaluate
@@ -91,9 +89,11 @@ class UnlearnDashboard(UnlearnCallback):
             self._say(f"done in {result.seconds:.0f} s (kept step {result.selected_step}); "
                       f"final score {_number(self.scores.final)}")
 
-    def _redraw(self) -> None:
+    def _redraw(self, selected_step: int | None = None) -> None:
         with self.figure.batch_update():
             update_curves(self.figure, self.history, self.evaluations)
+        if selected_step is not None:  # outside batch_update, where plotly's add_vline fails
+            mark_selected_step(self.figure, selected_step)
         keep_for_reopening(self.figure)
 
     def _say(self, message: str) -> None:
@@ -110,13 +110,9 @@ def _score_html(scores: Mapping[str, float | None]) -> str:
         >>> _score_html({"Task2/forget_knowledge": 0.25, "mia_auc": None})
         '<table><tr><th>official score</th><th>value</th></tr><tr><td>forget QA</td><td>0.250</td></tr><tr><td>MIA AUC</td><td>n/a</td></tr></table>'
     """
-    rows = "".join(f"<tr><td>{html.escape(_score_label(name))}</td><td>{_number(value)}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(score_label(name))}</td><td>{_number(value)}</td></tr>"
                    for name, value in scores.items())
     return f"<table><tr><th>official score</th><th>value</th></tr>{rows}</table>"
-
-
-def _score_label(name: str) -> str:
-    return SCORE_LABELS.get(name) or {"mia_auc": "MIA AUC"}.get(name) or name.replace("/", " ").replace("_", " ")
 
 
 def _number(value: float | None) -> str:
