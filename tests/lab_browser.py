@@ -74,14 +74,22 @@ class DevTools:
     def __init__(self, profile: Path, url: str):
         self.browser = subprocess.Popen([find_browser(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.socket = self._connect(profile)
+        except BaseException:  # a browser that never answered is stopped too
+            stop(self.browser)
+            raise
+        self.calls = 0
+
+    @staticmethod
+    def _connect(profile: Path) -> websocket.WebSocket:
         port_file = profile / "DevToolsActivePort"
         port = wait_until(lambda: port_file.is_file() and port_file.read_text().split("\n")[0], timeout=60,
                           what="Chromium's DevTools port")
         pages = wait_until(lambda: [t for t in json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
                                                                                  timeout=2)) if t["type"] == "page"],
                            timeout=30, what="Chromium's page")
-        self.socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
-        self.calls = 0
+        return websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
 
     def call(self, method: str, **params) -> dict:
         self.calls += 1
@@ -134,11 +142,16 @@ class Shown:
     png: bytes
 
 
-def open_notebook(url: str, profile: Path) -> DevTools:
+@contextlib.contextmanager
+def open_notebook(url: str, profile: Path) -> Iterator[DevTools]:
+    """A headless Chromium showing the notebook at `url`, closed on leaving (also on failure)."""
     page = DevTools(profile, url)
-    page.wait_for(f"{NOTEBOOK}?.content?.model?.cells?.length > 0", timeout=120, what="the notebook open")
-    page.call("Page.enable")
-    return page
+    try:
+        page.wait_for(f"{NOTEBOOK}?.content?.model?.cells?.length > 0", timeout=120, what="the notebook open")
+        page.call("Page.enable")
+        yield page
+    finally:
+        page.close()
 
 
 def use_and_reopen(notebook: nbformat.NotebookNode, work: Path, *, run_timeout: float = 300) -> tuple[Shown, Shown]:
@@ -149,8 +162,7 @@ def use_and_reopen(notebook: nbformat.NotebookNode, work: Path, *, run_timeout: 
     root.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, root / path)
     with jupyterlab(root, work / "lab") as url:
-        page = open_notebook(url.format(path=path), work / "chromium-1")
-        try:
+        with open_notebook(url.format(path=path), work / "chromium-1") as page:
             page.wait_for(KERNEL_IDLE, timeout=120, what="the kernel started")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for(ALL_RUN, timeout=run_timeout, what="Run All finished")
@@ -165,21 +177,16 @@ def use_and_reopen(notebook: nbformat.NotebookNode, work: Path, *, run_timeout: 
             before = Shown(page.evaluate(SEEN), page.screenshot())
             page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for(f"!{NOTEBOOK}.context.model.dirty", timeout=30, what="the notebook saved")
-        finally:
-            page.close()
     saved = nbformat.read(root / path, as_version=4)
     assert "widgets" in saved.metadata, "JupyterLab saved no widget state"
     # a new server, browser and kernel: only the file remains; the same Jupyter data folder, whose
     # signatures trust the notebook its user saved (an untrusted one draws no widgets)
     with jupyterlab(root, work / "lab") as url:
-        page = open_notebook(url.format(path=path), work / "chromium-2")
-        try:
+        with open_notebook(url.format(path=path), work / "chromium-2") as page:
             page.wait_for("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2", timeout=60,
                           what="the saved figures drawn")
             time.sleep(2)
             after = Shown(page.evaluate(SEEN), page.screenshot())
-        finally:
-            page.close()
     return before, after
 
 
