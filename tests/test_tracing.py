@@ -9,7 +9,7 @@ import torch
 import causal_unlearn as cu
 from dataclasses import replace
 
-from causal_unlearn.tracing import GaussianNoise, Shortcuts, TokenReplacement, TraceResult, trace, trace_facts
+from causal_unlearn.tracing import AttributionFixes, GaussianNoise, Shortcuts, TokenReplacement, TraceResult, trace, trace_facts
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
 from causal_unlearn.tracing.metrics import make_metric
 from causal_unlearn.models.hooks import record_outputs
@@ -309,7 +309,7 @@ def test_attribution_is_the_first_order_effect_of_restoring():
     # GPT-2 in float64 computes every step in float64 (rotary models keep their angles in float32)
     lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer(), dtype=torch.float64)
     prompt, subject, answer = "Ann Teal was born in Denver on May", "Ann Teal", " 3"
-    attribution = trace(lm, prompt, subject, answer=answer, samples=3, window=1, noise=0.5, method="attribution",
+    attribution = trace(lm, prompt, subject, answer=answer, samples=3, window=1, noise=0.5, method="attribution", fixes=AttributionFixes.none(),
                         progress=False)
     exact = trace(lm, prompt, subject, answer=answer, samples=3, window=1, noise=0.5, progress=False)
     assert attribution.low == pytest.approx(exact.low) and attribution.high == pytest.approx(exact.high)
@@ -343,7 +343,8 @@ def test_attribution_is_the_first_order_effect_of_restoring():
 
 def test_attribution_window_sums_its_layers(builtin, world):
     fact = world.facts_to_trace(split="forget", attribute="phone")[1]
-    kwargs = dict(answer=fact.answer, kinds=("mlp",), samples=2, method="attribution", progress=False)
+    kwargs = dict(answer=fact.answer, kinds=("mlp",), samples=2, method="attribution", fixes=AttributionFixes.none(),
+                  progress=False)
     one = trace(builtin, fact.prompt, fact.subject, window=1, **kwargs)
     three = trace(builtin, fact.prompt, fact.subject, window=3, **kwargs)
     per_layer = one.indirect_effects("mlp")
@@ -390,3 +391,30 @@ def test_rome_std_rule_is_romes_collect_embedding_std(builtin, world):
         in_prompt.append(embed(builtin.to_tokens(f.prompt))[0, start:end])
     assert ours == pytest.approx(3 * torch.cat(in_prompt).std().item(), rel=1e-6)
     assert ours < results[0].settings.noise_scale  # ROME's is the larger on this model (the start token)
+
+
+def test_qk_fix_agrees_with_plain_attribution_to_first_order_and_differs_beyond():
+    """The QK fix swaps the first-order part through the next attention's queries, keys and
+    values for their exact effect: the two agree as the corruption shrinks, not when it is large."""
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer(), dtype=torch.float64)
+    prompt, subject, answer = "Ann Teal was born in Denver on May", "Ann Teal", " 3"
+    plain, fixed = AttributionFixes.none(), AttributionFixes(log_odds=False, steps=0)
+    gaps = []
+    for noise in (1e-4, 1e-5, 3.0):
+        runs = [trace(lm, prompt, subject, answer=answer, kinds=("hidden",), samples=2, noise=noise, method="attribution",
+                      fixes=f, progress=False) for f in (plain, fixed)]
+        effects = [r.scores["hidden"][:, :-1] - r.low for r in runs]  # the last layer has no next attention
+        gaps.append(((effects[1] - effects[0]).abs().max() / effects[0].abs().max()).item())
+    # the gap is second order: a tenth of the noise leaves a tenth of the relative gap
+    assert gaps[1] / gaps[0] == pytest.approx(0.1, rel=0.3) and gaps[0] < 1e-2 and gaps[2] > 0.1, gaps
+    assert runs[1].settings.fixes == "qk_fix" and runs[0].settings.fixes == "none"
+
+
+def test_attribution_fixes_are_checked():
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer())
+    with pytest.raises(ValueError, match="whole number >= 0"):
+        AttributionFixes(steps=-1)
+    with pytest.raises(ValueError, match="changes method='attribution' only"):
+        trace(lm, "Ann Teal was born in", "Ann Teal", fixes=AttributionFixes(grad_drop=True), progress=False)
+    with pytest.raises(TypeError, match="must be an AttributionFixes"):
+        trace(lm, "Ann Teal was born in", "Ann Teal", method="attribution", fixes="qk", progress=False)

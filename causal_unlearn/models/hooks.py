@@ -1,6 +1,6 @@
 """Interventions by module address, as plain forward hooks and forward replacements.
 
-Reading: `record_outputs`, `record_inputs`. Writing: `replace_output` (a module returns a given
+Reading: `record_outputs`, `record_inputs`, `record_attention`. Writing: `replace_output` (a module returns a given
 tensor), `patch_position` (chosen rows get given states at one position), `skip` (modules do not
 run; the last returns a given output), `last_position_only` (a module computes the last position
 only). Each is a context manager that undoes itself, so a model is never left changed.
@@ -8,11 +8,16 @@ only). Each is a context manager that undoes itself, so a model is never left ch
 
 from __future__ import annotations
 
+import sys
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 
 def residual_tensor(output: Tensor | tuple) -> Tensor:
@@ -208,3 +213,91 @@ def last_position_only(module: nn.Module):
         return output
 
     return replaced_forward(module, last_position)
+
+
+@dataclass
+class AttentionCall:
+    """One attention module's call: its queries, keys and values as the attention function got
+    them (rotary applied, key/value heads not yet repeated) and its probabilities, all in the
+    autograd graph of the forward; `pattern` recomputes the probabilities for other queries and keys."""
+
+    module: nn.Module
+    query: Float[Tensor, "batch heads pos d_head"]
+    key: Float[Tensor, "batch kv_heads pos d_head"]
+    value: Float[Tensor, "batch kv_heads pos d_head"]
+    probabilities: Float[Tensor, "batch heads pos pos"]
+    mask: Tensor | None
+    settings: dict
+    eager: Callable
+
+    def rows(self, index: slice) -> AttentionCall:
+        """The call restricted to some of its batch rows."""
+        mask = self.mask[index] if self.mask is not None and self.mask.shape[0] > 1 else self.mask
+        return AttentionCall(self.module, self.query[index], self.key[index], self.value[index],
+                             self.probabilities[index], mask, self.settings, self.eager)
+
+    def pattern(self, query: Tensor, key: Tensor) -> Float[Tensor, "rows heads pos pos"]:
+        """The probabilities the module's own eager attention gives `query` and `key`, whose rows
+        repeat the call's batch (row i is batch row i % batch)."""
+        repeats = query.shape[0] // self.query.shape[0]
+        mask = self.mask
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask.repeat(repeats, *[1] * (mask.dim() - 1))
+        value = self.value.detach().repeat(repeats, 1, 1, 1)
+        return self.eager(self.module, query, key, value, mask, **self.settings)[1]
+
+
+_RECORDING = "causal_unlearn_recording"
+_attention_calls: tuple[dict[nn.Module, str], dict[str, AttentionCall]] | None = None  # inside `record_attention`
+
+
+def _recording_attention(module, query, key, value, attention_mask, **settings):
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise ValueError(f"{type(module).__name__} has no eager attention in its modeling file, so its attention "
+                         "probabilities cannot be recorded")
+    output, probabilities = eager(module, query, key, value, attention_mask, **settings)
+    if _attention_calls is not None and module in _attention_calls[0]:
+        modules, calls = _attention_calls
+        calls[modules[module]] = AttentionCall(module, query, key, value, probabilities, attention_mask, settings, eager)
+    return output, probabilities
+
+
+AttentionInterface.register(_RECORDING, _recording_attention)
+AttentionMaskInterface.register(_RECORDING, eager_mask)
+
+
+@contextmanager
+def record_attention(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, AttentionCall]]:
+    """Record the calls of the attention modules at `addresses` during the forwards inside the
+    block (the last call of each). The model runs its own eager attention (through transformers'
+    `AttentionInterface`), so the probabilities are a tensor gradients reach. A model whose
+    attention does not go through that interface (Falcon, remote code) raises a ValueError.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> config = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        ...                      num_attention_heads=2, num_key_value_heads=2)
+        >>> model = LlamaForCausalLM(config).eval()
+        >>> with record_attention(model, ["model.layers.0.self_attn"]) as calls:
+        ...     _ = model(torch.tensor([[1, 2, 3]]))
+        >>> calls["model.layers.0.self_attn"].probabilities.shape, model.config._attn_implementation
+        (torch.Size([1, 2, 3, 3]), 'sdpa')
+    """
+    global _attention_calls
+    calls: dict[str, AttentionCall] = {}
+    if not addresses:  # the model keeps its own attention implementation
+        yield calls
+        return
+    saved, outer = model.config._attn_implementation, _attention_calls
+    model.config._attn_implementation = _RECORDING
+    _attention_calls = ({model.get_submodule(a): a for a in addresses}, calls)
+    try:
+        yield calls
+    finally:
+        model.config._attn_implementation, _attention_calls = saved, outer
+    missing = [a for a in addresses if a not in calls]
+    if missing:
+        raise ValueError(f"no attention call was recorded at {missing[0]!r}: this model's attention does not run "
+                         "through transformers' AttentionInterface, so its probabilities cannot be recorded")

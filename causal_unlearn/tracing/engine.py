@@ -91,7 +91,21 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Shortcuts:
+class Switches:
+    """Named settings of a method, each off at False or 0; `enabled` lists those on, `none()`
+    turns all off."""
+
+    @classmethod
+    def none(cls):
+        return cls(**{f.name: type(f.default)() for f in fields(cls)})
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self) if getattr(self, f.name))
+
+
+@dataclass(frozen=True)
+class Shortcuts(Switches):
     """The engine's shortcuts, each switchable. Every one is exact (any combination gives the
     textbook loop's numbers up to float rounding); turning one off checks it alone, or works
     around a model it does not suit.
@@ -114,15 +128,6 @@ class Shortcuts:
     last_position_mlp: bool = True
     deferred_unembedding: bool = True
     skip_uncorrupted: bool = True
-
-    @classmethod
-    def none(cls) -> Shortcuts:
-        """Every shortcut off: one forward per batch of cells, from position 0, through every block."""
-        return cls(**{f.name: False for f in fields(cls)})
-
-    @property
-    def enabled(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
 @dataclass
@@ -467,10 +472,12 @@ def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:
     `past_key_values`), and logits for the last position only where the model supports it: with
     a large vocabulary the unembedding is a good part of a forward."""
     parameters = inspect.signature(model.forward).parameters
-    kwargs = {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": use_cache}
-    if "logits_to_keep" in parameters:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
+    return {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": use_cache} | last_logits_only(model)
+
+
+def last_logits_only(model: nn.Module) -> dict:
+    """The forward's keyword that computes logits for the last position only, where the model has one."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def attention_window(config) -> int | None:

@@ -28,6 +28,7 @@ class TraceSettings:
     seed: int
     metric: str
     method: str
+    fixes: str = ""  # the attribution method's fixes, "+"-joined ("none" for plain attribution patching)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.models.loader import LoadedModel, require_loaded
-from causal_unlearn.tracing.attribution import run_attribution
+from causal_unlearn.tracing.attribution import AttributionFixes, run_attribution
 from causal_unlearn.tracing.corruption import (
     Corruption,
     corrupted_embeddings,
@@ -59,6 +59,7 @@ def trace(
     backend: str = "torch",
     remote: bool | str = False,
     shortcuts: Shortcuts = Shortcuts(),
+    fixes: AttributionFixes = AttributionFixes(),
 ) -> TraceResult:
     """Causally trace where `model` recalls the answer to `prompt` about `subject`.
 
@@ -66,7 +67,8 @@ def trace(
     token id). `noise` corrupts the subject's token embeddings ("s3": Gaussian with 3 x the std of
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
     function). `method="attribution"` estimates the same heatmap to first order from one
-    backward pass (fast, approximate). `subject_std` overrides the std the s3 rule uses
+    backward pass (fast, approximate), with the `fixes` of AtP* and the output's log-odds
+    (`AttributionFixes(grad_drop=True)`; `AttributionFixes.none()` is plain attribution patching). `subject_std` overrides the std the s3 rule uses
     (`trace_facts` pools it over all facts, as ROME does); `GaussianNoise("s3", std_rule="rome")`
     measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k`
     also keeps each cell's k most probable next tokens (exact method; `TraceResult.predictions`).
@@ -88,7 +90,8 @@ def trace(
     lm = require_loaded(model, "trace")
     tracer = _Tracer.checked(lm, kinds=kinds, samples=samples, noise=noise, window=window, metric=metric, foil=foil,
                              seed=seed, method=method, max_batch_tokens=max_batch_tokens,
-                             top_predictions=top_predictions, backend=backend, remote=remote, shortcuts=shortcuts)
+                             top_predictions=top_predictions, backend=backend, remote=remote, shortcuts=shortcuts,
+                             fixes=fixes)
     if subject_std is not None:
         subject_std = finite("subject_std", subject_std, above=0)
     fact = tracer.prepare(prompt, subject, answer, subject_std)
@@ -113,23 +116,28 @@ class _Tracer:
     backend: str
     remote: bool | str
     shortcuts: Shortcuts
+    fixes: AttributionFixes
 
     @classmethod
     def checked(cls, lm: LoadedModel, *, kinds: Sequence[str] = KINDS, samples: int = 10,
                 noise: str | float | Corruption = "s3", window: int = 10, metric: str = "prob",
                 foil: str | int | None = None, seed: int = 0, method: str = "exact", max_batch_tokens: int = 8192,
                 top_predictions: int = 0, backend: str = "torch", remote: bool | str = False,
-                shortcuts: Shortcuts = Shortcuts()) -> _Tracer:
+                shortcuts: Shortcuts = Shortcuts(), fixes: AttributionFixes = AttributionFixes()) -> _Tracer:
         kinds = _check_settings(kinds, method)
         backend, remote = _check_backend(lm, backend, remote, method, top_predictions)
         if not isinstance(shortcuts, Shortcuts):
             raise TypeError(f"shortcuts must be a Shortcuts, e.g. Shortcuts(skip_blocks=False), got {shortcuts!r:.80}")
+        if not isinstance(fixes, AttributionFixes):
+            raise TypeError(f"fixes must be an AttributionFixes, e.g. AttributionFixes(grad_drop=True), got {fixes!r:.80}")
+        if fixes != AttributionFixes() and method != "attribution":
+            raise ValueError(f"fixes={fixes} changes method='attribution' only; this trace runs method={method!r}")
         if top_predictions and method != "exact":
             raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
         return cls(lm, kinds, integer("samples", samples, minimum=1), resolve_corruption(noise),
                    integer("window", window, minimum=1), metric, foil, integer("seed", seed), method,
                    integer("max_batch_tokens", max_batch_tokens, minimum=1),
-                   integer("top_predictions", top_predictions, minimum=0), backend, remote, shortcuts)
+                   integer("top_predictions", top_predictions, minimum=0), backend, remote, shortcuts, fixes)
 
     @property
     def batches_facts(self) -> bool:
@@ -172,7 +180,8 @@ class _Tracer:
             return [run_nnsight(lm, f.input_ids, f.corrupted, self.metric, f.answer_id, f.foil_id,
                                 first_corrupted=first_corrupted_position(f.clean, f.corrupted),
                                 max_batch_tokens=self.max_batch_tokens, remote=self.remote, **settings) for f in facts]
-        return [run_attribution(lm, f.input_ids, f.corrupted, m, **settings) for f, m in zip(facts, metrics)]
+        return [run_attribution(lm, f.input_ids, f.corrupted, m, fixes=self.fixes, probability=self.metric == "prob",
+                                **settings) for f, m in zip(facts, metrics)]
 
     def result(self, fact: _Fact, computed: TraceScores) -> TraceResult:
         lm = self.lm
@@ -191,7 +200,7 @@ class _Tracer:
             settings=TraceSettings(
                 model=lm.name, corruption=self.corruption.describe(), noise_scale=fact.scale,
                 samples=fact.corrupted.shape[0], window=self.window, seed=self.seed, metric=self.metric,
-                method=self.method,
+                method=self.method, fixes=("+".join(self.fixes.enabled) or "none") if self.method == "attribution" else "",
             ),
             clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
             top_ids=computed.top_ids,
