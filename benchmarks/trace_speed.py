@@ -151,10 +151,10 @@ def gemm_peak_gflops() -> float:
 
 
 ATTRIBUTION_VARIANTS = {  # name: AttributionFixes keywords
-    "plain AtP": "none", "log_odds": dict(qk_fix=False, steps=0), "qk_fix": dict(log_odds=False, steps=0),
-    "grad_drop": dict(log_odds=False, qk_fix=False, steps=0, grad_drop=True), "steps=2": dict(log_odds=False, qk_fix=False),
-    "AtP* (qk_fix+grad_drop)": dict(log_odds=False, steps=0, grad_drop=True), "log_odds+qk_fix": dict(steps=0),
-    "log_odds+steps=2": dict(qk_fix=False), "default (log_odds+qk_fix+steps=2)": {},
+    "plain AtP": dict(log_odds=False, qk_fix=False, steps=0), "log_odds": dict(qk_fix=False, steps=0),
+    "qk_fix": dict(log_odds=False, steps=0), "grad_drop": dict(log_odds=False, qk_fix=False, steps=0, grad_drop=True),
+    "steps=2": dict(log_odds=False, qk_fix=False), "AtP* (qk_fix+grad_drop)": dict(log_odds=False, steps=0, grad_drop=True),
+    "log_odds+qk_fix": dict(steps=0), "log_odds+steps=2": dict(qk_fix=False), "default (log_odds+qk_fix+steps=2)": {},
     "default+grad_drop": dict(grad_drop=True),
 }
 
@@ -162,8 +162,7 @@ ATTRIBUTION_VARIANTS = {  # name: AttributionFixes keywords
 def attribution_fixes(name: str):
     from causal_unlearn.tracing import AttributionFixes
 
-    keywords = ATTRIBUTION_VARIANTS[name]
-    return AttributionFixes.none() if keywords == "none" else AttributionFixes(**keywords)
+    return AttributionFixes(**ATTRIBUTION_VARIANTS[name])
 
 
 def attribution_report(n_per_attribute: int, args: argparse.Namespace) -> None:

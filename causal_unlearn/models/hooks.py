@@ -1,7 +1,7 @@
 """Interventions by module address, as plain forward hooks and forward replacements.
 
-Reading: `record_outputs`, `record_inputs`, `record_attention`. Writing: `replace_output` (a module returns a given
-tensor), `patch_position` (chosen rows get given states at one position), `skip` (modules do not
+Reading: `record_outputs`, `record_inputs`, `record_attention`. Writing: `replace_output` (a
+module returns a given tensor), `patch_position` (chosen rows get given states at one position), `skip` (modules do not
 run; the last returns a given output), `last_position_only` (a module computes the last position
 only). Each is a context manager that undoes itself, so a model is never left changed.
 """
@@ -229,12 +229,6 @@ class AttentionCall:
     mask: Tensor | None
     settings: dict
     eager: Callable
-
-    def rows(self, index: slice) -> AttentionCall:
-        """The call restricted to some of its batch rows."""
-        mask = self.mask[index] if self.mask is not None and self.mask.shape[0] > 1 else self.mask
-        return AttentionCall(self.module, self.query[index], self.key[index], self.value[index],
-                             self.probabilities[index], mask, self.settings, self.eager)
 
     def pattern(self, query: Tensor, key: Tensor) -> Float[Tensor, "rows heads pos pos"]:
         """The probabilities the module's own eager attention gives `query` and `key`, whose rows

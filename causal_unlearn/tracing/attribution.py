@@ -102,11 +102,14 @@ class _Rows:
 
     def kept(self, layer: int, device) -> Tensor:
         """The rows whose gradient flows through `layer`'s contributions."""
-        return torch.arange(len(self), device=device) // self.samples % (1 + len(self.drops)) != 1 + self.drops.index(layer)
+        drop_group = torch.arange(len(self), device=device) // self.samples % (1 + len(self.drops))
+        return drop_group != 1 + self.drops.index(layer)
 
     def embeddings(self, corrupted: Tensor, clean: Tensor) -> Tensor:
+        """Each row's input: the corrupted embeddings moved its alpha of the way to the clean ones."""
         alpha = torch.tensor(self.alphas, device=corrupted.device, dtype=corrupted.dtype).repeat_interleave(self.per_alpha)
-        return torch.lerp(corrupted.repeat(len(self) // self.samples, 1, 1), clean.to(corrupted.dtype), alpha[:, None, None])
+        start = corrupted.repeat(len(self) // self.samples, 1, 1)
+        return torch.lerp(start, clean.to(corrupted.dtype), alpha[:, None, None])
 
     def mean_over_alphas(self, per_row: Tensor) -> Tensor:
         """Per (dropped layer, sample): the mean over the interpolation points."""
@@ -142,7 +145,8 @@ def run_attribution(
     clean_embeddings = lm.module(spec.embedding)(input_ids)
     with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), \
             record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
-        scored = metric(lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits[:, -1])
+        logits = lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits
+        scored = metric(logits[:, -1])
     rows = _Rows(samples, fixes.alphas, list(range(n_layers)) if fixes.grad_drop else [])
     captured: dict[str, Tensor] = {}
     hooks = {a: _capturing(captured, a) for a in addresses}
@@ -197,10 +201,12 @@ def _capturing(captured: dict[str, Tensor], address: str, kept: Tensor | None = 
     """A hook that records the module's residual output; where `kept` is given, the rows it leaves
     out pass that output on without a gradient."""
 
+    drop = _dropping(kept) if kept is not None else None
+
     def hook(module, args, output):
         captured[address] = residual_tensor(output)
-        if kept is not None:
-            return _dropping(kept)(module, args, output)
+        if drop is not None:
+            return drop(module, args, output)
 
     return hook
 

@@ -66,9 +66,9 @@ def trace(
     The answer is the clean top-1 next token unless given (text that follows the prompt, or a
     token id). `noise` corrupts the subject's token embeddings ("s3": Gaussian with 3 x the std of
     the subject embeddings; a float scale; "uniform"; `TokenReplacement(other_prompt)`; or a
-    function). `method="attribution"` estimates the same heatmap to first order from one
-    backward pass (fast, approximate), with the `fixes` of AtP* and the output's log-odds
-    (`AttributionFixes(grad_drop=True)`; `AttributionFixes.none()` is plain attribution patching). `subject_std` overrides the std the s3 rule uses
+    function). `method="attribution"` estimates the same heatmap from gradients (fast,
+    approximate), with `fixes` (`AttributionFixes(grad_drop=True)`; `AttributionFixes.none()` is
+    plain attribution patching). `subject_std` overrides the std the s3 rule uses
     (`trace_facts` pools it over all facts, as ROME does); `GaussianNoise("s3", std_rule="rome")`
     measures it as ROME's code does, on each subject tokenized on its own. `top_predictions=k`
     also keeps each cell's k most probable next tokens (exact method; `TraceResult.predictions`).
@@ -200,7 +200,8 @@ class _Tracer:
             settings=TraceSettings(
                 model=lm.name, corruption=self.corruption.describe(), noise_scale=fact.scale,
                 samples=fact.corrupted.shape[0], window=self.window, seed=self.seed, metric=self.metric,
-                method=self.method, fixes=("+".join(self.fixes.enabled) or "none") if self.method == "attribution" else "",
+                method=self.method,
+                fixes=("+".join(self.fixes.enabled) or "none") if self.method == "attribution" else "",
             ),
             clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
             top_ids=computed.top_ids,
