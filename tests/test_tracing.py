@@ -418,3 +418,13 @@ def test_attribution_fixes_are_checked():
         trace(lm, "Ann Teal was born in", "Ann Teal", fixes=AttributionFixes(grad_drop=True), progress=False)
     with pytest.raises(TypeError, match="must be an AttributionFixes"):
         trace(lm, "Ann Teal was born in", "Ann Teal", method="attribution", fixes="qk", progress=False)
+
+
+@first_token_answers
+def test_default_fixes_leave_the_qk_fix_out_where_attention_cannot_be_recorded():
+    lm = cu.load_model(tiny_model("falcon"), tiny_tokenizer())  # Falcon's attention bypasses AttentionInterface
+    kwargs = dict(answer=" 3", samples=2, noise=0.5, method="attribution", progress=False)
+    result = trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", **kwargs)
+    assert result.settings.fixes == "log_odds+steps"
+    with pytest.raises(ValueError, match=r"pass fixes=AttributionFixes\(qk_fix=False\)"):
+        trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", fixes=AttributionFixes(steps=0), **kwargs)

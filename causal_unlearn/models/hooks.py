@@ -245,8 +245,28 @@ _RECORDING = "causal_unlearn_recording"
 _attention_calls: tuple[dict[nn.Module, str], dict[str, AttentionCall]] | None = None  # inside `record_attention`
 
 
+def _eager_attention(module: nn.Module) -> Callable | None:
+    """The eager attention function of the module's modeling file, where it has one."""
+    return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+
+
+def attention_recordable(model: nn.Module, address: str) -> bool:
+    """Whether `record_attention` can record the attention module at `address`: its modeling file
+    runs attention through transformers' `AttentionInterface` with an eager function (Falcon's
+    does not).
+
+    Examples:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16,
+        ...                                      num_hidden_layers=1, num_attention_heads=2))
+        >>> attention_recordable(model, "model.layers.0.self_attn")
+        True
+    """
+    return _eager_attention(model.get_submodule(address)) is not None
+
+
 def _recording_attention(module, query, key, value, attention_mask, **settings):
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    eager = _eager_attention(module)
     if eager is None:
         raise ValueError(f"{type(module).__name__} has no eager attention in its modeling file, so its attention "
                          "probabilities cannot be recorded")

@@ -62,6 +62,9 @@ class AttributionFixes(Switches):
     docstring). `AttributionFixes.none()` is plain AtP; the default is the best measured on the
     built-in model (docs/tracing.md, Speed).
 
+    `trace` leaves the default's `qk_fix` out for a model whose attention cannot be recorded
+    (Falcon; `result.settings.fixes` says so); asked for explicitly there, it is an error.
+
     Examples:
         >>> AttributionFixes().enabled, AttributionFixes(grad_drop=True, steps=0).enabled
         (('log_odds', 'qk_fix', 'steps'), ('log_odds', 'qk_fix', 'grad_drop'))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.facts import TraceFact
+from causal_unlearn.models.hooks import attention_recordable
 from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.attribution import AttributionFixes, run_attribution
 from causal_unlearn.tracing.corruption import (
@@ -132,6 +133,12 @@ class _Tracer:
             raise TypeError(f"fixes must be an AttributionFixes, e.g. AttributionFixes(grad_drop=True), got {fixes!r:.80}")
         if fixes != AttributionFixes() and method != "attribution":
             raise ValueError(f"fixes={fixes} changes method='attribution' only; this trace runs method={method!r}")
+        if fixes.qk_fix and not attention_recordable(lm.model, lm.architecture.attn_module(0)):
+            if fixes != AttributionFixes():
+                raise ValueError(f"qk_fix needs the attention probabilities, which {lm.name}'s attention does not expose "
+                                 "(it does not run through transformers' AttentionInterface); pass "
+                                 "fixes=AttributionFixes(qk_fix=False)")
+            fixes = replace(fixes, qk_fix=False)  # the default: every fix this model allows
         if top_predictions and method != "exact":
             raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
         return cls(lm, kinds, integer("samples", samples, minimum=1), resolve_corruption(noise),
