@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pandas as pd
 import pytest
+from pypdf import PdfReader
 
 import causal_unlearn as cu
 from causal_unlearn import viz
@@ -203,6 +204,31 @@ def test_exported_pdf_shows_every_title_whole_and_off_the_other_panels(figure, c
             gap = 2  # points of white beside a panel's ticks (a panel's own title sits right above it)
             overlap = min(x1, px1 + gap) - max(x0, px0 - gap), min(y1, py1) - max(y0, py0)
             assert min(overlap) <= 0, f"the title word {text!r} ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) touches a panel"
+
+
+def test_export_renders_a_file_kaleido_dropped_again_and_raises_if_that_fails(monkeypatch, tmp_path):
+    # kaleido deletes the file of a render that failed (a timeout on a busy machine) and returns
+    # the error, which plotly's write_images drops
+    batched = export_module.pio.write_images
+
+    def dropping_the_pdf(figures, targets, **settings):
+        batched(figures, targets, **settings)
+        next(t for t in targets if t.suffix == ".pdf").unlink()
+
+    monkeypatch.setattr(export_module.pio, "write_images", dropping_the_pdf)
+    pdf, svg = viz.export(torch_free_figure(), tmp_path / "bars.pdf", formats=["svg"])
+    assert pdf.read_bytes()[:5] == b"%PDF-" and svg.exists()
+    page = PdfReader(pdf).pages[0].mediabox  # cropped to the figure's 700 x 500 px, as without the failure
+    assert (float(page.width), float(page.height)) == pytest.approx((700 * 72 / 96, 500 * 72 / 96))
+
+    import kaleido
+
+    def timing_out(*args, **kwargs):
+        raise TimeoutError("the render took longer than 90 s")
+
+    monkeypatch.setattr(kaleido, "calc_fig_sync", timing_out)
+    with pytest.raises(TimeoutError, match="longer than 90 s"):
+        viz.export(torch_free_figure(), tmp_path / "again.pdf")
 
 
 def test_export_without_a_browser_says_how_to_get_one(monkeypatch, tmp_path):

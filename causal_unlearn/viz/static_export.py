@@ -90,8 +90,13 @@ def export(
     with mock.patch.dict(os.environ, BROWSER_PATH=browser):
         figures = [_padded_for_pdf(fig) if target.suffix == ".pdf" else fig for target in targets]
         # each figure's own size (write_images would otherwise use kaleido's 700 x 500)
-        pio.write_images(figures, targets, scale=scales, width=[f.layout.width for f in figures],
-                         height=[f.layout.height for f in figures])
+        sizes = dict(width=[f.layout.width for f in figures], height=[f.layout.height for f in figures])
+        pio.write_images(figures, targets, scale=scales, **sizes)
+        # kaleido deletes a file whose render failed (a timeout on a busy machine) and returns the
+        # error, which plotly drops: such a file is rendered again alone, which raises a second failure
+        for figure, target, target_scale, width, height in zip(figures, targets, scales, *sizes.values()):
+            if not target.exists():
+                pio.write_image(figure, target, scale=target_scale, width=width, height=height)
     for target in targets:
         if target.suffix == ".pdf":
             _crop_to_figure(target, fig)
