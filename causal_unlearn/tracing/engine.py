@@ -19,7 +19,8 @@ one full forward of batch samples + 1 per cell. This engine gives the same numbe
 - unembedding the last position of many batches in one matrix product instead of one per batch.
 
 Each shortcut is a named switch (`Shortcuts`) built from the intervention primitives of
-`causal_unlearn.models.hooks` (`skip`, `last_position_only`, `patch_position`, ...).
+`causal_unlearn.models.hooks` (`prefilled_cache`, `skip`, `last_position_only`, `deferred`), as
+are the cells themselves (`replace_output`, `patch_position`).
 """
 
 from __future__ import annotations
@@ -35,18 +36,18 @@ from einops import reduce
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from causal_unlearn.models.architectures import ArchitectureSpec
 from causal_unlearn.models.hooks import (
+    deferred,
     forward_hooks,
+    keys_and_values,
     last_position_only,
     patch_position,
+    prefilled_cache,
     record_inputs,
     record_outputs,
     replace_output,
-    replaced_forward,
     skip,
 )
 from causal_unlearn.models.loader import LoadedModel
@@ -110,11 +111,15 @@ class Shortcuts(Switches):
     textbook loop's numbers up to float rounding); turning one off checks it alone, or works
     around a model it does not suit.
 
-    - `prefix_cache`: feed positions t.. only, with the corrupted run's keys and values before t;
-    - `skip_blocks`: blocks below a cell's first changed block return the corrupted run's states;
-    - `last_position_mlp`: the last block's MLP runs on the last position only;
-    - `deferred_unembedding`: the last positions of many batches are unembedded in one product;
-    - `skip_uncorrupted`: cells before the first corrupted token score `low` without a forward.
+    - `prefix_cache`: feed positions t.. only, with the corrupted run's keys and values before t
+      (`hooks.prefilled_cache`);
+    - `skip_blocks`: blocks below a cell's first changed block return the corrupted run's states
+      (`hooks.skip`);
+    - `last_position_mlp`: the last block's MLP runs on the last position only (`hooks.last_position_only`);
+    - `deferred_unembedding`: the last positions of many batches are unembedded in one product
+      (`hooks.deferred`);
+    - `skip_uncorrupted`: cells before the first corrupted token score `low` without a forward
+      (so no intervention: the engine does not schedule them).
 
     Examples:
         >>> Shortcuts(skip_blocks=False).enabled
@@ -291,7 +296,7 @@ class _FactRuns:
         with replace_output(lm.model, spec.embedding, fact.corrupted), record_outputs(lm.model, blocks + mlps) as states, \
                 forward_hooks(lm.model, arity_hook):
             output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
-        prefix_cache = _keys_and_values(output)
+        prefix_cache = keys_and_values(output)
         first = first_corrupted_position(lm.module(spec.embedding)(input_ids), fact.corrupted)
         return cls(input_ids, fact.corrupted, clean, states, output.logits[:, -1], prefix_cache, first, arity["n"],
                    _prefix_reusable(lm, prefix_cache, input_ids.shape[0]))
@@ -356,10 +361,8 @@ class _CellTable:
 
 
 class _DeferredUnembedding:
-    """Unembeds the last position of many small forwards at once. With a large vocabulary the
-    unembedding of a few dozen rows costs as much as reading its whole weight matrix, so one
-    product over hundreds of rows is several times faster. Used only where the model's logits
-    are exactly its unembedding's output (no soft-capping or scaling after it)."""
+    """Unembeds the last position of many small forwards at once (`deferred`). Used only where
+    the model's logits are exactly its unembedding's output (no soft-capping or scaling after it)."""
 
     def __init__(self, module: nn.Module, max_rows: int, record: Callable[[list[Cell], Tensor], None]):
         self.module, self.max_rows, self.record = module, max_rows, record
@@ -379,13 +382,9 @@ class _DeferredUnembedding:
     @contextmanager
     def collect(self, cells: list[Cell]):
         """Inside the block the unembedding stores its input's last position for `cells`."""
-
-        def store(hidden_states, *args, **kwargs):
-            self.pending.append((cells, hidden_states[:, -1]))
-            return hidden_states[..., :1]  # a placeholder; the real logits come at `flush`
-
-        with replaced_forward(self.module, store):
+        with deferred(self.module) as inputs:
             yield
+        self.pending.extend((cells, hidden) for hidden in inputs)
 
     def flush(self, *, force: bool = False) -> None:
         """Unembed what is pending once it is enough rows (or when `force`d) and record it."""
@@ -508,11 +507,6 @@ def _prefix_reusable(lm: LoadedModel, prefix_cache: list[tuple[Tensor, Tensor]],
     return all(k is not None and v is not None and k.shape[-2] == n_tokens for k, v in prefix_cache)
 
 
-def _keys_and_values(output) -> list[tuple[Tensor, Tensor]]:
-    cache = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
 class _Prefixes:
     """The corrupted runs' keys and values of the facts traced together, stacked per layer as
     [fact x sample, heads, longest prompt, head dim] (shorter prompts padded at the end), so a
@@ -539,33 +533,11 @@ class _Prefixes:
             return None, None, None
         rows = torch.cat([fact * self.samples + torch.arange(self.samples) for fact, _ in fed]).to(device)
         end = longest + n_fed
-        cache = DynamicCache()
-        cache.layers = [_FilledLayer(k[:, :, :end].index_select(0, rows), v[:, :, :end].index_select(0, rows), longest)
-                        for k, v in self.layers]
+        cache = prefilled_cache([(k[:, :, :end].index_select(0, rows), v[:, :, :end].index_select(0, rows))
+                                 for k, v in self.layers], filled=longest)
         if all(start == longest for _, start in fed):
             return cache, None, None
         keys = torch.arange(end, device=device)
         mask = torch.cat([((keys < start) | (keys >= longest)).expand(self.samples, -1) for _, start in fed]).long()
         positions = torch.cat([(start + torch.arange(n_fed, device=device)).expand(self.samples, -1) for _, start in fed])
         return cache, mask, positions
-
-
-class _FilledLayer(DynamicLayer):
-    """A cache layer whose buffers already hold the prefix and room for the fed positions: the
-    forward writes its keys and values in place instead of concatenating (which would copy every
-    row's prefix again)."""
-
-    def __init__(self, keys: Tensor, values: Tensor, filled: int):
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self.keys, self.values, self.filled = keys, values, filled
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        end = self.filled + key_states.shape[-2]
-        self.keys[:, :, self.filled : end] = key_states
-        self.values[:, :, self.filled : end] = value_states
-        self.filled = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def get_seq_length(self) -> int:
-        return self.filled
