@@ -317,13 +317,18 @@ def test_attribution_is_the_first_order_effect_of_restoring():
     corrupted = corrupted_embeddings(embeddings_of(lm, exact.input_ids), exact.subject_range, GaussianNoise(scale),
                                      samples=3, scale=scale, seed=0)
     score = make_metric("prob", exact.answer_id)
-    epsilon, token, layer = 1e-4, exact.subject_range[1] - 1, 1
-    for kind, address in [("hidden", lm.architecture.block_output(layer)), ("mlp", lm.architecture.mlp_contribution(layer))]:
+    epsilon, last = 1e-4, len(exact.tokens) - 1
+    # the last subject token in a middle layer, and the last token in the last layer (whose MLP
+    # attribution computes at the last position only)
+    cells = [(token, layer, kind) for token, layer in [(exact.subject_range[1] - 1, 1), (last, lm.n_layers - 1)]
+             for kind in ("hidden", "mlp")]
+    for token, layer, kind in cells:
+        address = lm.architecture.block_output(layer) if kind == "hidden" else lm.architecture.mlp_contribution(layer)
         with record_outputs(lm.model, [address]) as seen:
             lm.logits(exact.input_ids[None])
         clean = {"x": seen[address][0, token]}
 
-        def nudged_score(step):
+        def nudged_score(step, token=token):
             def nudge(module, args, output):
                 output = output.clone()
                 output[:, token] += step * (clean["x"] - output[:, token])
@@ -338,6 +343,8 @@ def test_attribution_is_the_first_order_effect_of_restoring():
                     h.remove()
 
         slope = (nudged_score(epsilon) - nudged_score(-epsilon)) / (2 * epsilon)
+        # an effect to estimate, far above the rounding of a float64 difference (~1e-12)
+        assert abs(slope) > 1e-9, (token, layer, kind, slope)
         assert attribution.scores[kind][token, layer].item() - attribution.low == pytest.approx(slope, rel=1e-5)
 
 

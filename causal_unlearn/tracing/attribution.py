@@ -35,6 +35,7 @@ from torch import Tensor
 from causal_unlearn.models.hooks import (
     AttentionCall,
     forward_hooks,
+    last_position_only,
     record_attention,
     record_outputs,
     replace_output,
@@ -146,7 +147,10 @@ def run_attribution(
         clean, clean_logits, _ = clean_run(lm, input_ids, kinds)
     addresses = sorted(clean)
     clean_embeddings = lm.module(spec.embedding)(input_ids)
-    with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), \
+    # the metric reads the last position only, so the last MLP's other positions have no effect
+    # (their gradients are zero): it computes the last position alone, as in the exact engine
+    last_mlp = lm.module(spec.mlp_module(n_layers - 1))
+    with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), last_position_only(last_mlp), \
             record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
         logits = lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits
         scored = metric(logits[:, -1])
@@ -163,6 +167,7 @@ def run_attribution(
     with ExitStack() as stack:
         stack.enter_context(forward_hooks(lm.model, hooks))
         stack.enter_context(torch.enable_grad())
+        stack.enter_context(last_position_only(last_mlp))
         calls = stack.enter_context(record_attention(lm.model, attention))
         logits = lm.model(input_ids=input_ids[None].expand(len(rows), -1), **last_logits_only(lm.model)).logits[:, -1]
         recorded = [getattr(calls[a], name) for a in attention for name in ("query", "key", "value", "probabilities")]
