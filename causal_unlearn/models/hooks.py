@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -302,6 +302,12 @@ class AttentionCall:
     mask: Tensor | None
     settings: dict
     eager: Callable
+
+    def first_rows(self, n: int) -> AttentionCall:
+        """The call of the batch's first `n` rows, outside the autograd graph."""
+        mask = self.mask[:n] if self.mask is not None and self.mask.shape[0] > 1 else self.mask
+        return replace(self, query=self.query[:n].detach(), key=self.key[:n].detach(), value=self.value[:n].detach(),
+                       probabilities=self.probabilities[:n].detach(), mask=mask)
 
     def pattern(self, query: Tensor, key: Tensor) -> Float[Tensor, "rows heads pos pos"]:
         """The probabilities the module's own eager attention gives `query` and `key`, whose rows

@@ -132,8 +132,9 @@ def run_attribution(
     probability: bool = False,
 ) -> TraceScores:
     """Every cell's estimate from a clean and a corrupted forward and one batched forward and
-    backward, whose rows are the interpolation points and the dropped layers. `probability` says
-    the metric is a probability (where `log_odds` applies)."""
+    backward, whose rows are the interpolation points and the dropped layers (without `steps`, the
+    corrupted forward is those rows' first samples). `probability` says the metric is a
+    probability (where `log_odds` applies)."""
     spec, n_layers, samples = lm.architecture, lm.n_layers, corrupted.shape[0]
     input_ids = input_ids.to(lm.device)
     hidden = [state_address(spec, "hidden", layer) for layer in range(n_layers)]
@@ -150,11 +151,14 @@ def run_attribution(
     # the metric reads the last position only, so the last MLP's other positions have no effect
     # (their gradients are zero): it computes the last position alone, as in the exact engine
     last_mlp = lm.module(spec.mlp_module(n_layers - 1))
-    with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), last_position_only(last_mlp), \
-            record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
-        logits = lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits
-        scored = metric(logits[:, -1])
     rows = _Rows(samples, fixes.alphas, list(range(n_layers)) if fixes.grad_drop else [])
+    # with the gradient at the corrupted run alone, the gradient rows' first samples are that run
+    corrupted_run_apart = rows.alphas != [0.0]
+    if corrupted_run_apart:
+        with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), last_position_only(last_mlp), \
+                record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
+            logits = lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits
+            scored = metric(logits[:, -1])
     captured: dict[str, Tensor] = {}
     hooks = {a: _capturing(captured, a) for a in addresses}
     for layer in rows.drops:
@@ -170,6 +174,10 @@ def run_attribution(
         stack.enter_context(last_position_only(last_mlp))
         calls = stack.enter_context(record_attention(lm.model, attention))
         logits = lm.model(input_ids=input_ids[None].expand(len(rows), -1), **last_logits_only(lm.model)).logits[:, -1]
+        if not corrupted_run_apart:
+            scored = metric(logits[:samples]).detach()
+            states = {a: captured[a][:samples].detach() for a in addresses}
+            corrupted_calls = {a: calls[a].first_rows(samples) for a in attention}
         recorded = [getattr(calls[a], name) for a in attention for name in ("query", "key", "value", "probabilities")]
         grads = torch.autograd.grad(link(metric(logits)).sum(), [captured[a] for a in addresses] + recorded,
                                     retain_graph=bool(attention))
