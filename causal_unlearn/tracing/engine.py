@@ -150,7 +150,7 @@ class TraceScores:
 class CleanRun(NamedTuple):
     states: dict[str, Float[Tensor, "pos d_model"]]  # every state a cell may restore, by address
     logits: Float[Tensor, "1 vocab"]  # at the last position
-    unembedding_input: Float[Tensor, "1 pos d_model"]
+    unembedding_input: Float[Tensor, "1 kept d_model"]  # the last position, or every position
 
 
 @torch.no_grad()
@@ -160,7 +160,7 @@ def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str,
     spec = lm.architecture
     addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(lm.n_layers)})
     with record_outputs(lm.model, addresses) as clean, record_inputs(lm.model, [spec.unembedding]) as unembedding_input:
-        logits = lm.model(input_ids=input_ids[None]).logits[:, -1]
+        logits = lm.model(input_ids=input_ids[None], **last_logits_only(lm.model)).logits[:, -1]
     return CleanRun({a: state[0] for a, state in clean.items()}, logits, unembedding_input[spec.unembedding])
 
 
