@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import os
 
 from dataclasses import dataclass, field
@@ -113,6 +114,26 @@ class LoadedModel:
     @torch.no_grad()
     def logits(self, input_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
         return self.model(input_ids=input_ids.to(self.device)).logits
+
+    def next_token_logits(self, input_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
+        """The logits at the last position, unembedded there only where the model allows (with a
+        large vocabulary the unembedding is a good part of a forward). Unlike `logits`, gradients
+        flow where the caller enables them.
+
+        Examples:
+            >>> import causal_unlearn as cu, torch
+            >>> lm = cu.load_model("olmo-tiny-bios")
+            >>> ids = lm.to_tokens("What is the capital of France?")
+            >>> with torch.no_grad():
+            ...     torch.allclose(lm.next_token_logits(ids), lm.logits(ids)[:, -1], atol=1e-5)
+            True
+        """
+        return self.model(input_ids=input_ids.to(self.device), **last_logits_only(self.model)).logits[:, -1]
+
+
+def last_logits_only(model: nn.Module) -> dict:
+    """The forward's keyword that computes logits for the last position only, where the model has one."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def require_loaded(model: Any, function: str) -> LoadedModel:

@@ -48,7 +48,6 @@ from causal_unlearn.tracing.engine import (
     TraceScores,
     clean_run,
     first_corrupted_position,
-    last_logits_only,
     restored_layers,
     state_address,
 )
@@ -157,8 +156,7 @@ def run_attribution(
     if corrupted_run_apart:
         with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), last_position_only(last_mlp), \
                 record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
-            logits = lm.model(input_ids=input_ids[None].expand(samples, -1), **last_logits_only(lm.model)).logits
-            scored = metric(logits[:, -1])
+            scored = metric(lm.next_token_logits(input_ids[None].expand(samples, -1)))
     captured: dict[str, Tensor] = {}
     hooks = {a: _capturing(captured, a) for a in addresses}
     for layer in rows.drops:
@@ -173,7 +171,7 @@ def run_attribution(
         stack.enter_context(torch.enable_grad())
         stack.enter_context(last_position_only(last_mlp))
         calls = stack.enter_context(record_attention(lm.model, attention))
-        logits = lm.model(input_ids=input_ids[None].expand(len(rows), -1), **last_logits_only(lm.model)).logits[:, -1]
+        logits = lm.next_token_logits(input_ids[None].expand(len(rows), -1))
         if not corrupted_run_apart:
             scored = metric(logits[:samples]).detach()
             states = {a: captured[a][:samples].detach() for a in addresses}

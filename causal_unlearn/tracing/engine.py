@@ -50,7 +50,7 @@ from causal_unlearn.models.hooks import (
     replace_output,
     skip,
 )
-from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.models.loader import LoadedModel, last_logits_only
 from causal_unlearn.tracing.metrics import Metric
 
 KINDS = ("hidden", "mlp", "attn")
@@ -160,7 +160,7 @@ def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str,
     spec = lm.architecture
     addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(lm.n_layers)})
     with record_outputs(lm.model, addresses) as clean, record_inputs(lm.model, [spec.unembedding]) as unembedding_input:
-        logits = lm.model(input_ids=input_ids[None], **last_logits_only(lm.model)).logits[:, -1]
+        logits = lm.next_token_logits(input_ids[None])
     return CleanRun({a: state[0] for a, state in clean.items()}, logits, unembedding_input[spec.unembedding])
 
 
@@ -472,11 +472,6 @@ def _forward_kwargs(model: nn.Module, cache, use_cache: bool) -> dict:
     a large vocabulary the unembedding is a good part of a forward."""
     parameters = inspect.signature(model.forward).parameters
     return {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": use_cache} | last_logits_only(model)
-
-
-def last_logits_only(model: nn.Module) -> dict:
-    """The forward's keyword that computes logits for the last position only, where the model has one."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def attention_window(config) -> int | None:

@@ -27,7 +27,6 @@ from causal_unlearn.tracing.engine import (
     TraceInput,
     TraceScores,
     first_corrupted_position,
-    last_logits_only,
     run_exact_facts,
 )
 from causal_unlearn.tracing.metrics import make_metric
@@ -367,10 +366,9 @@ def _clean_passes(lm: LoadedModel, prompts: list[torch.Tensor], backend: str, re
     top-1 next token: through nnsight (one request) or here."""
     if backend == "nnsight":
         return clean_passes(lm, prompts, remote=remote)
-    def top1_of(ids: torch.Tensor) -> int:
-        return int(lm.model(input_ids=ids[None].to(lm.device), **last_logits_only(lm.model)).logits[0, -1].argmax())
-
-    return [(embeddings_of(lm, ids), top1_of(ids) if top1 and i == 0 else None) for i, ids in enumerate(prompts)]
+    with torch.no_grad():
+        return [(embeddings_of(lm, ids), int(lm.next_token_logits(ids[None])[0].argmax()) if top1 and i == 0 else None)
+                for i, ids in enumerate(prompts)]
 
 
 def _check_length(lm: LoadedModel, input_ids: torch.Tensor) -> None:
