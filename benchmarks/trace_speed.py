@@ -1,6 +1,7 @@
 """Speed of causal tracing: the textbook ROME loop, a loop over TransformerLens patching, and
 our engine, on a GPT-2-small-sized random model (12 layers, d_model 768, vocabulary 50,257), one ~12-token prompt,
-all three kinds, 10 noise samples, window 1 (TransformerLens patches one layer per cell).
+all three kinds, 10 noise samples, window 1 (TransformerLens patches one layer per cell); and the
+engine on the head site alone (a cell per token, layer and head: `engine_head`).
 
     python benchmarks/trace_speed.py [--samples 10] [--layers 12] [--d-model 768]
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the naive reference lives with the te
 
 PROMPT, SUBJECT = "Otto Russet lives in Houston, TX, and was born in", "Otto Russet"
 KINDS = ("hidden", "mlp", "attn")
-METHODS = ("naive", "transformer_lens", "engine")
+METHODS = ("naive", "transformer_lens", "engine", "engine_head")  # engine_head: the head site alone
 
 
 def build(layers: int, d_model: int):
@@ -63,7 +64,7 @@ class Counter:
 def run(method: str, args: argparse.Namespace) -> dict:
     from causal_unlearn.tracing import trace
     from causal_unlearn.tracing.corruption import GaussianNoise, corrupted_embeddings, embeddings_of
-    from causal_unlearn.tracing.metrics import make_metric
+    from causal_unlearn.tracing.metrics import Probability
 
     lm, tokenizer_folder = build(args.layers, args.d_model)
     ids = lm.to_tokens(PROMPT)[0]
@@ -71,12 +72,17 @@ def run(method: str, args: argparse.Namespace) -> dict:
     scale, answer = setup.settings.noise_scale, setup.answer_id
     corrupted = corrupted_embeddings(embeddings_of(lm, ids), setup.subject_range, GaussianNoise(scale),
                                      samples=args.samples, scale=scale, seed=0)
-    metric = make_metric("prob", answer)
+    metric = Probability().bind(answer, token_id=int)
     embedding = lm.module(lm.architecture.embedding)  # where forwards are counted
     if method == "engine":
 
         def compute():
             return trace(lm, PROMPT, SUBJECT, answer=answer, kinds=KINDS, samples=args.samples, window=1, noise=scale,
+                         progress=False).scores
+    elif method == "engine_head":
+
+        def compute():
+            return trace(lm, PROMPT, SUBJECT, answer=answer, kinds=("head",), samples=args.samples, noise=scale,
                          progress=False).scores
     elif method == "naive":
         from naive_trace import naive_trace
@@ -251,8 +257,8 @@ def main() -> None:
         diff = float("nan")
         if reference:
             diffs = [(torch.tensor(row["scores"][k]) - torch.tensor(reference["scores"][k])).abs().nan_to_num(0).max()
-                     for k in KINDS]
-            diff = max(d.item() for d in diffs)
+                     for k in KINDS if k in row["scores"]]
+            diff = max((d.item() for d in diffs), default=float("nan"))
         ratio = row["seconds"] / reference["seconds"] if reference else float("nan")
         print(f"{method:<18}{row['seconds']:>9.1f}{row['forwards']:>10}{row['rows']:>8}{row['positions']:>11}"
               f"{row['peak_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}{row['tflop']:>8.2f}{row['tflop'] * 1e3 / row['seconds']:>9.0f}")

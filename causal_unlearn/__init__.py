@@ -16,8 +16,11 @@ from causal_unlearn.models import (
     ArchitectureMismatchError, ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model,
     register_architecture, supported_architectures,
 )
+from causal_unlearn import patching
+from causal_unlearn.patching import MLPNeurons, ModuleSite, Site
 from causal_unlearn.tracing import (
-    AveragedEffects, GaussianNoise, TokenReplacement, TraceResult, UniformNoise, average_effects, trace, trace_facts,
+    AveragedEffects, GaussianNoise, LogitDifference, LogProbability, Probability, ProbabilityMass, TokenReplacement,
+    TraceConfig, TraceResult, UniformNoise, average_effects, trace, trace_facts,
 )
 from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
 from causal_unlearn.unlearning import (
@@ -28,7 +31,7 @@ from causal_unlearn.evaluation import (
     SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
 )
 from causal_unlearn.auditing import (
-    AuditConfig, AuditResult, RelearnBudget, audit, compare, compare_layer_sets, control_layer_sets,  # noqa: F401 (compare: deprecated)
+    AuditConfig, AuditResult, RelearnBudget, audit, compare_layer_sets, control_layer_sets,
 )
 from causal_unlearn.figures import register_figure
 
@@ -57,9 +60,11 @@ __all__ = [
     # models
     "ArchitectureMismatchError", "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
     "load_model", "register_architecture", "supported_architectures",
+    # patching
+    "MLPNeurons", "ModuleSite", "Site", "patching",
     # tracing
-    "AveragedEffects", "GaussianNoise", "TokenReplacement", "TraceResult", "UniformNoise", "average_effects", "trace",
-    "trace_facts",
+    "AveragedEffects", "GaussianNoise", "LogProbability", "LogitDifference", "Probability", "ProbabilityMass",
+    "TokenReplacement", "TraceConfig", "TraceResult", "UniformNoise", "average_effects", "trace", "trace_facts",
     # localization
     "Localization", "TraceComparison", "compare_traces", "localize",
     # unlearning

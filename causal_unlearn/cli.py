@@ -22,19 +22,23 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def trace_command(args: argparse.Namespace) -> int:
+    import torch
+
     from causal_unlearn.tracing.trace import trace
 
     lm = _load(args)
     noise = _number_or_text(args.noise)
     result = trace(lm, args.prompt, args.subject, answer=args.answer, kinds=args.kinds.split(","), samples=args.samples,
-                   noise=noise, window=args.window, metric=args.metric, seed=args.seed, method=args.method)
+                   noise=noise, window=args.window, metric=args.metric, foil=args.foil, seed=args.seed,
+                   method=args.method)
     print(f"{result.prompt!r} -> {result.answer!r}: clean {result.high:.4f}, corrupted {result.low:.4f}"
           f"{'' if result.known else f' (not known: the model predicts {result.clean_prediction!r})'}")
     for kind in result.kinds:
         effects = result.indirect_effects(kind)
-        token, layer = divmod(int(effects.argmax()), effects.shape[1])
-        print(f"  {kind:>6}: strongest at token {token} {result.tokens[token]!r}, layer {layer}: "
-              f"{float(result.scores[kind][token, layer]):.4f}")
+        cell = tuple(int(i) for i in torch.unravel_index(effects.argmax(), effects.shape))
+        head = f", head {cell[2]}" if len(cell) > 2 else ""
+        print(f"  {kind:>6}: strongest at token {cell[0]} {result.tokens[cell[0]]!r}, layer {cell[1]}{head}: "
+              f"{float(result.scores[kind][cell]):.4f}")
     if args.out:
         print(f"saved {result.save(args.out)}")
     if args.figure:
@@ -277,11 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--prompt", required=True, help="text before the answer, e.g. 'Otto Russet lives in'")
     sub.add_argument("--subject", required=True, help="the subject, exactly as written in the prompt")
     sub.add_argument("--answer", default=None, help="the answer's text (default: the model's top-1 next token)")
-    sub.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated states to restore")
+    sub.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated sites to restore: hidden, mlp, attn, "
+                     "head (each attention head), resid_pre")
     sub.add_argument("--samples", type=int, default=10, help="corrupted copies")
-    sub.add_argument("--window", type=int, default=10, help="layers restored around each MLP / attention cell")
+    sub.add_argument("--window", type=int, default=None, help="layers restored around each MLP / attention cell "
+                     "(default: about a fifth of the model's depth)")
     sub.add_argument("--noise", default="s3", help="'s3' (3 x the subject embeddings' std), 'uniform' or a scale")
-    sub.add_argument("--metric", default="prob", choices=["prob", "logprob"], help="score of the answer token")
+    sub.add_argument("--metric", default="prob", choices=["prob", "logprob", "logit_diff"],
+                     help="score of the answer token (logit_diff: against --foil)")
+    sub.add_argument("--foil", default=None, help="the token logit_diff compares the answer with, e.g. ' Paris'")
     sub.add_argument("--method", default="exact", choices=["exact", "attribution"], help="exact patching or its "
                      "gradient approximation")
     sub.add_argument("--seed", type=int, default=0, help="noise seed")

@@ -1,28 +1,25 @@
-"""The public names: the deprecated ones still work, say what replaces them, and forward."""
+"""The public names: the aliases deprecated before 0.1.0 are gone (CHANGELOG.md), and every public
+function shows how it is called."""
 
 import pytest
 
 import causal_unlearn as cu
 
 
-def test_world_trace_facts_is_facts_to_trace(world):
-    with pytest.warns(FutureWarning, match="BiosWorld.facts_to_trace"):
-        old = world.trace_facts("forget", "city")
-    assert old == world.facts_to_trace("forget", "city") and len(old) > 10
+@pytest.mark.parametrize("module, owner, old, new", [
+    ("causal_unlearn", None, "compare", "compare_layer_sets"),
+    ("causal_unlearn.auditing", None, "compare", "compare_layer_sets"),
+    ("causal_unlearn.auditing.ablation", None, "compare", "compare_layer_sets"),
+    ("causal_unlearn.viz", None, "plot_compare", "plot_layer_sets"),
+    ("causal_unlearn.viz.comparison", None, "plot_compare", "plot_layer_sets"),
+    ("causal_unlearn.data.bios", "BiosWorld", "trace_facts", "facts_to_trace"),
+])
+def test_removed_aliases_are_gone(module, owner, old, new):
+    import importlib
 
-
-def test_compare_is_compare_layer_sets(builtin, world):
-    with pytest.warns(FutureWarning, match="compare_layer_sets"), pytest.raises(ValueError, match="no layer sets"):
-        cu.compare(builtin, world.forget[:2], world.retain[:2], layer_sets={})
-
-
-def test_plot_compare_is_plot_layer_sets():
-    import pandas as pd
-
-    table = pd.DataFrame(dict(objective=["npo"], layer_set=["traced"], final=[0.5]))
-    with pytest.warns(FutureWarning, match="plot_layer_sets"):
-        old = cu.viz.plot_compare(table, metrics=["final"])
-    assert old.to_dict() == cu.viz.plot_layer_sets(table, metrics=["final"]).to_dict()
+    obj = importlib.import_module(module)
+    obj = getattr(obj, owner) if owner else obj
+    assert not hasattr(obj, old) and hasattr(obj, new)
 
 
 def test_objective_labels_tell_recipes_apart():
@@ -45,6 +42,5 @@ def test_every_public_function_has_a_runnable_example():
     without = sorted({f"{package}.{name}" for package in PACKAGES
                       for name in importlib.import_module(package).__all__
                       if inspect.isfunction(obj := getattr(importlib.import_module(package), name))
-                      and not name.startswith("_") and ">>>" not in (inspect.getdoc(obj) or "")
-                      and "Deprecated" not in (inspect.getdoc(obj) or "")})
+                      and not name.startswith("_") and ">>>" not in (inspect.getdoc(obj) or "")})
     assert without == []

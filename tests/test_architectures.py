@@ -7,7 +7,7 @@ import torch
 from causal_unlearn import ArchitectureSpec, UnsupportedArchitectureError, get_architecture, load_model
 from causal_unlearn.models.architectures import _REGISTRY, _spec, register_architecture
 from causal_unlearn.models.residual import ArchitectureMismatchError
-from causal_unlearn.models.hooks import record_outputs
+from causal_unlearn.models.hooks import record
 from tiny_models import CONFIGS, tiny_model, tiny_tokenizer
 
 PROMPT = "Ann Teal was born in Denver on May 3"
@@ -18,7 +18,7 @@ def residual_terms(lm, spec):
     for layer in range(lm.n_layers):
         addresses += [spec.block_output(layer), spec.attn_contribution(layer), spec.mlp_contribution(layer)]
     ids = lm.to_tokens(PROMPT)
-    with record_outputs(lm.model, addresses) as seen:
+    with record(lm.model, addresses) as seen:
         logits = lm.logits(ids)
     return seen, logits
 

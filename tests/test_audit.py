@@ -136,9 +136,10 @@ def test_subject_states_equal_one_prompt_at_a_time(builtin, world):
         end = cu.tracing.tokens.subject_token_range(builtin, probe.prompt, probe.subject)[1]
         # transformers' hidden states after each block but the last, whose entry is after the final
         # norm; the last block's output is what that norm reads
-        with cu.models.hooks.record_inputs(builtin.model, ["model.norm"]) as final:
+        norm_input = cu.patching.HookPoint("model.norm", input=True)
+        with cu.patching.record(builtin.model, [norm_input]) as final:
             hidden = builtin.model(input_ids=ids, output_hidden_states=True).hidden_states
-        expected = [h[0, end - 1] for h in hidden[1:-1]] + [final["model.norm"][0, end - 1]]
+        expected = [h[0, end - 1] for h in hidden[1:-1]] + [final[norm_input][0, end - 1]]
         assert torch.allclose(got, torch.stack(expected), atol=1e-5)
 
 

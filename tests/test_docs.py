@@ -52,8 +52,9 @@ def test_the_site_executes_the_notebooks_and_shows_their_figures_and_widgets(sit
     assert options["execute"] is True and options["allow_errors"] is False
     page = nb2html(str(ROOT / "notebooks" / "01_causal_tracing.ipynb"), execute=True,
                    allow_errors=False, include_requirejs=options["include_requirejs"])
-    # The three-panel trace and the averaged effects are drawn as HTML, not left as JSON a page cannot show.
-    assert page.count("Plotly.newPlot(") == 2
+    # The three-panel trace, the heads, your own site and metric, and the averaged effects are drawn
+    # as HTML, not left as JSON a page cannot show.
+    assert page.count("Plotly.newPlot(") == 4
     prompts = re.findall(r"InputArea-prompt\">In\s\[(.*?)\]:", page)
     assert prompts == [str(n) for n in range(1, len(prompts) + 1)] and len(prompts) >= 8  # every cell ran
     # The TraceExplorer's widgets are stored with the state its trace left them in.

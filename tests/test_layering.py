@@ -15,6 +15,7 @@ LAYERS = [
     ("validation", "figures"),
     ("data",),
     ("models",),
+    ("patching",),
     ("tracing",),
     ("localization",),
     ("evaluation",),

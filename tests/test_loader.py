@@ -7,7 +7,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from causal_unlearn import LoadedModel, load_model
 from causal_unlearn.models.loader import BUILTIN_MODELS
-from causal_unlearn.models.hooks import record_outputs
+from causal_unlearn.models.hooks import record
 from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
 
 
@@ -61,7 +61,7 @@ def test_transformer_bridge_runs_through_the_same_addresses(tmp_path):
     spec = lm.architecture
     addresses = [spec.embedding] + [spec.mlp_contribution(l) for l in range(lm.n_layers)]
     ids = lm.to_tokens("Ann Teal was born")
-    with record_outputs(lm.model, addresses) as ours, record_outputs(reference, addresses) as theirs:
+    with record(lm.model, addresses) as ours, record(reference, addresses) as theirs:
         torch.testing.assert_close(lm.logits(ids), reference(ids).logits, atol=1e-5, rtol=1e-5)
         reference(ids)
     for address in addresses:
@@ -76,7 +76,7 @@ def test_nnsight_accepts_the_model_and_its_tokenizer(builtin):
     ids = builtin.to_tokens("Ann Teal lives in")
     with wrapped.trace("Ann Teal lives in"):
         mlp = wrapped.model.layers[2].mlp.output.save()
-    with record_outputs(model, [builtin.architecture.mlp_contribution(2)]) as seen:
+    with record(model, [builtin.architecture.mlp_contribution(2)]) as seen:
         model(ids)
     torch.testing.assert_close(mlp, seen[builtin.architecture.mlp_contribution(2)])
 

@@ -74,10 +74,23 @@ def test_serialized_remote_request_equals_engine(builtin, server_without_this_pa
 @pytest.mark.parametrize("model_type, sliding", [(t, False) for t in CONFIGS] + [(t, True) for t in SLIDING])
 def test_nnsight_backend_equals_engine_on_tiny_architectures(model_type, sliding):
     lm = cu.load_model(tiny_model(model_type, sliding=sliding), tiny_tokenizer())
-    settings = dict(answer=" 3", samples=2, window=2, noise=0.5, max_batch_tokens=64)
+    sites = ("hidden", "mlp", "attn", "head", "resid_pre", cu.MLPNeurons([0, 5]),
+             cu.ModuleSite(lm.architecture.mlp_module_path, input=True))
+    settings = dict(answer=" 3", samples=2, window=2, noise=0.5, max_batch_tokens=64, kinds=sites)
     engine = cu.trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", progress=False, **settings)
     assert_same_trace(cu.trace(lm, "Ann Teal was born in Denver on May", "Ann Teal", backend="nnsight", **settings),
                       engine)
+
+
+def test_heads_and_a_metric_of_ones_own_through_the_serialized_remote_path(builtin, server_without_this_package):
+    """A built-in site of units and a user's metric (a plain function, sent with the request)."""
+    def log_odds(logits):
+        log_probs = logits.log_softmax(-1)
+        return log_probs[:, 937] - torch.log1p(-log_probs[:, 937].exp())
+
+    settings = dict(samples=2, kinds=("head",), metric=log_odds)
+    engine = cu.trace(builtin, PROMPT, SUBJECT, progress=False, **settings)
+    assert_same_trace(cu.trace(builtin, PROMPT, SUBJECT, backend="nnsight", remote="local", **settings), engine)
 
 
 def test_trace_facts_pools_the_same_noise_through_nnsight(builtin, world):

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from causal_unlearn.tracing import AttributionFixes, GaussianNoise, Shortcuts, TokenReplacement, TraceResult, trace, trace_facts
 from causal_unlearn.tracing.corruption import corrupted_embeddings, embeddings_of
-from causal_unlearn.tracing.metrics import make_metric
-from causal_unlearn.models.hooks import record_outputs
+from causal_unlearn.tracing.metrics import Probability
+from causal_unlearn.models.hooks import record
 from naive_trace import TOL, assert_matches_naive
 from tiny_models import CONFIGS, SLIDING, WINDOW, save_tiny_model, tiny_model, tiny_tokenizer
 
@@ -285,7 +285,7 @@ def test_bad_inputs(builtin):
     with pytest.raises(ValueError, match=r"'Anna' does not occur in prompt .*tokenizes as \['<\|endoftext\|>', 'Otto'"):
         trace(builtin, prompt, "Anna")
     for kwargs, message in [
-        (dict(kinds=("resid",)), "unknown kinds"),
+        (dict(kinds=("resid",)), "unknown site"),
         (dict(metric="accuracy"), "unknown metric"),
         (dict(method="magic"), "unknown method"),
         (dict(samples=0), "samples must be an integer >= 1"),
@@ -316,7 +316,7 @@ def test_attribution_is_the_first_order_effect_of_restoring():
     scale = exact.settings.noise_scale
     corrupted = corrupted_embeddings(embeddings_of(lm, exact.input_ids), exact.subject_range, GaussianNoise(scale),
                                      samples=3, scale=scale, seed=0)
-    score = make_metric("prob", exact.answer_id)
+    score = Probability().bind(exact.answer_id, token_id=int)
     epsilon, last = 1e-4, len(exact.tokens) - 1
     # the last subject token in a middle layer, and the last token in the last layer (whose MLP
     # attribution computes at the last position only)
@@ -324,7 +324,7 @@ def test_attribution_is_the_first_order_effect_of_restoring():
              for kind in ("hidden", "mlp")]
     for token, layer, kind in cells:
         address = lm.architecture.block_output(layer) if kind == "hidden" else lm.architecture.mlp_contribution(layer)
-        with record_outputs(lm.model, [address]) as seen:
+        with record(lm.model, [address]) as seen:
             lm.logits(exact.input_ids[None])
         clean = {"x": seen[address][0, token]}
 

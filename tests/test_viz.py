@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import struct
@@ -11,6 +12,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pypdf import PdfReader
 
 import causal_unlearn as cu
@@ -29,6 +31,28 @@ def fact_trace(builtin):
 @pytest.fixture(scope="module")
 def city_traces(builtin, world):
     return cu.trace_facts(builtin, world.facts_to_trace("forget", "city")[:6], window=1, samples=2, progress=False)
+
+
+N_HEADS = 4
+
+
+def with_heads(result, seed=0, only=False):
+    """`result` with hand-made "head" scores (token x layer x head, between low and high), as a trace
+    of single attention heads would give them."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (len(result.tokens), result.scores[result.kinds[0]].shape[1], N_HEADS)
+    heads = result.low + (result.high - result.low) * torch.rand(shape, generator=generator)
+    return dataclasses.replace(result, scores={"head": heads} if only else {**result.scores, "head": heads})
+
+
+@pytest.fixture(scope="module")
+def head_trace(fact_trace):
+    return with_heads(fact_trace)
+
+
+@pytest.fixture(scope="module")
+def head_effects(city_traces):
+    return cu.average_effects([with_heads(t, seed) for seed, t in enumerate(city_traces)])
 
 
 def test_trace_figure_shows_the_scores_with_subject_marked_and_floor_at_low(fact_trace, builtin):
@@ -64,6 +88,57 @@ def test_indirect_effect_figure_and_trace_plot_method(fact_trace):
         viz.plot_trace(fact_trace, value="effect")
 
 
+def test_trace_with_heads_adds_a_layer_by_head_panel_at_the_last_subject_token_and_the_last_token(head_trace):
+    fig = viz.plot_trace(head_trace)
+    assert [panel.name for panel in fig.data] == ["hidden", "mlp", "attn", "head", "head"]
+    end = head_trace.subject_range[1]
+    assert viz.trace.default_head_tokens(head_trace) == [end - 1, len(head_trace.tokens) - 1] == [2, 4]
+    heads = head_trace.scores["head"].numpy()  # token layer head
+    n_layers = heads.shape[1]
+    for panel, token in zip(fig.data[3:], [2, 4]):
+        # layers across (x), heads down (y): z[head][layer] is the score with that head restored at that layer
+        assert np.asarray(panel.z).shape == (N_HEADS, n_layers)
+        np.testing.assert_array_equal(panel.z, heads[token].T)
+        assert panel.z[3][1] == heads[token, 1, 3]
+        assert list(panel.x) == list(range(n_layers)) and list(panel.y) == list(range(N_HEADS))
+        assert "layer %{x}" in panel.hovertemplate and "head %{y}" in panel.hovertemplate
+        assert "p(answer) %{z:.4f}" in panel.hovertemplate and f"(token {token})" in panel.customdata[0][0]
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[3:] == ["heads at ' Russet' (last subject token)", "heads at ' in' (last token)"]
+    for axis in ("coloraxis4", "coloraxis5"):  # the colours of the other panels: floor at low, one hue (Blues)
+        assert fig.layout[axis].cmin == pytest.approx(head_trace.low)
+        assert fig.layout[axis].cmax == pytest.approx(max(float(heads.max()), head_trace.high))
+        assert fig.layout[axis].colorscale[-1][1] == "rgb(8,48,107)"
+    assert fig.layout.yaxis4.autorange == "reversed" and fig.layout.yaxis4.title.text == "head"
+    assert list(fig.layout.yaxis.ticktext) == ["<|endoftext|>", "Otto*", " Russet*", " lives", " in"]
+    np.testing.assert_array_equal(fig.data[0].z, head_trace.scores["hidden"].numpy())  # the 2-D panels unchanged
+
+
+def test_head_figure_alone_at_chosen_tokens(head_trace):
+    heads_only = with_heads(head_trace, only=True)
+    fig = viz.plot_head_effects(heads_only)
+    assert [panel.name for panel in fig.data] == ["head", "head"]
+    assert [a.text for a in fig.layout.annotations] == ["heads at ' Russet' (last subject token)", "heads at ' in' (last token)"]
+    plotted = heads_only.plot()  # result.plot() draws a trace of heads alone too
+    assert [a.text for a in plotted.layout.annotations] == [a.text for a in fig.layout.annotations]
+    np.testing.assert_array_equal(plotted.data[1].z, heads_only.scores["head"][4].numpy().T)
+
+    fig = viz.plot_head_effects(head_trace, tokens=[4, -1, 0], value="indirect_effect")  # 4 and -1 are one token
+    assert [a.text for a in fig.layout.annotations] == ["heads at ' in' (last token)", "heads at '<|endoftext|>' (token 0)"]
+    np.testing.assert_allclose(fig.data[1].z, (head_trace.scores["head"][0] - head_trace.low).numpy().T, atol=1e-7)
+    assert fig.layout.coloraxis.cmin == 0
+
+    at_end = dataclasses.replace(heads_only, subject_range=(3, 5))  # the subject ends the prompt: one panel
+    assert [a.text for a in viz.plot_head_effects(at_end).layout.annotations] == [
+        "heads at ' in' (last subject token, last token)"]
+    with pytest.raises(ValueError, match=r"tokens \[5\] are not positions"):
+        viz.plot_head_effects(head_trace, tokens=[5])
+    with pytest.raises(ValueError, match="not per head"):
+        viz.plot_head_effects(head_trace, kind="mlp")
+    with pytest.raises(ValueError, match="per head"):
+        viz.trace_heatmap(head_trace, "head")
+
+
 def test_top_predictions_round_trip_and_need_the_exact_method(fact_trace, builtin, tmp_path):
     loaded = cu.TraceResult.load(fact_trace.save(tmp_path / "trace.safetensors"))
     assert loaded.predictions("attn", 2, 3) == fact_trace.predictions("attn", 2, 3)
@@ -87,6 +162,24 @@ def test_average_effects_figure_shows_means_and_intervals(city_traces):
     np.testing.assert_allclose(band.y, np.concatenate([effects.upper["mlp"][g].numpy(), effects.lower["mlp"][g].numpy()[::-1]]))
     with pytest.raises(ValueError, match="unknown token groups"):
         viz.plot_average_effects(effects, line_groups=["subject"])
+
+
+def test_average_effects_figure_draws_the_heads_at_token_groups(head_effects):
+    fig = viz.plot_average_effects(head_effects)
+    assert [panel.name for panel in fig.data if panel.type == "heatmap"] == ["hidden", "mlp", "attn", "head", "head"]
+    heads = [panel for panel in fig.data if panel.name == "head"]
+    for panel, group in zip(heads, ["last subject token", "last token"]):  # the default groups
+        mean = head_effects.mean["head"][head_effects.groups.index(group)].numpy()  # layer head
+        np.testing.assert_allclose(panel.z, mean.T)  # layers across, heads down
+        assert list(panel.x) == list(range(mean.shape[0])) and list(panel.y) == list(range(N_HEADS))
+        assert "head %{y}" in panel.hovertemplate and "6 facts" in panel.customdata[0][0]
+    assert [a.text for a in fig.layout.annotations][-2:] == ["average heads at the last subject token",
+                                                            "average heads at the last token"]
+    had = [g for g, group in enumerate(head_effects.groups) if head_effects.count["mlp"][g, 0] > 0]
+    np.testing.assert_allclose(fig.data[0].z, head_effects.mean["hidden"][had].numpy())  # the 2-D kinds as before
+    fig = viz.plot_average_effects(head_effects, ["head"], head_groups=["first subject token"])
+    assert len(fig.data) == 1
+    np.testing.assert_allclose(fig.data[0].z, head_effects.mean["head"][head_effects.groups.index("first subject token")].numpy().T)
 
 
 def test_unlearning_curves_follow_the_history(builtin, world):
@@ -183,23 +276,31 @@ def titles(fig) -> list[str]:
 
 
 @pytest.mark.parametrize("column", ["double", "single"])
-@pytest.mark.parametrize("figure", ["trace", "average effects"])
-def test_exported_pdf_shows_every_title_whole_and_off_the_other_panels(figure, column, fact_trace, city_traces, tmp_path):
-    if figure == "trace":
-        fig = viz.plot_trace(fact_trace, column=column)
+@pytest.mark.parametrize("figure", ["trace", "average effects", "trace with heads", "average effects with heads"])
+def test_exported_pdf_shows_every_title_whole_and_off_the_other_panels(figure, column, fact_trace, city_traces,
+                                                                      head_trace, head_effects, tmp_path):
+    if figure.startswith("trace"):
+        fig = viz.plot_trace(head_trace if "heads" in figure else fact_trace, column=column)
     else:
-        fig = viz.plot_average_effects(cu.average_effects(city_traces), column=column)
+        fig = viz.plot_average_effects(head_effects if "heads" in figure else cu.average_effects(city_traces), column=column)
     pdf, svg = viz.export(fig, tmp_path / "figure.pdf", formats=["svg"])
     words, (page_width, page_height) = pdf_words(pdf)
     panels = panel_boxes(svg.read_text())
     assert len(panels) == len([k for k in fig.layout if k.startswith("xaxis")])
     assert (page_width, page_height) == pytest.approx((0.75 * fig.layout.width, 0.75 * fig.layout.height), abs=0.5)
     title_words = {word for title in titles(fig) for word in title.split()}
-    assert {"layer", "p(answer)" if figure == "trace" else "effect"} <= title_words
+    assert {"layer", "p(answer)" if figure.startswith("trace") else "effect"} <= title_words
+    if "heads" in figure:
+        assert {"head", "heads", "subject"} <= title_words
     drawn = [w for w in words if w[0] in title_words]
     assert title_words <= {w[0] for w in drawn}, f"cut off or missing: {title_words - {w[0] for w in drawn}}"
+    # a word of a tick label too ("last subject token" names a group and a panel of heads) sits beside its panel
+    tick_words = {word for panel in fig.data if panel.type == "heatmap" for label in panel.y if isinstance(label, str)
+                  for word in label.split()}
     for text, x0, y0, x1, y1 in drawn:
         assert 0 <= x0 and x1 <= page_width and 0 <= y0 and y1 <= page_height, (text, page_width, page_height)
+        if text in tick_words:
+            continue
         for px0, py0, px1, py1 in panels:
             gap = 2  # points of white beside a panel's ticks (a panel's own title sits right above it)
             overlap = min(x1, px1 + gap) - max(x0, px0 - gap), min(y1, py1) - max(y0, py0)
@@ -288,6 +389,35 @@ def test_trace_explorer_traces_with_the_widget_settings(builtin):
     explorer.trace_button.click()
     assert "does not occur in prompt" in explorer.status.value
     assert len(explorer.figure.data) == 3  # the last good trace stays on screen
+
+
+def test_trace_explorer_offers_heads_and_draws_them_below_the_three_panels(builtin, head_trace, monkeypatch):
+    # the core traces heads with trace(..., kinds=("head",)); here a stand-in returns the hand-made head scores
+    asked = []
+
+    def fake_trace(model, prompt, subject, *, kinds, **settings):
+        asked.append(kinds)
+        (kind,) = kinds
+        return dataclasses.replace(head_trace, scores={kind: head_trace.scores[kind]}, top_ids={}, top_probs={})
+
+    monkeypatch.setattr("causal_unlearn.viz.explorer.trace", fake_trace)
+    explorer = viz.TraceExplorer(builtin, "Otto Russet lives in", "Otto Russet")
+    assert list(explorer.kind.options) == ["all three", "all three + heads", "hidden", "mlp", "attn", "head"]
+    explorer.kind.value = "head"
+    explorer.trace_button.click()
+    assert asked == [("head",)] and explorer.result.kinds == ["head"]
+    assert [panel.name for panel in explorer.figure.data] == ["head", "head"]
+    np.testing.assert_array_equal(explorer.figure.data[1].z, head_trace.scores["head"][4].numpy().T)
+    assert [a.text for a in explorer.figure.layout.annotations][-1] == "heads at ' in' (last token)"
+
+    explorer.kind.value = "all three + heads"
+    explorer.trace_button.click()
+    assert asked[1:] == [("hidden",), ("mlp",), ("attn",), ("head",)] and explorer.progress.value == 4
+    assert [panel.name for panel in explorer.figure.data] == ["hidden", "mlp", "attn", "head", "head"]
+    np.testing.assert_array_equal(explorer.figure.data[3].z, head_trace.scores["head"][2].numpy().T)
+    explorer.kind.value = "all three"  # ROME's three panels only
+    explorer.trace_button.click()
+    assert asked[5:] == [("hidden",), ("mlp",), ("attn",)]
 
 
 def test_unlearn_dashboard_updates_live_and_scores_at_the_end(builtin, world):

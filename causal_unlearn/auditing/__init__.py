@@ -2,7 +2,7 @@
 relearning, lower precision, linear read-outs, re-tracing) and compare with the original; and
 the layer-set ablation: was the traced choice of layers the right one?"""
 
-from causal_unlearn.auditing.ablation import compare, compare_layer_sets, control_layer_sets  # noqa: F401 (compare: deprecated)
+from causal_unlearn.auditing.ablation import compare_layer_sets, control_layer_sets
 
 from causal_unlearn.auditing.audit import CHECKS, AuditConfig, audit
 from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states

@@ -4,7 +4,6 @@ layers and on control layer sets of the same size, scored the official way."""
 from __future__ import annotations
 
 import random
-import warnings
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -131,9 +130,3 @@ class _Auditor:
         return self._audit(self.model, edited, self.task, config=self.config, layers=layers, baseline=self.baseline,
                            progress=False).summary()
 
-
-def compare(*args: Any, **kwargs: Any) -> Any:
-    """Deprecated name of `compare_layer_sets` (beside `compare_traces`, `compare` did not say what it compares); it will be removed in 0.3."""
-    warnings.warn("causal_unlearn.compare is now causal_unlearn.compare_layer_sets; the old name goes in 0.3",
-                  FutureWarning, stacklevel=2)
-    return compare_layer_sets(*args, **kwargs)

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.probes import Probe
-from causal_unlearn.models.hooks import record_outputs
+from causal_unlearn.models.hooks import record
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.tokens import subject_token_range
 
@@ -46,7 +46,7 @@ def subject_states(model: LoadedModel, probes: Sequence[Probe], *, batch_size: i
         for start in tqdm(starts, desc="hidden states", unit="batch", disable=not progress or len(starts) < 2):
             chunk = probes[start : start + batch_size]
             batch = model.tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True).to(model.device)
-            with record_outputs(model.model, blocks) as hidden:
+            with record(model.model, blocks) as hidden:
                 model.model(**batch)
             at = torch.tensor(positions[start : start + batch_size], device=model.device)
             rows = torch.arange(len(chunk), device=model.device)

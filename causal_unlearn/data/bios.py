@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -240,13 +239,6 @@ class BiosWorld:
             if (split is None or f.split == split) and (attribute is None or f.attribute == attribute)
             and (held_out is None or f.held_out == held_out)
         ]
-
-    def trace_facts(self, *args, **kwargs) -> list[TraceFact]:
-        """Deprecated name of `facts_to_trace` (it read as `causal_unlearn.trace_facts`, which runs
-        the traces); it will be removed in 0.3."""
-        warnings.warn("BiosWorld.trace_facts is now BiosWorld.facts_to_trace; the old name goes in 0.3", FutureWarning,
-                      stacklevel=2)
-        return self.facts_to_trace(*args, **kwargs)
 
     def probes(
         self, split: Split | Literal["general_knowledge"] | None = None, *, attribute: str | None = None,

@@ -39,6 +39,8 @@ class ArchitectureSpec:
     final_norm: str
     unembedding: str
     position_embedding: str | None = None
+    attn_output_projection_path: str | None = None  # its input: the heads' outputs, concatenated
+    mlp_down_projection_path: str | None = None  # its input: the MLP's hidden units
 
     def block_output(self, layer: int) -> str:
         return self.block.format(layer=layer)
@@ -59,6 +61,20 @@ class ArchitectureSpec:
         """The MLP module itself (its parameters are what unlearning trains)."""
         return self.mlp_module_path.format(layer=layer)
 
+    def path(self, name: str) -> str:
+        """The `{layer}` template of one of the spec's per-layer paths (`block`, `..._path`), with a
+        clear error where a registered spec leaves it out.
+
+        Examples:
+            >>> get_architecture("gpt2").path("attn_output_projection_path")
+            'transformer.h.{layer}.attn.c_proj'
+        """
+        template = getattr(self, name)
+        if template is None:
+            raise ValueError(f"the {self.name!r} architecture spec names no {name}; register it again with "
+                             f"ArchitectureSpec(..., {name}='...{{layer}}...') to trace this site")
+        return template
+
 
 def _spec(
     name: str,
@@ -71,6 +87,8 @@ def _spec(
     mlp_out: str | None = None,
     final_norm: str = "model.norm",
     position_embedding: str | None = None,
+    attn_output_projection: str = "o_proj",
+    mlp_down_projection: str = "down_proj",
 ) -> ArchitectureSpec:
     """A spec from block-relative module names; the defaults are the Llama layout."""
     block = f"{blocks}.{{layer}}"
@@ -86,16 +104,18 @@ def _spec(
         final_norm=final_norm,
         unembedding="lm_head",
         position_embedding=position_embedding,
+        attn_output_projection_path=f"{block}.{attn}.{attn_output_projection}",
+        mlp_down_projection_path=f"{block}.{mlp}.{mlp_down_projection}",
     )
 
 
 _BUILTIN = (
     _spec("gpt2", embedding="transformer.wte", position_embedding="transformer.wpe", blocks="transformer.h",
-          attn="attn", final_norm="transformer.ln_f"),
+          attn="attn", final_norm="transformer.ln_f", attn_output_projection="c_proj", mlp_down_projection="c_proj"),
     # Pythia uses a parallel residual (x + attn(ln1 x) + mlp(ln2 x)); the contributions are the
     # same two module outputs either way.
     _spec("gpt_neox", embedding="gpt_neox.embed_in", blocks="gpt_neox.layers", attn="attention",
-          final_norm="gpt_neox.final_layer_norm"),
+          final_norm="gpt_neox.final_layer_norm", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h"),
     _spec("llama"),
     _spec("mistral"),
     _spec("qwen2"),
@@ -107,7 +127,7 @@ _BUILTIN = (
     # Falcon adds its attention output into the MLP's output in place (parallel attention); the
     # contributions are still the two modules' own outputs.
     _spec("falcon", embedding="transformer.word_embeddings", blocks="transformer.h", attn="self_attention",
-          final_norm="transformer.ln_f"),
+          final_norm="transformer.ln_f", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h"),
 )
 
 _REGISTRY: dict[str, ArchitectureSpec] = {t: spec for spec in _BUILTIN for t in spec.model_types}

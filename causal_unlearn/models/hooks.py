@@ -1,11 +1,14 @@
 """Interventions by module address, as plain forward hooks and forward replacements.
 
-Reading: `record_outputs`, `record_inputs`, `record_attention`. Writing: `replace_output` (a
-module returns a given tensor), `patch_position` (chosen rows get given states at one position), `skip` (modules do not
-run; the last returns a given output), `last_position_only` (a module computes the last position
-only), `deferred` (a module stores its input to run later, on many calls' inputs at once). Each is
-a context manager that undoes itself, so a model is never left changed. `prefilled_cache` is a
-KV cache that already holds a prefix's keys and values, so a forward feeds only the positions after it.
+A state is a `HookPoint`: a module's output (a plain path string) or input, optionally narrowed
+to some features. `edit` passes states through functions; on it are built reading (`record`) and
+writing (`replace_state`: a state is a given tensor; `patch`: given states at one position;
+`add`: a delta). `record_attention` reads attention probabilities. The engine's shortcuts:
+`skip` (modules do not run; the last returns a given output), `last_position_only` (a module
+computes the last position only), `deferred` (a module stores its input to run later, on many
+calls' inputs at once). Each is a context manager that undoes itself, so a model is never left
+changed. `prefilled_cache` is a KV cache that already holds a prefix's keys and values, so a
+forward feeds only the positions after it. `causal_unlearn.patching` is the public face of these.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
-import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformers import AttentionInterface, DynamicCache
@@ -50,52 +52,71 @@ def forward_hooks(model: nn.Module, hooks: dict[str, ForwardHook]) -> Iterator[N
             handle.remove()
 
 
-@contextmanager
-def record_outputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, Tensor]]:
-    """Record the outputs of the modules at `addresses` during the forwards inside the block.
+@dataclass(frozen=True)
+class HookPoint:
+    """A state in a model's module tree: the output of the module at `module` (what it hands to
+    the residual stream: the first element of a tuple), or with `input=True` its first input,
+    optionally narrowed to some `features` of the last dimension (a range or indices: one
+    attention head's columns, a set of MLP neurons). A plain string is the module's output.
 
     Examples:
-        >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-        >>> with record_outputs(net, ["0"]) as seen:
-        ...     _ = net(torch.ones(1, 2))
-        >>> seen["0"].shape
-        torch.Size([1, 3])
+        >>> HookPoint("model.layers.3.self_attn.o_proj", input=True, features=range(8, 16))
+        HookPoint('model.layers.3.self_attn.o_proj', input=True, features=range(8, 16))
     """
-    with _recording(model, addresses, lambda args, output: residual_tensor(output)) as recorded:
-        yield recorded
+
+    module: str
+    input: bool = False
+    features: range | tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.features, slice):  # kept as a range: a slice cannot be hashed
+            object.__setattr__(self, "features", range(self.features.start or 0, self.features.stop,
+                                                       self.features.step or 1))
+        elif self.features is not None and not isinstance(self.features, range):
+            object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+
+    def __repr__(self) -> str:
+        extra = (", input=True" if self.input else "") + (f", features={self.features!r}" if self.features is not None else "")
+        return f"HookPoint({self.module!r}{extra})"
+
+    @property
+    def whole(self) -> HookPoint:
+        """The same state with all its features."""
+        return replace(self, features=None)
+
+    @property
+    def index(self) -> slice | list[int]:
+        """The features as an index of the last dimension."""
+        features = self.features
+        return slice(features.start, features.stop, features.step) if isinstance(features, range) else list(features)
+
+    def select(self, state: Tensor) -> Tensor:
+        """The point's features of a state of the whole module (last dimension)."""
+        return state if self.features is None else state[..., self.index]
 
 
-@contextmanager
-def record_inputs(model: nn.Module, addresses: Sequence[str]) -> Iterator[dict[str, Tensor]]:
-    """Record the first positional input of the modules at `addresses` (e.g. what the
-    unembedding reads) during the forwards inside the block.
-
-    Examples:
-        >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-        >>> with record_inputs(net, ["1"]) as seen:
-        ...     out = net(torch.ones(1, 2))
-        >>> bool((seen["1"].relu() == out).all())
-        True
-    """
-    with _recording(model, addresses, lambda args, output: args[0]) as recorded:
-        yield recorded
+StateEdit = Callable[[Tensor], "Tensor | None"]
 
 
-@contextmanager
-def _recording(model: nn.Module, addresses: Sequence[str], pick: Callable[[tuple, Tensor | tuple], Tensor]):
-    recorded: dict[str, Tensor] = {}
+def hook_point(point: str | HookPoint) -> HookPoint:
+    """`point` as a HookPoint (a string is a module's output)."""
+    if isinstance(point, HookPoint):
+        return point
+    if isinstance(point, str):
+        return HookPoint(point)
+    raise TypeError(f"a hook point is a module path such as 'model.layers.3.mlp' or a HookPoint, got {point!r:.80}")
 
-    def hook_for(address: str):
-        def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
-            # a copy: some blocks add into a sublayer's output in place (Falcon's parallel MLP)
-            recorded[address] = pick(args, output).detach().clone()
 
-        return hook
-
-    with forward_hooks(model, {a: hook_for(a) for a in addresses}):
-        yield recorded
+def _with_features(state: Tensor, point: HookPoint, fn: StateEdit) -> Tensor | None:
+    """`fn` applied to the point's features of `state`; None where it changed nothing."""
+    if point.features is None:
+        return fn(state)
+    part = fn(point.select(state))
+    if part is None:
+        return None
+    state = state.clone()
+    state[..., point.index] = part.to(state.dtype)
+    return state
 
 
 def with_residual(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
@@ -103,41 +124,146 @@ def with_residual(output: Tensor | tuple, tensor: Tensor) -> Tensor | tuple:
     return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
 
 
-def replace_output(model: nn.Module, address: str, tensor: Tensor):
-    """The module at `address` hands on `tensor` instead of its own output (e.g. corrupted
-    embeddings in place of the token embeddings).
+def _module(model: nn.Module, address: str) -> nn.Module:
+    try:
+        return model.get_submodule(address)
+    except AttributeError:
+        raise ValueError(f"the model has no module {address!r}; module paths are those of "
+                         "model.named_modules() (e.g. 'model.layers.0.mlp')") from None
+
+
+@contextmanager
+def edit(model: nn.Module, points: dict[str | HookPoint, StateEdit]) -> Iterator[None]:
+    """Inside the block, each point's state passes through its function, which returns the state
+    to hand on (or None: unchanged; it may only read). Every other primitive here is one such
+    function; write your own intervention the same way.
 
     Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-        >>> with replace_output(net, "0", -torch.ones(1, 3)):
+        >>> with edit(net, {"0": lambda state: state * 0}):
+        ...     net(torch.ones(1, 2)).abs().sum().item()
+        0.0
+        >>> with edit(net, {HookPoint("1", input=True, features=[0]): lambda state: state - 100}):
+        ...     net(torch.ones(1, 2))[0, 0].item()
+        0.0
+    """
+
+    def output_hook(point: HookPoint, fn: StateEdit):
+        def hook(module, args, output):
+            state = _with_features(residual_tensor(output), point, fn)
+            return None if state is None else with_residual(output, state)
+
+        return hook
+
+    def input_hook(point: HookPoint, fn: StateEdit):
+        def hook(module, args, kwargs):
+            if args:
+                state = _with_features(args[0], point, fn)
+                return None if state is None else ((state, *args[1:]), kwargs)
+            if "hidden_states" not in kwargs:
+                raise ValueError(f"{point.module!r} got no positional input and no hidden_states to read")
+            state = _with_features(kwargs["hidden_states"], point, fn)
+            return None if state is None else (args, {**kwargs, "hidden_states": state})
+
+        return hook
+
+    handles = []
+    try:
+        for point, fn in points.items():
+            point = hook_point(point)
+            module = _module(model, point.module)
+            handles.append(module.register_forward_pre_hook(input_hook(point, fn), with_kwargs=True) if point.input
+                           else module.register_forward_hook(output_hook(point, fn)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def record(model: nn.Module, points: Sequence[str | HookPoint]) -> Iterator[dict]:
+    """Record the points' states during the forwards inside the block (the last call of each),
+    keyed as given.
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with record(net, ["0", HookPoint("1", input=True)]) as seen:
+        ...     out = net(torch.ones(1, 2))
+        >>> seen["0"].shape, bool((seen[HookPoint("1", input=True)].relu() == out).all())
+        (torch.Size([1, 3]), True)
+    """
+    recorded: dict = {}
+
+    def keep(key):
+        def store(state: Tensor) -> None:
+            # a copy: some blocks add into a sublayer's output in place (Falcon's parallel MLP)
+            recorded[key] = state.detach().clone()
+
+        return store
+
+    with edit(model, {point: keep(point) for point in points}):
+        yield recorded
+
+
+def replace_state(model: nn.Module, point: str | HookPoint, value: Tensor):
+    """The point's state is `value` inside the block (e.g. corrupted embeddings in place of the
+    token embeddings); with features, only those are replaced.
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+        >>> with replace_state(net, "0", -torch.ones(1, 3)):
         ...     net(torch.ones(1, 2)).sum().item()
         0.0
     """
-    return forward_hooks(model, {address: lambda module, args, output: with_residual(output, tensor)})
+    return edit(model, {point: lambda state: value.to(state.dtype).expand_as(state)})
 
 
-def patch_position(model: nn.Module, position: int, rows: dict[str, Tensor], values: dict[str, Tensor]):
-    """At each address, the given batch rows get the given states at sequence `position`
-    (`values[address]` holds one state per row in `rows[address]`).
+def patch(model: nn.Module, point: str | HookPoint, value: Tensor, *, position: int,
+          rows: Tensor | None = None):
+    """At sequence `position`, the point's state becomes `value` (one state per row of `rows`,
+    or for every row): the activation patch of one token.
 
     Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Identity())
-        >>> with patch_position(net, 1, {"0": torch.tensor([0])}, {"0": torch.full((1, 2), 7.0)}):
+        >>> with patch(net, "0", torch.full((1, 2), 7.0), position=1, rows=torch.tensor([0])):
         ...     net(torch.zeros(2, 3, 2))[:, 1].tolist()
         [[7.0, 7.0], [0.0, 0.0]]
     """
 
-    def hook_for(address: str):
-        def hook(module, args, output):
-            patched = residual_tensor(output).clone()
-            patched[rows[address].to(patched.device), position] = values[address].to(patched.dtype)
-            return with_residual(output, patched)
+    def write(state: Tensor) -> Tensor:
+        state = state.clone()
+        if rows is None:
+            state[:, position] = value.to(state.dtype)
+        else:
+            state[rows.to(state.device), position] = value.to(state.dtype)
+        return state
 
-        return hook
+    return edit(model, {point: write})
 
-    return forward_hooks(model, {a: hook_for(a) for a in rows})
+
+def add(model: nn.Module, point: str | HookPoint, delta: Tensor, *, position: int | None = None):
+    """`delta` is added to the point's state (at `position` only, if given): a steering vector.
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Identity())
+        >>> with add(net, "0", torch.ones(2), position=0):
+        ...     net(torch.zeros(1, 2, 2)).tolist()
+        [[[1.0, 1.0], [0.0, 0.0]]]
+    """
+
+    def shift(state: Tensor) -> Tensor:
+        if position is None:
+            return state + delta.to(state.dtype)
+        state = state.clone()
+        state[:, position] += delta.to(state.dtype)
+        return state
+
+    return edit(model, {point: shift})
 
 
 @contextmanager

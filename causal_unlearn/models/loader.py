@@ -55,6 +55,11 @@ class LoadedModel:
         return self.model.config.num_hidden_layers
 
     @property
+    def n_heads(self) -> int:
+        """Attention (query) heads per layer."""
+        return self.model.config.num_attention_heads
+
+    @property
     def d_model(self) -> int:
         return self.model.config.hidden_size
 

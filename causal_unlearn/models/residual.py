@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from causal_unlearn.models.architectures import ArchitectureSpec, UnsupportedArchitectureError
-from causal_unlearn.models.hooks import record_outputs
+from causal_unlearn.models.hooks import record
 
 PROBE_TOKENS = 6
 # fp32 sums agree to ~1e-6; bf16/fp16 models round at every add, the check adds in fp32
@@ -70,7 +70,7 @@ def _probe(model: nn.Module, input_ids: Tensor, addresses: list[str]) -> dict[st
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), record_outputs(model, addresses) as seen:
+        with torch.no_grad(), record(model, addresses) as seen:
             model(input_ids=input_ids[None], use_cache=False)
     finally:
         model.train(training)

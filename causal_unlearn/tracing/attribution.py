@@ -25,8 +25,9 @@ remedies, each alone or together:
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from jaxtyping import Float, Int
@@ -34,57 +35,22 @@ from torch import Tensor
 
 from causal_unlearn.models.hooks import (
     AttentionCall,
-    forward_hooks,
+    HookPoint,
+    edit,
     last_position_only,
+    record,
     record_attention,
-    record_outputs,
-    replace_output,
-    residual_tensor,
-    with_residual,
+    replace_state,
 )
 from causal_unlearn.models.loader import LoadedModel
-from causal_unlearn.tracing.engine import (
-    Switches,
-    TraceScores,
-    clean_run,
-    first_corrupted_position,
-    restored_layers,
-    state_address,
-)
-from causal_unlearn.tracing.metrics import Metric
+from causal_unlearn.patching.sites import Site
+from causal_unlearn.tracing.config import TraceConfig
+from causal_unlearn.tracing.engine import clean_run, first_corrupted_position, inside, site_points
+from causal_unlearn.tracing.engines import TraceInput, TraceScores, register_engine
+from causal_unlearn.tracing.metrics import Metric, checked_scores
+from causal_unlearn.tracing.switches import AttributionFixes
 
 _PATTERN_ELEMENTS = 1 << 24  # recomputed attention probabilities held at once by the QK fix
-
-
-@dataclass(frozen=True)
-class AttributionFixes(Switches):
-    """The fixes `method="attribution"` applies to attribution patching (see the module's
-    docstring). `AttributionFixes.none()` is plain AtP; the default is the best measured on the
-    built-in model (docs/tracing.md, Speed).
-
-    `trace` leaves the default's `qk_fix` out for a model whose attention cannot be recorded
-    (Falcon; `result.settings.fixes` says so); asked for explicitly there, it is an error.
-
-    Examples:
-        >>> AttributionFixes().enabled, AttributionFixes(grad_drop=True, steps=0).enabled
-        (('log_odds', 'qk_fix', 'steps'), ('log_odds', 'qk_fix', 'grad_drop'))
-    """
-
-    log_odds: bool = True
-    qk_fix: bool = True
-    grad_drop: bool = False
-    steps: int = 2
-
-    def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps is the number of interpolation points between the corrupted and the clean run "
-                             f"(0: the gradient at the corrupted run only), a whole number >= 0; got {self.steps!r}")
-
-    @property
-    def alphas(self) -> list[float]:
-        """Where the gradients are taken, 0 the corrupted run and 1 the clean one: the midpoints
-        of `steps` equal intervals, or the corrupted run alone."""
-        return [(k + 0.5) / self.steps for k in range(self.steps)] or [0.0]
 
 
 @dataclass(frozen=True)
@@ -119,118 +85,153 @@ class _Rows:
         return per_row.unflatten(0, (len(self.alphas), self.per_alpha)).mean(0)
 
 
+def run_attribution_facts(lm: LoadedModel, facts: list[TraceInput], config: TraceConfig, *,
+                          progress: bool = True) -> list[TraceScores]:
+    """`run_attribution` for each fact."""
+    return [run_attribution(lm, fact.input_ids, fact.clean, fact.corrupted, fact.metric, sites=config.sites,
+                            window=config.window, fixes=config.fixes) for fact in facts]
+
+
 def run_attribution(
     lm: LoadedModel,
     input_ids: Int[Tensor, " pos"],
+    clean_embeddings: Float[Tensor, "pos d_model"],
     corrupted: Float[Tensor, "samples pos d_model"],
     metric: Metric,
     *,
-    kinds: tuple[str, ...],
+    sites: tuple[Site, ...],
     window: int,
     fixes: AttributionFixes = AttributionFixes.none(),
-    probability: bool = False,
 ) -> TraceScores:
     """Every cell's estimate from a clean and a corrupted forward and one batched forward and
     backward, whose rows are the interpolation points and the dropped layers (without `steps`, the
-    corrupted forward is those rows' first samples). `probability` says the metric is a
-    probability (where `log_odds` applies)."""
+    corrupted forward is those rows' first samples). `log_odds` applies to a metric that is a
+    probability (`metric.is_probability`)."""
     spec, n_layers, samples = lm.architecture, lm.n_layers, corrupted.shape[0]
-    input_ids = input_ids.to(lm.device)
-    hidden = [state_address(spec, "hidden", layer) for layer in range(n_layers)]
-    attention = [spec.attn_module(layer) for layer in range(1, n_layers)] if fixes.qk_fix and "hidden" in kinds else []
-    log_odds = fixes.log_odds and probability
+    input_ids, clean_embeddings = input_ids.to(lm.device), clean_embeddings.to(lm.device)
+    points = site_points(lm, sites)
+    on_residual = {site: site.template(spec) == spec.block and not site.input for site in sites}
+    hidden = [HookPoint(spec.block_output(layer)) for layer in range(n_layers)]
+    qk_fix = fixes.qk_fix and any(on_residual.values())
+    attention = [spec.attn_module(layer) for layer in range(1, n_layers)] if qk_fix else []
+    log_odds = fixes.log_odds and getattr(metric, "is_probability", False)
 
     def link(scored: Tensor) -> Tensor:
         return torch.logit(scored, eps=torch.finfo(scored.dtype).eps) if log_odds else scored
 
     with record_attention(lm.model, attention) as clean_calls:
-        clean, clean_logits, _ = clean_run(lm, input_ids, kinds)
-    addresses = sorted(clean)
-    clean_embeddings = lm.module(spec.embedding)(input_ids)
+        clean, clean_logits, _ = clean_run(lm, input_ids, sites)
     # the metric reads the last position only, so the last MLP's other positions have no effect
-    # (their gradients are zero): it computes the last position alone, as in the exact engine
-    last_mlp = lm.module(spec.mlp_module(n_layers - 1))
+    # (their gradients are zero): it computes the last position alone, as in the exact engine;
+    # unless a traced state sits inside that MLP, which then runs in full
+    last_mlp = spec.mlp_module(n_layers - 1)
+    last_position = nullcontext if inside(points, last_mlp) else partial(last_position_only, lm.module(last_mlp))
     rows = _Rows(samples, fixes.alphas, list(range(n_layers)) if fixes.grad_drop else [])
     # with the gradient at the corrupted run alone, the gradient rows' first samples are that run
     corrupted_run_apart = rows.alphas != [0.0]
     if corrupted_run_apart:
-        with torch.no_grad(), replace_output(lm.model, spec.embedding, corrupted), last_position_only(last_mlp), \
-                record_attention(lm.model, attention) as corrupted_calls, record_outputs(lm.model, addresses) as states:
-            scored = metric(lm.next_token_logits(input_ids[None].expand(samples, -1)))
-    captured: dict[str, Tensor] = {}
-    hooks = {a: _capturing(captured, a) for a in addresses}
+        with torch.no_grad(), replace_state(lm.model, spec.embedding, corrupted), last_position(), \
+                record_attention(lm.model, attention) as corrupted_calls, record(lm.model, points) as states:
+            scored = checked_scores(metric, lm.next_token_logits(input_ids[None].expand(samples, -1)))
+    captured: dict[HookPoint, Tensor] = {}
+    edits: dict[HookPoint, list] = {point: [_capturing(captured, point)] for point in points}
     for layer in rows.drops:
         kept = rows.kept(layer, lm.device)
-        for a in (spec.attn_contribution(layer), spec.mlp_contribution(layer)):
-            hooks[a] = _capturing(captured, a, kept) if a in hooks else _dropping(kept)
+        for contribution in (spec.attn_contribution(layer), spec.mlp_contribution(layer)):
+            edits.setdefault(HookPoint(contribution), []).append(_dropping(kept))
     # a leaf of our own, so gradients flow even through a frozen model and no parameter gets a .grad
     embeddings = rows.embeddings(corrupted, clean_embeddings).detach().requires_grad_(True)
-    hooks[spec.embedding] = lambda module, args, output: embeddings
+    edits[HookPoint(spec.embedding)] = [lambda state: embeddings]
     with ExitStack() as stack:
-        stack.enter_context(forward_hooks(lm.model, hooks))
+        stack.enter_context(edit(lm.model, {point: _chained(fns) for point, fns in edits.items()}))
         stack.enter_context(torch.enable_grad())
-        stack.enter_context(last_position_only(last_mlp))
+        stack.enter_context(last_position())
         calls = stack.enter_context(record_attention(lm.model, attention))
         logits = lm.next_token_logits(input_ids[None].expand(len(rows), -1))
         if not corrupted_run_apart:
-            scored = metric(logits[:samples]).detach()
-            states = {a: captured[a][:samples].detach() for a in addresses}
+            scored = checked_scores(metric, logits[:samples]).detach()
+            states = {p: captured[p][:samples].detach() for p in points}
             corrupted_calls = {a: calls[a].first_rows(samples) for a in attention}
         recorded = [getattr(calls[a], name) for a in attention for name in ("query", "key", "value", "probabilities")]
-        grads = torch.autograd.grad(link(metric(logits)).sum(), [captured[a] for a in addresses] + recorded,
+        grads = torch.autograd.grad(link(metric(logits)).sum(), [captured[p] for p in points] + recorded,
                                     retain_graph=bool(attention))
         # every row restores from the corrupted run, whichever point its gradient is taken at
-        deltas = {a: (clean[a] - states[a]).repeat(len(rows) // samples, 1, 1) for a in addresses}
-        effects = {a: rows.mean_over_alphas((deltas[a] * g).sum(-1)) for a, g in zip(addresses, grads)}
+        deltas = {p: (clean[p] - states[p]).repeat(len(rows) // samples, 1, 1) for p in points}
+        products = {p: deltas[p] * g for p, g in zip(points, grads)}
+        effects = {cell_point: rows.mean_over_alphas(cell_point.select(products[cell_point.whole]).sum(-1))
+                   for site in sites for cell_point in _cell_points(lm, site)}
         first = first_corrupted_position(clean_embeddings, corrupted)
         for layer, a in enumerate(attention):
             effects[hidden[layer]] += _qk_correction(rows, deltas[hidden[layer]], captured[hidden[layer]], calls[a],
                                                      corrupted_calls[a], clean_calls[a],
-                                                     grads[len(addresses) + 4 * layer:][:4], first)
+                                                     grads[len(points) + 4 * layer:][:4], first)
     corrupted_link = link(scored).repeat(1 + len(rows.drops))[:, None]
     low = scored.mean().item()
 
-    def change(kind: str, layer: int) -> Float[Tensor, "drops_samples pos"]:
-        total = sum(effects[state_address(spec, kind, l)] for l in restored_layers(kind, layer, window, n_layers))
+    def change(site: Site, layer: int, unit: int | None) -> Float[Tensor, "drops_samples pos"]:
+        total = sum(effects[site.point(lm, l, unit)] for l in site.restored_layers(layer, window, n_layers))
         return torch.sigmoid(corrupted_link + total) - torch.sigmoid(corrupted_link) if log_odds else total
 
-    def cell_column(kind: str, layer: int) -> Float[Tensor, " pos"]:
-        per_drop = change(kind, layer).unflatten(0, (1 + len(rows.drops), samples))
+    def cell_column(site: Site, layer: int, unit: int | None) -> Float[Tensor, " pos"]:
+        per_drop = change(site, layer, unit).unflatten(0, (1 + len(rows.drops), samples))
         plain = per_drop[0].mean(0)
-        own = set(restored_layers(kind, layer, window, n_layers)) if kind != "hidden" else set()
+        # dropping a layer's contributions cuts the gradient of a state inside them: leave it out
+        own = set() if on_residual[site] else set(site.restored_layers(layer, window, n_layers))
         dropped = [1 + i for i, l in enumerate(rows.drops) if l not in own]
         if not dropped:
             return plain
         return per_drop[dropped].abs().mean(0).mean(0) * plain.sign()
 
+    def table(site: Site) -> Tensor:
+        units = site.n_units(lm)
+        columns = [torch.stack([cell_column(site, layer, unit) for unit in range(units)], dim=-1) if units
+                   else cell_column(site, layer, None) for layer in range(n_layers)]
+        return torch.stack(columns, dim=1)
+
     float_dtype = torch.promote_types(lm.dtype, torch.float32)
-    scores = {
-        kind: torch.stack([cell_column(kind, layer) for layer in range(n_layers)], dim=1).to(float_dtype).cpu() + low
-        for kind in kinds
-    }
+    scores = {site.name: table(site).to(float_dtype).cpu() + low for site in sites}
     return TraceScores(metric(clean_logits).item(), low, int(clean_logits.argmax(-1).item()), scores)
 
 
-def _capturing(captured: dict[str, Tensor], address: str, kept: Tensor | None = None):
-    """A hook that records the module's residual output; where `kept` is given, the rows it leaves
-    out pass that output on without a gradient."""
+register_engine("torch", "attribution", run_attribution_facts)
 
-    drop = _dropping(kept) if kept is not None else None
 
-    def hook(module, args, output):
-        captured[address] = residual_tensor(output)
-        if drop is not None:
-            return drop(module, args, output)
+def _cell_points(lm: LoadedModel, site: Site) -> list[HookPoint]:
+    """The states of every (layer, unit) cell of `site`."""
+    units = site.n_units(lm)
+    return [site.point(lm, layer, unit) for layer in range(lm.n_layers) for unit in (range(units) if units else [None])]
 
-    return hook
+
+def _chained(fns: list):
+    """One state edit from several, applied in order."""
+    if len(fns) == 1:
+        return fns[0]
+
+    def run(state: Tensor) -> Tensor:
+        for fn in fns:
+            changed = fn(state)
+            state = state if changed is None else changed
+        return state
+
+    return run
+
+
+def _capturing(captured: dict[HookPoint, Tensor], point: HookPoint):
+    """Records the state (in the autograd graph) and hands it on unchanged."""
+
+    def capture(state: Tensor) -> None:
+        captured[point] = state
+
+    return capture
 
 
 def _dropping(kept: Tensor):
-    def hook(module, args, output):
-        state = residual_tensor(output)
-        return with_residual(output, torch.where(kept[:, None, None], state, state.detach()))
+    """The rows `kept` leaves out pass the state on without a gradient."""
 
-    return hook
+    def drop(state: Tensor) -> Tensor:
+        return torch.where(kept[:, None, None], state, state.detach())
+
+    return drop
 
 
 def _qk_correction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -48,7 +49,8 @@ def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, lis
 
 @dataclass
 class AveragedEffects(Plottable):
-    """Mean effect per token group x layer with a t-based confidence interval, per kind.
+    """Mean effect per token group x layer with a t-based confidence interval, per kind; for a
+    kind scored per attention head ("head"), per token group x layer x head.
 
     `count[kind][g, l]` is the number of facts behind a cell (facts without that group, e.g.
     one-token subjects have no middle tokens, do not count); intervals need two facts or more.
@@ -57,10 +59,10 @@ class AveragedEffects(Plottable):
     groups: tuple[str, ...]
     value: str
     confidence: float
-    mean: dict[str, Float[Tensor, "group layer"]]
-    lower: dict[str, Float[Tensor, "group layer"]]
-    upper: dict[str, Float[Tensor, "group layer"]]
-    count: dict[str, Int[Tensor, "group layer"]]
+    mean: dict[str, Float[Tensor, "group layer *unit"]]
+    lower: dict[str, Float[Tensor, "group layer *unit"]]
+    upper: dict[str, Float[Tensor, "group layer *unit"]]
+    count: dict[str, Int[Tensor, "group layer *unit"]]
 
     @property
     def kinds(self) -> list[str]:
@@ -72,6 +74,9 @@ class AveragedEffects(Plottable):
         if kind not in self.mean:
             raise ValueError(f"no {kind!r} effects here; these hold {self.kinds}")
         table = self.mean[kind]
+        if table.dim() != 2:
+            raise ValueError(f"{kind!r} effects are per head {tuple(table.shape)} (group, layer, head), not one per "
+                             f"layer; read effects.mean[{kind!r}] and choose how to reduce the heads")
         if token_group is None:
             values, index = torch.nan_to_num(table, nan=-torch.inf).max(0)
             return values, [self.groups[g] for g in index.tolist()]
@@ -80,16 +85,22 @@ class AveragedEffects(Plottable):
         return table[self.groups.index(token_group)], [token_group] * table.shape[1]
 
     def to_dataframe(self):
+        """One row per (kind, group, layer), and per unit (head) for kinds scored per unit: a
+        "unit" column, as in `TraceResult.to_dataframe`, empty for the other kinds."""
         import pandas as pd
 
-        return pd.DataFrame.from_records(
-            dict(kind=kind, group=group, layer=layer, mean=float(self.mean[kind][g, layer]),
-                 lower=float(self.lower[kind][g, layer]), upper=float(self.upper[kind][g, layer]),
-                 n_facts=int(self.count[kind][g, layer]))
+        frame = pd.DataFrame.from_records(
+            dict(kind=kind, group=group, layer=cell[0], **({"unit": cell[1]} if len(cell) > 1 else {}),
+                 mean=float(self.mean[kind][(g, *cell)]), lower=float(self.lower[kind][(g, *cell)]),
+                 upper=float(self.upper[kind][(g, *cell)]), n_facts=int(self.count[kind][(g, *cell)]))
             for kind in self.mean
             for g, group in enumerate(self.groups)
-            for layer in range(self.mean[kind].shape[1])
+            for cell in itertools.product(*map(range, self.mean[kind].shape[1:]))
         )
+        if "unit" in frame:
+            frame["unit"] = frame["unit"].astype("Int64")
+            frame = frame[["kind", "group", "layer", "unit", "mean", "lower", "upper", "n_facts"]]
+        return frame
 
 
 def average_effects(
@@ -99,7 +110,8 @@ def average_effects(
     confidence: float = 0.95,
 ) -> AveragedEffects:
     """Average traces by token group and layer (the mean over a group's positions per fact, then
-    over facts), with a `confidence` interval from Student's t.
+    over facts), with a `confidence` interval from Student's t. Kinds scored per attention head
+    (token x layer x head) average by token group, layer and head.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -124,7 +136,7 @@ def average_effects(
     _check_comparable(traces, kinds)
     result = AveragedEffects(TOKEN_GROUPS, value, confidence, {}, {}, {}, {})
     for kind in kinds:
-        per_fact = torch.stack([_group_means(t, kind, value) for t in traces])  # fact group layer, NaN if absent
+        per_fact = torch.stack([_group_means(t, kind, value) for t in traces])  # fact group layer [unit], NaN if absent
         present = ~per_fact.isnan()
         count = present.sum(0)
         mean = per_fact.nanmean(0)
@@ -148,6 +160,10 @@ def _check_comparable(traces: Sequence[TraceResult], kinds: list[str]) -> None:
     n_layers = {t.scores[kinds[0]].shape[1] for t in traces}
     if len(n_layers) != 1:
         raise ValueError(f"traces come from models with different layer counts {sorted(n_layers)}")
+    for kind in kinds:
+        cells = {tuple(t.scores[kind].shape[1:]) for t in traces}
+        if len(cells) != 1:
+            raise ValueError(f"the traces' {kind!r} scores differ in shape past the token axis: {sorted(cells)}")
     for index, t in enumerate(traces):
         bad = [kind for kind in kinds if not torch.isfinite(t.scores[kind]).all()]
         if bad or not (math.isfinite(t.low) and math.isfinite(t.high)):
@@ -155,8 +171,8 @@ def _check_comparable(traces: Sequence[TraceResult], kinds: list[str]) -> None:
                              "trace it again (a model in fp16 can overflow: load it in float32 or bfloat16)")
 
 
-def _group_means(trace: TraceResult, kind: str, value: str) -> Float[Tensor, "group layer"]:
+def _group_means(trace: TraceResult, kind: str, value: str) -> Float[Tensor, "group layer *unit"]:
     table = trace.indirect_effects(kind) if value == "indirect_effect" else trace.scores[kind]
     groups = token_groups(table.shape[0], trace.subject_range)
-    nan_row = torch.full((table.shape[1],), float("nan"))
+    nan_row = torch.full(table.shape[1:], float("nan"))
     return torch.stack([table[positions].mean(0) if positions else nan_row for positions in groups.values()])

@@ -1,7 +1,7 @@
 """The exact tracing engine.
 
-Every cell (kind, token t, layer l) of a ROME heatmap is the mean metric over the corrupted
-copies when the clean state is restored at token t in the cell's layers. The textbook loop runs
+Every cell (site, token t, layer l[, unit]) of a ROME heatmap is the mean metric over the
+corrupted copies when the clean state is restored at token t in the cell's layers. The textbook loop runs
 one full forward of batch samples + 1 per cell. This engine gives the same numbers while
 - running the clean and the corrupted pass once each;
 - batching many cells (x samples) per forward, under `max_batch_tokens`, also cells of
@@ -15,21 +15,22 @@ one full forward of batch samples + 1 per cell. This engine gives the same numbe
   run's, so those blocks return the cached states instead of running. Restoring a block's
   output or its MLP's contribution at token t changes nothing else in that block (its attention
   read the unchanged input), so that block is skipped too: its cached output is patched at t;
-- running the last block's MLP on the last position only: the metric reads nothing else;
+- running the last block's MLP on the last position only: the metric reads nothing else
+  (unless a restored state sits inside that MLP);
 - unembedding the last position of many batches in one matrix product instead of one per batch.
 
 Each shortcut is a named switch (`Shortcuts`) built from the intervention primitives of
-`causal_unlearn.models.hooks` (`prefilled_cache`, `skip`, `last_position_only`, `deferred`), as
-are the cells themselves (`replace_output`, `patch_position`).
+`causal_unlearn.patching` (`prefilled_cache`, `skip`, `last_position_only`, `deferred`), as are
+the cells themselves (`replace_state`, `patch`), for any `Site`.
 """
 
 from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from itertools import groupby
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from einops import reduce
@@ -39,192 +40,100 @@ from tqdm.auto import tqdm
 
 from causal_unlearn.models.architectures import ArchitectureSpec
 from causal_unlearn.models.hooks import (
+    HookPoint,
     deferred,
     forward_hooks,
     keys_and_values,
     last_position_only,
-    patch_position,
+    patch,
     prefilled_cache,
-    record_inputs,
-    record_outputs,
-    replace_output,
+    record,
+    replace_state,
     skip,
 )
 from causal_unlearn.models.loader import LoadedModel, last_logits_only
-from causal_unlearn.tracing.metrics import Metric
-
-KINDS = ("hidden", "mlp", "attn")
-
-
-def restored_layers(kind: str, layer: int, window: int, n_layers: int) -> range:
-    """The layers a cell restores: one block output for `hidden`, ROME's window
-    [layer - window // 2, layer + ceil(window / 2)) clipped to the model for `mlp` and `attn`.
-
-    Examples:
-        >>> restored_layers("mlp", 3, 10, 8), restored_layers("attn", 3, 1, 8), restored_layers("hidden", 3, 10, 8)
-        (range(0, 8), range(3, 4), range(3, 4))
-    """
-    if kind == "hidden":
-        return range(layer, layer + 1)
-    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+from causal_unlearn.patching.sites import Site
+from causal_unlearn.tracing.config import TraceConfig
+from causal_unlearn.tracing.engines import Cell, TraceInput, TraceScores, cells_of, register_engine, table_shape
+from causal_unlearn.tracing.metrics import Metric, checked_scores
 
 
-def state_address(spec: ArchitectureSpec, kind: str, layer: int) -> str:
-    """The module whose output a `kind` cell restores."""
-    return {"hidden": spec.block_output, "mlp": spec.mlp_contribution, "attn": spec.attn_contribution}[kind](layer)
+def entry_rule(lm: LoadedModel, site: Site) -> str | None:
+    """How a cell's first restoration can be written into the output of the block below it, so
+    that block need not run: "state" where the site is the block's whole output (`hidden`),
+    "contribution" where it is the MLP's whole contribution, the last term a block adds (`mlp`);
+    None for any other site (its block runs)."""
+    point = site.point(lm, 0, 0 if site.n_units(lm) else None)
+    if point.input or point.features is not None:
+        return None
+    template, spec = site.template(lm.architecture), lm.architecture
+    return {spec.block: "state", spec.mlp_contribution_path: "contribution"}.get(template)
 
 
-@dataclass(frozen=True)
-class Cell:
-    kind: str
-    token: int
-    layer: int
-    restored: range
-    fact: int = 0  # which of the facts traced together
-    skipped: int = 0  # blocks that do not run: their outputs come from the corrupted run
-
-    @property
-    def first_block(self) -> int:
-        """The first block whose computation the restoration changes. A restored block output
-        or MLP contribution at the window's first layer only alters that block's output at the
-        token, so the block itself need not run; a restored attention output feeds its block's MLP."""
-        return self.restored.start + (self.kind != "attn")
-
-
-@dataclass(frozen=True)
-class Switches:
-    """Named settings of a method, each off at False or 0; `enabled` lists those on, `none()`
-    turns all off."""
-
-    @classmethod
-    def none(cls):
-        return cls(**{f.name: type(f.default)() for f in fields(cls)})
-
-    @property
-    def enabled(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self) if getattr(self, f.name))
-
-
-@dataclass(frozen=True)
-class Shortcuts(Switches):
-    """The engine's shortcuts, each switchable. Every one is exact (any combination gives the
-    textbook loop's numbers up to float rounding); turning one off checks it alone, or works
-    around a model it does not suit.
-
-    - `prefix_cache`: feed positions t.. only, with the corrupted run's keys and values before t
-      (`hooks.prefilled_cache`);
-    - `skip_blocks`: blocks below a cell's first changed block return the corrupted run's states
-      (`hooks.skip`);
-    - `last_position_mlp`: the last block's MLP runs on the last position only (`hooks.last_position_only`);
-    - `deferred_unembedding`: the last positions of many batches are unembedded in one product
-      (`hooks.deferred`);
-    - `skip_uncorrupted`: cells before the first corrupted token score `low` without a forward
-      (so no intervention: the engine does not schedule them).
-
-    Examples:
-        >>> Shortcuts(skip_blocks=False).enabled
-        ('prefix_cache', 'last_position_mlp', 'deferred_unembedding', 'skip_uncorrupted')
-        >>> Shortcuts.none().enabled
-        ()
-    """
-
-    prefix_cache: bool = True
-    skip_blocks: bool = True
-    last_position_mlp: bool = True
-    deferred_unembedding: bool = True
-    skip_uncorrupted: bool = True
-
-
-@dataclass
-class TraceScores:
-    """What a tracing method computes; `trace` wraps it into a `TraceResult`."""
-
-    high: float
-    low: float
-    clean_top1: int
-    scores: dict[str, Float[Tensor, "pos layer"]]
-    top_ids: dict[str, Int[Tensor, "pos layer k"]] = field(default_factory=dict)
-    top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict)
+def first_block(lm: LoadedModel, cell: Cell, rule: str | None) -> int:
+    """The first block whose computation restoring `cell` changes: blocks below it can return the
+    corrupted run's states. A state inside block l changes block l; one the entry takes, the next."""
+    start = cell.restored.start
+    if rule is not None:
+        return start + 1
+    module, block = cell.site.point(lm, start).module, lm.architecture.block_output(start)
+    return start if module == block or module.startswith(block + ".") else 0
 
 
 class CleanRun(NamedTuple):
-    states: dict[str, Float[Tensor, "pos d_model"]]  # every state a cell may restore, by address
+    states: dict[HookPoint, Float[Tensor, "pos d"]]  # every state a cell may restore, whole
     logits: Float[Tensor, "1 vocab"]  # at the last position
     unembedding_input: Float[Tensor, "1 kept d_model"]  # the last position, or every position
 
 
+def site_points(lm: LoadedModel, sites: Sequence[Site]) -> list[HookPoint]:
+    """Every layer's whole state of each site."""
+    return list(dict.fromkeys(site.point(lm, layer).whole for site in sites for layer in range(lm.n_layers)))
+
+
 @torch.no_grad()
-def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], kinds: tuple[str, ...]) -> CleanRun:
-    """The clean forward: the states the cells of `kinds` restore, the logits, and what the
+def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], sites: Sequence[Site]) -> CleanRun:
+    """The clean forward: the states the cells of `sites` restore, the logits, and what the
     unembedding read."""
-    spec = lm.architecture
-    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(lm.n_layers)})
-    with record_outputs(lm.model, addresses) as clean, record_inputs(lm.model, [spec.unembedding]) as unembedding_input:
+    unembedding = HookPoint(lm.architecture.unembedding, input=True)
+    with record(lm.model, site_points(lm, sites) + [unembedding]) as clean:
         logits = lm.next_token_logits(input_ids[None])
-    return CleanRun({a: state[0] for a, state in clean.items()}, logits, unembedding_input[spec.unembedding])
-
-
-class TraceInput(NamedTuple):
-    """One fact, ready to trace: its tokens, its corrupted embeddings and what a cell scores."""
-
-    input_ids: Int[Tensor, " pos"]
-    corrupted: Float[Tensor, "samples pos d_model"]
-    metric: Metric
+    unembedding_input = clean.pop(unembedding)
+    return CleanRun({point: state[0] for point, state in clean.items()}, logits, unembedding_input)
 
 
 @torch.no_grad()
-def run_exact(
-    lm: LoadedModel,
-    input_ids: Int[Tensor, " pos"],
-    corrupted: Float[Tensor, "samples pos d_model"],
-    metric: Metric,
-    **settings,
-) -> TraceScores:
-    """Score every cell of one fact (`run_exact_facts` with one fact)."""
-    return run_exact_facts(lm, [TraceInput(input_ids, corrupted, metric)], **settings)[0]
-
-
-@torch.no_grad()
-def run_exact_facts(
-    lm: LoadedModel,
-    facts: Sequence[TraceInput],
-    *,
-    kinds: tuple[str, ...],
-    window: int,
-    max_batch_tokens: int = 8192,
-    progress: bool = True,
-    top_predictions: int = 0,
-    shortcuts: Shortcuts = Shortcuts(),
-) -> list[TraceScores]:
-    """Score every cell of `kinds` of each fact; with `top_predictions` k > 0 also keep each
-    cell's k most probable next tokens (mean probability over the corrupted copies).
+def run_exact_facts(lm: LoadedModel, facts: Sequence[TraceInput], config: TraceConfig, *,
+                    progress: bool = True) -> list[TraceScores]:
+    """Score every cell of the config's sites for each fact; with `top_predictions` k > 0 also
+    keep each cell's k most probable next tokens (mean probability over the corrupted copies).
 
     Cells of different facts share a forward where they feed the same number of positions and
     skip the same blocks: each row reads its own fact's prefix cache, the keys past its own
     prefix masked, at its own positions (the numbers equal tracing each fact alone)."""
-    spec, n_layers = lm.architecture, lm.n_layers
+    spec, n_layers, sites, shortcuts = lm.architecture, lm.n_layers, config.sites, config.shortcuts
+    max_batch_tokens = config.max_batch_tokens
     samples = {f.corrupted.shape[0] for f in facts}
     if len(samples) != 1:
         raise ValueError(f"facts traced together need the same number of corrupted copies, got {sorted(samples)}")
     samples = samples.pop()
     blocks = [spec.block_output(l) for l in range(n_layers)]
-    runs = [_FactRuns.of(lm, fact, kinds, blocks) for fact in facts]
+    rules = {site: entry_rule(lm, site) for site in sites}
+    runs = [_FactRuns.of(lm, fact, sites, blocks, "contribution" in rules.values()) for fact in facts]
     reuse_prefix = shortcuts.prefix_cache and all(run.reuse_prefix for run in runs)
     parameters = inspect.signature(lm.model.forward).parameters
     mixed_prefixes = reuse_prefix and "position_ids" in parameters and "attention_mask" in parameters
     first_traced = [run.first_corrupted if shortcuts.skip_uncorrupted else 0 for run in runs]
-    cells = []
-    for index, run in enumerate(runs):
-        for kind in kinds:
-            for t in range(first_traced[index], run.n_tokens):
-                for layer in range(n_layers):
-                    cell = Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers), fact=index)
-                    cells.append(replace(cell, skipped=cell.first_block) if shortcuts.skip_blocks else cell)
+    cells = [cell for index, run in enumerate(runs)
+             for cell in cells_of(lm, sites, config.window, range(first_traced[index], run.n_tokens), fact=index)]
+    if shortcuts.skip_blocks:
+        cells = [replace(cell, skipped=first_block(lm, cell, rules[cell.site])) for cell in cells]
     chunks = list(_chunks(cells, [run.n_tokens for run in runs], samples, max_batch_tokens, reuse_prefix, mixed_prefixes))
     dtype = torch.promote_types(lm.dtype, torch.float32)
-    tables = [_CellTable(kinds, run.n_tokens, n_layers, dtype, fact.metric, top_predictions) for run, fact in zip(runs, facts)]
+    tables = [_CellTable(lm, sites, run.n_tokens, dtype, fact.metric, config.top_predictions)
+              for run, fact in zip(runs, facts)]
 
-    def record(chunk: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
+    def record_scores(chunk: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
         offset = 0
         for index, group in groupby(chunk, key=lambda cell: cell.fact):
             group = list(group)
@@ -233,18 +142,21 @@ def run_exact_facts(
 
     clean = runs[0].clean
     prefixes = _Prefixes(runs) if reuse_prefix else None
-    unembedding = (_DeferredUnembedding.for_model(lm, clean.unembedding_input, clean.logits, max_batch_tokens, record)
-                   if shortcuts.deferred_unembedding else None)
+    points = _Points(lm)
+    last_mlp = spec.mlp_module(n_layers - 1)
+    unembedding = (_DeferredUnembedding.for_model(lm, clean.unembedding_input, clean.logits, max_batch_tokens,
+                                                  record_scores) if shortcuts.deferred_unembedding else None)
     for chunk in tqdm(chunks, desc="tracing", unit="batch", disable=not progress or len(chunks) < 4):
-        batch = _Batch.of(spec, chunk, runs, samples, prefixes)
+        batch = _Batch.of(lm, chunk, runs, samples, prefixes, points, rules)
         first = chunk[0].skipped
         with ExitStack() as stack:
-            stack.enter_context(replace_output(lm.model, spec.embedding, batch.embeddings))
-            stack.enter_context(patch_position(lm.model, batch.restore_position, batch.restore_rows, batch.clean))
+            stack.enter_context(replace_state(lm.model, spec.embedding, batch.embeddings))
+            for point, (rows, values) in batch.restorations.items():
+                stack.enter_context(patch(lm.model, point, values, position=batch.restore_position, rows=rows))
             if first > 0:
                 stack.enter_context(skip(lm.model, blocks[:first], batch.entry, runs[0].block_arity))
-            if first < n_layers and shortcuts.last_position_mlp:
-                stack.enter_context(last_position_only(lm.module(spec.mlp_module(n_layers - 1))))
+            if first < n_layers and shortcuts.last_position_mlp and not inside(batch.restorations, last_mlp):
+                stack.enter_context(last_position_only(lm.module(last_mlp)))
             if unembedding:
                 stack.enter_context(unembedding.collect(chunk))
             kwargs = _forward_kwargs(lm.model, batch.cache, use_cache=batch.cache is not None)
@@ -254,7 +166,7 @@ def run_exact_facts(
         if unembedding:
             unembedding.flush()
         else:
-            record(chunk, logits)
+            record_scores(chunk, logits)
     if unembedding:
         unembedding.flush(force=True)
     scores = []
@@ -264,6 +176,29 @@ def run_exact_facts(
         scores.append(TraceScores(fact.metric(run.clean.logits).item(), low, int(run.clean.logits.argmax(-1).item()),
                                   table.scores, table.top_ids, table.top_probs))
     return scores
+
+
+register_engine("torch", "exact", run_exact_facts, batches_facts=True)
+
+
+class _Points(dict):
+    """Each cell's restored states, looked up once per (site, layer, unit)."""
+
+    def __init__(self, lm: LoadedModel):
+        super().__init__()
+        self.lm = lm
+
+    def of(self, cell: Cell) -> list[HookPoint]:
+        key = (cell.site, cell.restored, cell.unit)
+        if key not in self:
+            self[key] = cell.points(self.lm)
+        return self[key]
+
+
+def inside(points: Iterable[HookPoint], module: str) -> bool:
+    """Whether a state sits inside `module` (or at its input), which then must run in full: the
+    last MLP computes the last position alone only where nothing is read or written inside it."""
+    return any(p.module.startswith(module + ".") or (p.module == module and p.input) for p in points)
 
 
 @dataclass
@@ -286,18 +221,20 @@ class _FactRuns:
         return self.input_ids.shape[0]
 
     @classmethod
-    def of(cls, lm: LoadedModel, fact: TraceInput, kinds: tuple[str, ...], blocks: list[str]) -> _FactRuns:
+    def of(cls, lm: LoadedModel, fact: TraceInput, sites: Sequence[Site], blocks: list[str],
+           contributions: bool) -> _FactRuns:
+        """`contributions`: also keep the corrupted run's MLP contributions (for `mlp` cells' entries)."""
         spec, samples = lm.architecture, fact.corrupted.shape[0]
         input_ids = fact.input_ids.to(lm.device)
-        clean = clean_run(lm, input_ids, kinds)
-        mlps = [spec.mlp_contribution(l) for l in range(lm.n_layers)] if "mlp" in kinds else []
+        clean = clean_run(lm, input_ids, sites)
+        mlps = [spec.mlp_contribution(l) for l in range(lm.n_layers)] if contributions else []
         arity: dict[str, int] = {}
         arity_hook = {blocks[0]: lambda m, a, out: arity.update(n=len(out) if isinstance(out, tuple) else 0)}
-        with replace_output(lm.model, spec.embedding, fact.corrupted), record_outputs(lm.model, blocks + mlps) as states, \
+        with replace_state(lm.model, spec.embedding, fact.corrupted), record(lm.model, blocks + mlps) as states, \
                 forward_hooks(lm.model, arity_hook):
             output = lm.model(input_ids=input_ids[None].expand(samples, -1), **_forward_kwargs(lm.model, None, use_cache=True))
         prefix_cache = keys_and_values(output)
-        first = first_corrupted_position(lm.module(spec.embedding)(input_ids), fact.corrupted)
+        first = first_corrupted_position(fact.clean.to(fact.corrupted.device), fact.corrupted)
         return cls(input_ids, fact.corrupted, clean, states, output.logits[:, -1], prefix_cache, first, arity["n"],
                    _prefix_reusable(lm, prefix_cache, input_ids.shape[0]))
 
@@ -309,47 +246,48 @@ class _Batch(NamedTuple):
     input_ids: Int[Tensor, "rows fed"]
     embeddings: Float[Tensor, "rows fed d_model"]
     restore_position: int
-    restore_rows: dict[str, Int[Tensor, " restored"]]
-    clean: dict[str, Float[Tensor, "restored d_model"]]
+    restorations: dict[HookPoint, tuple[Int[Tensor, " restored"], Float[Tensor, "restored d"]]]  # rows, clean states
     entry: Float[Tensor, "rows fed d_model"] | None
     cache: object | None
     attention_mask: Int[Tensor, "rows keys"] | None  # where prefixes of different lengths are padded
     position_ids: Int[Tensor, "rows fed"] | None
 
     @classmethod
-    def of(cls, spec: ArchitectureSpec, chunk: list[Cell], runs: list[_FactRuns], samples: int,
-           prefixes: _Prefixes | None) -> _Batch:
+    def of(cls, lm: LoadedModel, chunk: list[Cell], runs: list[_FactRuns], samples: int, prefixes: _Prefixes | None,
+           points: _Points, rules: dict[Site, str | None]) -> _Batch:
         starts = [cell.token if prefixes else 0 for cell in chunk]
         fed = [(runs[cell.fact], start) for cell, start in zip(chunk, starts)]
         input_ids = torch.cat([run.input_ids[start:].expand(samples, -1) for run, start in fed])
         embeddings = torch.cat([run.corrupted[:, start:] for run, start in fed])
-        restore_rows, clean = _restorations(spec, chunk, runs, samples)
-        entry = _entry_states(spec, chunk, runs, starts, samples) if chunk[0].skipped > 0 else None
+        restorations = _restorations(chunk, runs, samples, points, rules)
+        entry = _entry_states(lm.architecture, chunk, runs, starts, samples, rules) if chunk[0].skipped > 0 else None
         cache, mask, positions = (prefixes.caches([(cell.fact, start) for cell, start in zip(chunk, starts)],
                                                   input_ids.shape[1], input_ids.device)
                                   if prefixes else (None, None, None))
-        return cls(input_ids, embeddings, chunk[0].token - starts[0], restore_rows, clean, entry, cache, mask, positions)
+        return cls(input_ids, embeddings, chunk[0].token - starts[0], restorations, entry, cache, mask, positions)
 
 
 class _CellTable:
     """Each cell's score and, with `k` > 0, its k most probable next tokens."""
 
-    def __init__(self, kinds: tuple[str, ...], n_tokens: int, n_layers: int, dtype: torch.dtype, metric: Metric, k: int):
+    def __init__(self, lm: LoadedModel, sites: Sequence[Site], n_tokens: int, dtype: torch.dtype, metric: Metric,
+                 k: int):
         self.metric, self.k = metric, k
-        self.scores = {kind: torch.zeros(n_tokens, n_layers, dtype=dtype) for kind in kinds}
-        self.top_ids = {kind: torch.zeros(n_tokens, n_layers, k, dtype=torch.long) for kind in kinds} if k else {}
-        self.top_probs = {kind: torch.zeros(n_tokens, n_layers, k) for kind in kinds} if k else {}
+        shapes = {site.name: table_shape(lm, site, n_tokens) for site in sites}
+        self.scores = {name: torch.zeros(shape, dtype=dtype) for name, shape in shapes.items()}
+        self.top_ids = {name: torch.zeros(*shape, k, dtype=torch.long) for name, shape in shapes.items()} if k else {}
+        self.top_probs = {name: torch.zeros(*shape, k) for name, shape in shapes.items()} if k else {}
 
     def record(self, cells: list[Cell], logits: Float[Tensor, "rows vocab"]) -> None:
         """Score `cells` from their rows' last logits (the corrupted copies of each cell in a row)."""
-        per_cell = reduce(self.metric(logits), "(cell sample) -> cell", "mean", cell=len(cells)).cpu()
+        per_cell = reduce(checked_scores(self.metric, logits), "(cell sample) -> cell", "mean", cell=len(cells)).cpu()
         for cell, value in zip(cells, per_cell):
-            self.scores[cell.kind][cell.token, cell.layer] = value
+            self.scores[cell.site.name][cell.index] = value
         if self.k:
             probs, ids = _mean_probs(logits, len(cells)).topk(self.k, dim=-1)
             for cell, cell_ids, cell_probs in zip(cells, ids.cpu(), probs.cpu()):
-                self.top_ids[cell.kind][cell.token, cell.layer] = cell_ids
-                self.top_probs[cell.kind][cell.token, cell.layer] = cell_probs
+                self.top_ids[cell.site.name][cell.index] = cell_ids
+                self.top_probs[cell.site.name][cell.index] = cell_probs
 
     def fill_before(self, position: int, low: float, corrupted_logits: Float[Tensor, "samples vocab"]) -> None:
         """Cells before `position` restore what the corruption never reached: the corrupted run."""
@@ -427,19 +365,19 @@ def _chunks(cells: list[Cell], lengths: list[int], samples: int, max_batch_token
             yield group[start : start + per_batch]
 
 
-def _restorations(spec: ArchitectureSpec, chunk: list[Cell], runs: list[_FactRuns], samples: int,
-                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """At each address, the rows restored there and the clean state each gets (its fact's, at
-    its token)."""
-    rows: dict[str, list[int]] = {}
-    clean: dict[str, list[Tensor]] = {}
+def _restorations(chunk: list[Cell], runs: list[_FactRuns], samples: int, points: _Points,
+                  rules: dict[Site, str | None]) -> dict[HookPoint, tuple[Tensor, Tensor]]:
+    """At each state, the rows restored there and the clean state each gets (its fact's, at its
+    token). A cell whose first restoration the entry takes skips it here."""
+    rows: dict[HookPoint, list[int]] = {}
+    clean: dict[HookPoint, list[Tensor]] = {}
     for index, cell in enumerate(chunk):
-        patched_into_entry = cell.skipped > 0 and cell.kind != "attn"
-        for layer in cell.restored[patched_into_entry:]:
-            address = state_address(spec, cell.kind, layer)
-            rows.setdefault(address, []).extend(range(index * samples, (index + 1) * samples))
-            clean.setdefault(address, []).append(runs[cell.fact].clean.states[address][cell.token].expand(samples, -1))
-    return {a: torch.tensor(r) for a, r in rows.items()}, {a: torch.cat(c) for a, c in clean.items()}
+        into_entry = cell.skipped > 0 and rules[cell.site] is not None
+        for point in points.of(cell)[into_entry:]:
+            rows.setdefault(point, []).extend(range(index * samples, (index + 1) * samples))
+            state = point.select(runs[cell.fact].clean.states[point.whole][cell.token])
+            clean.setdefault(point, []).append(state.expand(samples, -1))
+    return {point: (torch.tensor(rows[point]), torch.cat(clean[point])) for point in rows}
 
 
 def _entry_states(
@@ -448,20 +386,22 @@ def _entry_states(
     runs: list[_FactRuns],
     starts: list[int],
     samples: int,
+    rules: dict[Site, str | None],
 ) -> Float[Tensor, "rows fed d_model"]:
     """The output of the last skipped block for every row: its fact's corrupted run, with each
-    hidden or MLP cell's first restoration applied at its token (attention cells start at the
-    block they change, so they need none)."""
+    cell's first restoration applied at its token where its site allows (`entry_rule`); other
+    cells start at the block they change, so they need none."""
     below = chunk[0].skipped - 1
     block, contribution = spec.block_output(below), spec.mlp_contribution(below)
     entries = []
     for cell, start in zip(chunk, starts):
-        run, position = runs[cell.fact], cell.token - start
+        run, position, rule = runs[cell.fact], cell.token - start, rules[cell.site]
         entry = run.corrupted_states[block][:, start:].clone()
-        if cell.kind == "hidden":
-            entry[:, position] = run.clean.states[block][cell.token]
-        elif cell.kind == "mlp":  # swap the corrupted contribution for the clean one
-            entry[:, position] += run.clean.states[contribution][cell.token] - run.corrupted_states[contribution][:, cell.token]
+        if rule == "state":
+            entry[:, position] = run.clean.states[HookPoint(block)][cell.token]
+        elif rule == "contribution":  # swap the corrupted contribution for the clean one
+            entry[:, position] += (run.clean.states[HookPoint(contribution)][cell.token]
+                                   - run.corrupted_states[contribution][:, cell.token])
         entries.append(entry)
     return torch.cat(entries)
 

@@ -1,12 +1,13 @@
 """The ROME recipe as nnsight interventions, so a trace can run where nnsight runs: here, or on
 NDIF (`remote=True`) for models too large to hold.
 
-It computes the same cells as `engine.run_exact`, the textbook way: every cell is one invoke of
+It computes the same cells as the exact engine, the textbook way: every cell is one invoke of
 `samples` corrupted copies with the clean states written back at its token, many invokes
 batched into one forward, all forwards in one `session` (one request when remote). Only the
 scores travel back. The engine's shortcuts (prefix caches, skipped blocks) are left out: each
 is exact, but a remote server runs only what the request's code says, and the textbook loop
-is the one every nnsight user can read and check.
+is the one every nnsight user can read and check. A built-in metric sends back only the logit
+columns it reads and each row's log-normalizer; a metric of your own runs inside the request.
 
 The intervention bodies use torch, nnsight and plain Python only: on a server the request runs
 without this package installed, so nothing of it (not even a helper function) may be named
@@ -22,11 +23,12 @@ from jaxtyping import Float, Int
 from nnsight import save
 from torch import Tensor
 
+from causal_unlearn.models.hooks import HookPoint, edit
 from causal_unlearn.models.loader import LoadedModel
-from causal_unlearn.tracing.engine import Cell, TraceScores, restored_layers, state_address
-from causal_unlearn.tracing.metrics import make_metric
-
-KIND_ORDER = {"attn": 0, "mlp": 1, "hidden": 2}  # within a block: attention runs before the MLP, both before the output
+from causal_unlearn.tracing.config import TraceConfig
+from causal_unlearn.tracing.engine import first_corrupted_position, site_points
+from causal_unlearn.tracing.engines import TraceInput, TraceScores, cells_of, register_engine, table_shape
+from causal_unlearn.tracing.metrics import BoundMetric
 
 
 def nnsight_model(lm: LoadedModel) -> Any:
@@ -55,44 +57,44 @@ def clean_passes(lm: LoadedModel, prompts: Sequence[Int[Tensor, " pos"]], *, rem
     return [(embedded.to(lm.dtype) if lm.dtype.is_floating_point else embedded, int(top1)) for embedded, top1 in passes]
 
 
+def run_nnsight_facts(lm: LoadedModel, facts: list[TraceInput], config: TraceConfig, *,
+                      progress: bool = True) -> list[TraceScores]:
+    """`run_nnsight` for each fact."""
+    return [run_nnsight(lm, fact, config) for fact in facts]
+
+
 @torch.no_grad()
-def run_nnsight(
-    lm: LoadedModel,
-    input_ids: Int[Tensor, " pos"],
-    corrupted: Float[Tensor, "samples pos d_model"],
-    metric: str,
-    answer_id: int,
-    foil_id: int | None,
-    *,
-    kinds: tuple[str, ...],
-    window: int,
-    first_corrupted: int,
-    max_batch_tokens: int = 8192,
-    remote: bool | str = False,
-) -> TraceScores:
-    """Score every cell of `kinds` through nnsight; the numbers equal `run_exact`'s."""
+def run_nnsight(lm: LoadedModel, fact: TraceInput, config: TraceConfig) -> TraceScores:
+    """Score every cell of the config's sites through nnsight; the numbers equal the exact engine's."""
     model, spec = nnsight_model(lm), lm.architecture
-    n_layers, n_tokens, samples = lm.n_layers, input_ids.shape[0], corrupted.shape[0]
-    cells = [Cell(kind, t, layer, restored_layers(kind, layer, window, n_layers))
-             for kind in kinds for t in range(first_corrupted, n_tokens) for layer in range(n_layers)]
-    per_forward = max(1, max_batch_tokens // (n_tokens * samples))
-    # plain data for the request: (token, addresses to restore there) per cell, grouped by forward
-    plan = [[(cell.token, [state_address(spec, cell.kind, l) for l in cell.restored]) for cell in cells[i : i + per_forward]]
-            for i in range(0, len(cells), per_forward)]
-    addresses = sorted({state_address(spec, k, l) for k in kinds for l in range(n_layers)},
-                       key=lambda a: _execution_rank(spec, a, n_layers))
+    input_ids, corrupted, metric = fact.input_ids, fact.corrupted, fact.metric
+    n_tokens, samples = input_ids.shape[0], corrupted.shape[0]
+    first = first_corrupted_position(fact.clean.to(corrupted.device), corrupted)
+    cells = list(cells_of(lm, config.sites, config.window, range(first, n_tokens)))
+    per_forward = max(1, config.max_batch_tokens // (n_tokens * samples))
+    # plain data for the request: per cell its token and (module, input, features) per restored
+    # state, grouped by forward; each module is reached in the order the forward runs them
+    order = _execution_order(lm, site_points(lm, config.sites))
+    plan = [[(cell.token, sorted([(p.module, p.input, None if p.features is None else p.index) for p in cell.points(lm)],
+                                 key=lambda p: order[HookPoint(p[0], p[1])]))
+             for cell in cells[i : i + per_forward]] for i in range(0, len(cells), per_forward)]
+    recorded = sorted(order, key=order.get)
+    recorded = [(p.module, p.input) for p in recorded]
+    # a built-in metric stays here (it is this package's); the request sends its columns back
+    columns = list(metric.columns) if isinstance(metric, BoundMetric) else None
+    own_metric = None if columns is not None else metric
     embedding = spec.embedding
     ids = input_ids.detach().cpu()[None]
     copies = ids.expand(samples, -1)
     corrupted = corrupted.detach().cpu()
     # the request's body: torch and plain Python only (it runs where this package is not installed)
-    with _session(model, remote):
-        scores = save([])
+    with _session(model, remote=config.remote):
+        scored = save([])
         with model.trace(ids):
             clean = {}
-            for address in addresses:
-                output = model.get(address).output
-                clean[address] = (output[0] if isinstance(output, tuple) else output)[0].clone()
+            for module, is_input in recorded:
+                state = model.get(module).input if is_input else model.get(module).output
+                clean[(module, is_input)] = (state[0] if isinstance(state, tuple) else state)[0].clone()
             clean_logits = model.output.logits[:, -1].detach()
         with model.trace(copies):
             model.get(embedding).output[:] = corrupted
@@ -102,37 +104,56 @@ def run_nnsight(
                 for token, restored in forward:
                     with tracer.invoke(copies):
                         model.get(embedding).output[:] = corrupted
-                        for address in restored:
-                            output = model.get(address).output
-                            (output[0] if isinstance(output, tuple) else output)[:, token] = clean[address][token]
+                        for module, is_input, features in restored:
+                            envoy = model.get(module)
+                            state = envoy.input if is_input else envoy.output
+                            state = state[0] if isinstance(state, tuple) else state
+                            if is_input:  # a copy: the tensor a module reads may also be the residual stream
+                                state = state.clone()
+                            value = clean[(module, is_input)][token]
+                            if features is None:
+                                state[:, token] = value
+                            else:
+                                state[:, token, features] = value[features]
+                            if is_input:
+                                envoy.input = state
                         logits = model.output.logits[:, -1].detach()
                         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-                        if metric == "prob":
-                            score = logits.softmax(-1)[:, answer_id]
-                        elif metric == "logprob":
-                            score = logits.log_softmax(-1)[:, answer_id]
+                        if columns is None:
+                            scored.append(own_metric(logits).cpu())
                         else:
-                            score = logits[:, answer_id] - logits[:, foil_id]
-                        scores.append(score.mean().item())
+                            scored.append((logits[:, columns].cpu(), logits.logsumexp(-1).cpu()))
         ends = save([clean_logits.cpu(), corrupted_logits.cpu()])
-    metric_fn = make_metric(metric, answer_id, foil_id)
-    low = metric_fn(ends[1]).mean().item()
+    low = metric(ends[1]).mean().item()
     # cells before the first corrupted position restore what the corruption never reached: they score `low`
-    table = {kind: torch.full((n_tokens, n_layers), low, dtype=torch.promote_types(lm.dtype, torch.float32))
-             for kind in kinds}
-    for cell, value in zip(cells, scores, strict=True):
-        table[cell.kind][cell.token, cell.layer] = value
-    return TraceScores(metric_fn(ends[0]).item(), low, int(ends[0].argmax(-1).item()), table)
+    dtype = torch.promote_types(lm.dtype, torch.float32)
+    tables = {site.name: torch.full(table_shape(lm, site, n_tokens), low, dtype=dtype) for site in config.sites}
+    for cell, value in zip(cells, scored, strict=True):
+        rows = metric.from_columns(*value) if columns is not None else value
+        tables[cell.site.name][cell.index] = rows.mean()
+    return TraceScores(metric(ends[0]).item(), low, int(ends[0].argmax(-1).item()), tables)
 
 
-def _execution_rank(spec, address: str, n_layers: int) -> tuple[int, int]:
-    for layer in range(n_layers):
-        for kind, rank in KIND_ORDER.items():
-            if state_address(spec, kind, layer) == address:
-                return layer, rank
-    raise ValueError(f"{address} is not a traced state")
+register_engine("nnsight", "exact", run_nnsight_facts)
+
+
+def _execution_order(lm: LoadedModel, points: list[HookPoint]) -> dict[HookPoint, int]:
+    """The order in which a forward reaches each state (nnsight interventions must follow it),
+    from hooks on a one-token forward (on the meta device for weights that are not here)."""
+    points = list(dict.fromkeys(HookPoint(p.module, p.input) for p in points))
+    seen: dict[HookPoint, int] = {}
+
+    def reached(point: HookPoint):
+        def note(state: Tensor) -> None:
+            seen.setdefault(point, len(seen))
+
+        return note
+
+    device = next(lm.model.parameters()).device
+    with edit(lm.model, {p: reached(p) for p in points}):
+        lm.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+    return seen
 
 
 def _session(model: Any, remote: bool | str):
     return model.session(remote=remote) if remote else model.session()
-

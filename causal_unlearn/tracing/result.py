@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from itertools import product
 from pathlib import Path
 
 from jaxtyping import Float, Int
@@ -29,6 +30,15 @@ class TraceSettings:
     metric: str
     method: str
     fixes: str = ""  # the attribution method's fixes, "+"-joined ("none" for plain attribution patching)
+    backend: str = "torch"
+
+    @classmethod
+    def of(cls, config, *, model: str, noise_scale: float | None, samples: int) -> TraceSettings:
+        """The record of a `TraceConfig` (resolved for the model) that traced a fact."""
+        fixes = ("+".join(config.fixes.enabled) or "none") if config.method == "attribution" else ""
+        return cls(model=model, corruption=config.corruption.describe(), noise_scale=noise_scale, samples=samples,
+                   window=config.window, seed=config.seed, metric=config.describe_metric(), method=config.method,
+                   fixes=fixes, backend=config.backend)
 
 
 @dataclass
@@ -37,7 +47,9 @@ class TraceResult(Plottable):
 
     `scores[kind][t, l]` is the metric (p(answer) by default) averaged over the corrupted copies
     when the clean state of `kind` is restored at token t and layer l (for `mlp`/`attn`, a window
-    of layers around l). `low` is the corrupted score, `high` the clean one.
+    of layers around l); a site of units has one more axis (`scores["head"][t, l, h]`). `low` is
+    the corrupted score, `high` the clean one. `config` is the `TraceConfig` it was traced with
+    (not saved: `settings` records it).
 
     Examples:
         >>> import causal_unlearn as cu
@@ -57,12 +69,13 @@ class TraceResult(Plottable):
     high: float
     low: float
     known: bool
-    scores: dict[str, Float[Tensor, "pos layer"]]
+    scores: dict[str, Float[Tensor, "pos layer *unit"]]
     settings: TraceSettings
     clean_prediction: str = ""
     meta: dict = field(default_factory=dict)
     top_ids: dict[str, Int[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
     top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
+    config: object = field(default=None, repr=False, compare=False)
 
     @property
     def kinds(self) -> list[str]:
@@ -74,12 +87,13 @@ class TraceResult(Plottable):
             raise ValueError(f"no {kind!r} scores in this trace; it has {self.kinds}")
         return self.scores[kind] - self.low
 
-    def predictions(self, kind: str, token: int, layer: int) -> list[tuple[int, float]]:
-        """The (token id, probability) pairs most likely next when the cell is restored, if the
-        trace kept them (`trace(..., top_predictions=k)`)."""
+    def predictions(self, kind: str, token: int, layer: int, unit: int | None = None) -> list[tuple[int, float]]:
+        """The (token id, probability) pairs most likely next when the cell is restored (with `unit`:
+        a head), if the trace kept them (`trace(..., top_predictions=k)`)."""
         if kind not in self.top_ids:
             raise ValueError(f"this trace kept no top predictions for {kind!r}; trace with top_predictions=5")
-        return list(zip(self.top_ids[kind][token, layer].tolist(), self.top_probs[kind][token, layer].tolist()))
+        index = (token, layer) if unit is None else (token, layer, unit)
+        return list(zip(self.top_ids[kind][index].tolist(), self.top_probs[kind][index].tolist()))
 
     def save(self, path: str | Path) -> Path:
         """Write one .safetensors file (tensors, with the rest as JSON metadata)."""
@@ -88,7 +102,8 @@ class TraceResult(Plottable):
         tensors |= {f"top_ids.{k}": v.contiguous() for k, v in self.top_ids.items()}
         tensors |= {f"top_probs.{k}": v.contiguous() for k, v in self.top_probs.items()}
         tensors["input_ids"] = self.input_ids.contiguous()
-        info = {k: v for k, v in asdict(self).items() if k not in TENSOR_FIELDS}
+        info = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TENSOR_FIELDS + ("config",)}
+        info["settings"] = asdict(self.settings)
         save_file(tensors, str(path), metadata={"trace_result": json.dumps(info)})
         return path
 
@@ -115,15 +130,15 @@ class TraceResult(Plottable):
         return cls(input_ids=tensors["input_ids"], **by_field, **info)
 
     def to_dataframe(self):
-        """One row per (kind, position, layer): token, score and indirect effect."""
+        """One row per (kind, position, layer[, unit]): token, score and indirect effect."""
         import pandas as pd
 
         start, end = self.subject_range
-        records = [
-            dict(kind=kind, position=t, token=self.tokens[t], in_subject=start <= t < end, layer=l,
-                 score=float(scores[t, l]), indirect_effect=float(scores[t, l] - self.low))
-            for kind, scores in self.scores.items()
-            for t in range(scores.shape[0])
-            for l in range(scores.shape[1])
-        ]
+        records = []
+        for kind, scores in self.scores.items():
+            for index in product(*map(range, scores.shape)):
+                t, l = index[:2]
+                unit = dict(unit=index[2]) if len(index) > 2 else {}
+                records.append(dict(kind=kind, position=t, token=self.tokens[t], in_subject=start <= t < end, layer=l,
+                                    **unit, score=float(scores[index]), indirect_effect=float(scores[index] - self.low)))
         return pd.DataFrame.from_records(records)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from typing import Sequence
 
 import plotly.graph_objects as go
@@ -116,10 +115,3 @@ def plot_layer_sets(
                       "(dotted: before unlearning)",
                       legend=dict(orientation="h", y=-0.45, x=0.5, xanchor="center"))
     return paper_layout(fig, column, height_inches=2.6) if column else fig
-
-
-def plot_compare(*args, **kwargs) -> go.Figure:
-    """Deprecated name of `plot_layer_sets` (the figure of `compare_layer_sets`); it will be
-    removed in 0.3."""
-    warnings.warn("viz.plot_compare is now viz.plot_layer_sets; the old name goes in 0.3", FutureWarning, stacklevel=2)
-    return plot_layer_sets(*args, **kwargs)

@@ -8,21 +8,24 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from causal_unlearn.models.loader import LoadedModel, require_loaded
-from causal_unlearn.tracing.engine import KINDS
+from causal_unlearn.tracing import KINDS, default_window
 from causal_unlearn.tracing.result import TraceResult
 from causal_unlearn.tracing.trace import trace
 from causal_unlearn.viz.live import keep_for_reopening, show_placeholder
 from causal_unlearn.viz.trace import plot_trace
 
 ALL_KINDS = "all three"
+WITH_HEADS = "all three + heads"
+HEAD_KIND = "head"  # traced one attention head at a time: drawn as layer x head panels below the others
 
 
 class TraceExplorer:
     """A causal-trace explorer for Jupyter: prompt, subject and (optional) answer boxes; kind,
     window, samples and metric controls; a Trace button. The heatmap (a plotly `FigureWidget`)
     is redrawn in place; hovering a cell shows its value and the top-5 next tokens with that
-    cell restored. Display it by leaving it last in a cell; a notebook saved with its widget
-    state reopens showing the last trace.
+    cell restored. The kind "head" (or "all three + heads") adds layer x head panels of the
+    attention heads at the last subject token and the last token below. Display it by leaving
+    it last in a cell; a notebook saved with its widget state reopens showing the last trace.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -43,8 +46,9 @@ class TraceExplorer:
                                    layout=widgets.Layout(width="60%"))
         self.subject = widgets.Text(value=subject, description="subject", placeholder="as written in the prompt")
         self.answer = widgets.Text(value=answer, description="answer", placeholder="(model's top-1)")
-        self.kind = widgets.Dropdown(options=[ALL_KINDS, *KINDS], value=ALL_KINDS, description="kind")
-        self.window = widgets.IntSlider(value=min(10, self.model.n_layers), min=1, max=self.model.n_layers,
+        self.kind = widgets.Dropdown(options=[ALL_KINDS, WITH_HEADS, *dict.fromkeys([*KINDS, HEAD_KIND])],
+                                     value=ALL_KINDS, description="kind")
+        self.window = widgets.IntSlider(value=default_window(self.model.n_layers), min=1, max=self.model.n_layers,
                                         description="window")
         self.samples = widgets.IntSlider(value=10, min=1, max=50, description="samples")
         self.metric = widgets.Dropdown(options=[("p(answer)", "prob"), ("log p(answer)", "logprob")], value="prob",
@@ -65,7 +69,7 @@ class TraceExplorer:
     def run(self) -> TraceResult | None:
         """Trace with the current settings and redraw; errors (a subject not in the prompt, ...)
         are shown in the status line, not raised."""
-        kinds = list(KINDS) if self.kind.value == ALL_KINDS else [self.kind.value]
+        kinds = _kinds(self.kind.value)
         self.trace_button.disabled = True
         self.progress.max, self.progress.value = len(kinds), 0
         try:
@@ -102,6 +106,13 @@ class TraceExplorer:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _kinds(choice: str) -> list[str]:
+    """The kinds a dropdown choice traces, one after the other."""
+    if choice == ALL_KINDS:
+        return list(KINDS)
+    return [*KINDS, HEAD_KIND] if choice == WITH_HEADS else [choice]
 
 
 def _merged(first: TraceResult, other: TraceResult) -> TraceResult:

@@ -18,8 +18,11 @@ from pypdf.generic import RectangleObject
 FORMATS = ("pdf", "svg", "png", "jpeg", "webp")
 # kaleido prints PDFs with Chrome's page margins of 0.1 inch on a page of the figure's size:
 # Chrome shrinks the figure to fit the width between the margins and cuts off what then falls
-# below the bottom margin (the bottom of every figure wider than tall).
-PDF_MARGIN_PX = 0.1 * 96
+# below the bottom margin (the bottom of every figure wider than tall). Chrome lays the margins
+# out in whole CSS px, 9 and not 9.6: measured on text placed at known points, the page then
+# holds the figure to 0.1 px at 312 and 648 px wide (with 9.6 it came out 0.4 % too large, so
+# that titles in the lower panels of a tall single-column figure slid onto the panels below).
+PDF_MARGIN_PX = 9
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
@@ -123,7 +126,8 @@ def _padded_for_pdf(fig: go.Figure) -> go.Figure:
     if needed <= height:
         return fig
     padded = go.Figure(fig)
-    margin = _laid_out_margins(fig, pio.to_image(fig, format="svg", width=width, height=height).decode())
+    svg = _retried(lambda: pio.to_image(fig, format="svg", width=width, height=height)).decode()
+    margin = _laid_out_margins(fig, svg)
     if margin is not None:
         padded.update_layout(margin=dict(margin, autoexpand=False))
     else:  # no cartesian panel to measure: the margins as set, which plotly.js may still grow
@@ -132,6 +136,15 @@ def _padded_for_pdf(fig: go.Figure) -> go.Figure:
                              80) for side in "lrtb"}
     padded.update_layout(height=needed, margin=dict(b=margin["b"] + needed - height))
     return padded
+
+
+def _retried(render):
+    """`render()`, once more if kaleido's browser failed it (a page whose script had not loaded
+    yet on a busy machine: "kaleido_scopes is not defined"); a second failure is raised."""
+    try:
+        return render()
+    except Exception:  # kaleido raises its own and choreographer's error types, none of them public
+        return render()
 
 
 def _laid_out_margins(fig: go.Figure, svg: str) -> dict[str, float] | None:

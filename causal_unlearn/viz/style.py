@@ -1,7 +1,8 @@
 """Colours, sizes and the paper template shared by every figure.
 
-Heatmaps use ROME's single-hue scales (Purples / Greens / Reds for hidden / MLP / attention),
-which stay ordered for every kind of colour vision; lines and bars use the Okabe-Ito palette.
+Heatmaps use ROME's single-hue scales (Purples / Greens / Reds for hidden / MLP / attention, Blues
+for single attention heads), which stay ordered for every kind of colour vision; lines and bars
+use the Okabe-Ito palette.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from typing import Literal
 import plotly.graph_objects as go
 import plotly.io as pio
 
-KIND_COLORSCALES = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
-KIND_TITLES = {"hidden": "single restored layer", "mlp": "restored MLP", "attn": "restored attention"}
+KIND_COLORSCALES = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds", "head": "Blues"}
+KIND_TITLES = {"hidden": "single restored layer", "mlp": "restored MLP", "attn": "restored attention",
+               "head": "restored attention head"}
+HEAD_NOUNS = {"head": "heads"}  # a panel of one token's heads: "heads at ' Russet' (last subject token)"
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under every common colour-vision deficiency.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-KIND_COLORS = {"hidden": "#7B4EA3", "mlp": "#009E73", "attn": "#D55E00"}
+KIND_COLORS = {"hidden": "#7B4EA3", "mlp": "#009E73", "attn": "#D55E00", "head": "#0072B2"}
 
 PIXELS_PER_INCH = 96  # plotly's px are CSS px: a PDF page of W px is W / 96 inches wide
 COLUMN_WIDTHS_INCHES = {"single": 3.25, "double": 6.75}  # ACL / NeurIPS-style two-column pages
@@ -58,6 +61,18 @@ def panel_color_axis(fig: go.Figure, panel: int, *, colorbar: dict | None = None
                thickness=8, xpad=4, **(colorbar or {}))
     fig.update_layout({f"coloraxis{suffix}": dict(colorbar=bar, **axis)})
     return f"coloraxis{suffix}"
+
+
+def subplot_number(fig: go.Figure, row: int, col: int) -> int:
+    """The number plotly gave the axes of the subplot at (`row`, `col`) ("xaxis" is 1), which
+    skips the empty cells of a grid: what `panel_color_axis` takes.
+
+    Examples:
+        >>> from plotly.subplots import make_subplots
+        >>> subplot_number(make_subplots(rows=2, cols=2, specs=[[{}, None], [{}, {}]]), 2, 2)
+        3
+    """
+    return int(fig.get_subplot(row, col).xaxis.plotly_name.removeprefix("xaxis") or 1)
 
 
 def stacks_panels(column: Column | None, n_panels: int) -> bool:
