@@ -91,6 +91,13 @@ def test_heads_and_a_metric_of_ones_own_through_the_serialized_remote_path(built
     settings = dict(samples=2, kinds=("head",), metric=log_odds)
     engine = cu.trace(builtin, PROMPT, SUBJECT, progress=False, **settings)
     assert_same_trace(cu.trace(builtin, PROMPT, SUBJECT, backend="nnsight", remote="local", **settings), engine)
+    # a function spelling out a built-in gives the built-in's numbers
+    settings = dict(samples=2, kinds=("hidden",), answer=" February")
+    built_in = cu.trace(builtin, PROMPT, SUBJECT, metric="logprob", progress=False, **settings)
+    spelled_out = cu.trace(builtin, PROMPT, SUBJECT, backend="nnsight", **settings,
+                           metric=lambda logits: logits.log_softmax(-1)[:, built_in.answer_id])
+    assert_same_trace(spelled_out, built_in)
+    assert built_in.scores["hidden"].std() > 1e-2
 
 
 def test_trace_facts_pools_the_same_noise_through_nnsight(builtin, world):
