@@ -11,69 +11,60 @@ Examples:
     True
 """
 
-from causal_unlearn.data import BiosWorld, Probe, Row, SemEvalData, TraceFact, UnlearningTask, load_semeval, make_bios_world
-from causal_unlearn.models import (
-    ArchitectureMismatchError, ArchitectureSpec, LoadedModel, UnsupportedArchitectureError, get_architecture, load_model,
-    register_architecture, supported_architectures,
-)
-from causal_unlearn import patching
-from causal_unlearn.patching import MLPNeurons, ModuleSite, Site
-from causal_unlearn.tracing import (
-    AveragedEffects, GaussianNoise, LogitDifference, LogProbability, Probability, ProbabilityMass, TokenReplacement,
-    TraceConfig, TraceResult, UniformNoise, average_effects, trace, trace_facts,
-)
-from causal_unlearn.localization import Localization, TraceComparison, compare_traces, localize
-from causal_unlearn.unlearning import (
-    Objective, ParameterSelection, UnlearnCallback, UnlearnConfig, UnlearnResult, UnlearningDivergedError, UnlearningInterrupted,
-    select_parameters, shard_model, unlearn,
-)
-from causal_unlearn.evaluation import (
-    SemEvalScores, evaluate, exact_match, greedy_generate, knowledge_report, probe_recall, rouge_l_recall,
-)
-from causal_unlearn.auditing import (
-    AuditConfig, AuditResult, RelearnBudget, audit, compare_layer_sets, control_layer_sets,
-)
+import importlib
+
 from causal_unlearn.figures import register_figure
 
+__version__ = "0.1.0"
+
+# Every name is imported on first use (PEP 562), so that `import causal_unlearn` and the command
+# line's --help load neither torch nor transformers, and `cu.viz` neither plotly nor ipywidgets.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "causal_unlearn.data": ("BiosWorld", "Probe", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval",
+                            "make_bios_world"),
+    "causal_unlearn.models": ("ArchitectureMismatchError", "ArchitectureSpec", "LoadedModel",
+                              "UnsupportedArchitectureError", "get_architecture", "load_model", "register_architecture",
+                              "supported_architectures"),
+    "causal_unlearn.patching": ("MLPNeurons", "ModuleSite", "Site"),
+    "causal_unlearn.tracing": ("AveragedEffects", "GaussianNoise", "LogProbability", "LogitDifference", "Probability",
+                               "ProbabilityMass", "TokenReplacement", "TraceConfig", "TraceResult", "UniformNoise",
+                               "average_effects", "trace", "trace_facts"),
+    "causal_unlearn.localization": ("Localization", "TraceComparison", "compare_traces", "localize"),
+    "causal_unlearn.unlearning": ("Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
+                                  "UnlearningDivergedError", "UnlearningInterrupted", "select_parameters", "shard_model",
+                                  "unlearn"),
+    "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report",
+                                  "probe_recall", "rouge_l_recall"),
+    "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "RelearnBudget", "audit", "compare_layer_sets",
+                                "control_layer_sets"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+_PACKAGES = ("auditing", "builtin", "data", "evaluation", "figures", "localization", "models", "patching", "tracing",
+             "unlearning", "validation", "viz")
+
 # what `result.plot()` draws for each result type; the figures load on the first call
-for _type, _figure in [(TraceResult, "trace:plot_trace"), (AveragedEffects, "effects:plot_average_effects"),
-                       (TraceComparison, "comparison:plot_trace_comparison"),
-                       (UnlearnResult, "unlearning:plot_unlearning"), (AuditResult, "audit:plot_audit")]:
-    register_figure(_type, f"causal_unlearn.viz.{_figure}")
+for _type, _figure in [("tracing.result:TraceResult", "trace:plot_trace"),
+                       ("tracing.average:AveragedEffects", "effects:plot_average_effects"),
+                       ("localization.verify:TraceComparison", "comparison:plot_trace_comparison"),
+                       ("unlearning.result:UnlearnResult", "unlearning:plot_unlearning"),
+                       ("auditing.result:AuditResult", "audit:plot_audit")]:
+    register_figure(f"causal_unlearn.{_type}", f"causal_unlearn.viz.{_figure}")
 del _type, _figure
 
 
 def __getattr__(name: str):
-    """`cu.viz` (figures and widgets: cu.viz.plot_trace, cu.viz.TraceExplorer, ...) is imported on
-    first use, so that `import causal_unlearn` loads neither plotly nor ipywidgets."""
-    if name == "viz":
-        import importlib
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+    elif name in _PACKAGES:
+        value = importlib.import_module(f"causal_unlearn.{name}")
+    else:
+        raise AttributeError(f"module 'causal_unlearn' has no attribute {name!r}")
+    globals()[name] = value  # found once
+    return value
 
-        return importlib.import_module("causal_unlearn.viz")
-    raise AttributeError(f"module 'causal_unlearn' has no attribute {name!r}")
 
-__version__ = "0.1.0"
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME) | set(_PACKAGES))
 
-__all__ = [
-    # data
-    "BiosWorld", "Probe", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval", "make_bios_world",
-    # models
-    "ArchitectureMismatchError", "ArchitectureSpec", "LoadedModel", "UnsupportedArchitectureError", "get_architecture",
-    "load_model", "register_architecture", "supported_architectures",
-    # patching
-    "MLPNeurons", "ModuleSite", "Site", "patching",
-    # tracing
-    "AveragedEffects", "GaussianNoise", "LogProbability", "LogitDifference", "Probability", "ProbabilityMass",
-    "TokenReplacement", "TraceConfig", "TraceResult", "UniformNoise", "average_effects", "trace", "trace_facts",
-    # localization
-    "Localization", "TraceComparison", "compare_traces", "localize",
-    # unlearning
-    "Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
-    "select_parameters", "shard_model", "unlearn",
-    # evaluation
-    "SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report", "probe_recall", "rouge_l_recall",
-    # audit
-    "AuditConfig", "AuditResult", "RelearnBudget", "audit", "compare_layer_sets", "control_layer_sets",
-    # figures
-    "viz",
-]
+
+__all__ = [*_HOME, "patching", "viz"]

@@ -28,6 +28,12 @@ def trace_command(args: argparse.Namespace) -> int:
 
     lm = _load(args)
     noise = _number_or_text(args.noise)
+    if args.replacement is not None:
+        from causal_unlearn.tracing import TokenReplacement
+
+        if args.noise != "s3":
+            raise ValueError("--replacement corrupts by reading another prompt; leave out --noise with it")
+        noise = TokenReplacement(args.replacement)
     result = trace(lm, args.prompt, args.subject, answer=args.answer, kinds=args.kinds.split(","), samples=args.samples,
                    noise=noise, window=args.window, metric=args.metric, foil=args.foil, seed=args.seed,
                    method=args.method)
@@ -261,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", default=BUILTIN, help="built-in name, local folder or hub id")
         sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
         sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the checkpoint's)")
+        sub.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
         sub.set_defaults(run=run)
         return sub
 
@@ -287,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--window", type=int, default=None, help="layers restored around each MLP / attention cell "
                      "(default: about a fifth of the model's depth)")
     sub.add_argument("--noise", default="s3", help="'s3' (3 x the subject embeddings' std), 'uniform' or a scale")
+    sub.add_argument("--replacement", default=None, metavar="PROMPT", help="corrupt by token replacement instead: "
+                     "the corrupted run reads this prompt (same token length), e.g. 'Ada Cobalt lives in'")
     sub.add_argument("--metric", default="prob", choices=["prob", "logprob", "logit_diff"],
                      help="score of the answer token (logit_diff: against --foil)")
     sub.add_argument("--foil", default=None, help="the token logit_diff compares the answer with, e.g. ' Paris'")
@@ -360,8 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a mistake in what was asked (a subject not in the prompt, a missing file)
+    prints one line, `error: ...`, and exits with status 2, as argparse does for bad options
+    (`--debug` shows the traceback)."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
+        print(f"error: {message} (--debug shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ import importlib
 from typing import Any
 
 
-def register_figure(result_type: type, function_path: str) -> None:
+_BY_TYPE_PATH: dict[str, str] = {}  # "package.module:Class" -> "package.module:function"
+
+
+def register_figure(result_type: type | str, function_path: str) -> None:
     """Let `result.plot()` call the function at `function_path` ("package.module:function"),
-    which takes the result as its first argument.
+    which takes the result as its first argument. The type may be named by its path
+    ("package.module:Class"), so that registering it imports nothing.
 
     Examples:
         >>> class Curve(Plottable): ...
@@ -22,18 +26,23 @@ def register_figure(result_type: type, function_path: str) -> None:
         >>> figure_function(Curve).__name__
         'dumps'
     """
-    module, _, name = function_path.partition(":")
-    if not module or not name:
-        raise ValueError(f"function_path must read 'package.module:function', got {function_path!r}")
-    result_type.figure_path = function_path  # on the type itself, so subclasses inherit it
+    for path in (function_path,) + ((result_type,) if isinstance(result_type, str) else ()):
+        module, _, name = path.partition(":")
+        if not module or not name:
+            raise ValueError(f"{path!r} must read 'package.module:name'")
+    if isinstance(result_type, str):
+        _BY_TYPE_PATH[result_type] = function_path
+    else:
+        result_type.figure_path = function_path  # on the type itself, so subclasses inherit it
 
 
 def figure_function(result_type: type) -> Any:
     """The function registered to draw `result_type` (or the nearest base class registered)."""
-    path = getattr(result_type, "figure_path", None)
-    if path is not None:
-        module, _, name = path.partition(":")
-        return getattr(importlib.import_module(module), name)
+    for cls in result_type.__mro__:
+        path = cls.__dict__.get("figure_path") or _BY_TYPE_PATH.get(f"{cls.__module__}:{cls.__qualname__}")
+        if path is not None:
+            module, _, name = path.partition(":")
+            return getattr(importlib.import_module(module), name)
     raise TypeError(f"no figure is registered for {result_type.__name__}; register one with "
                     "causal_unlearn.figures.register_figure")
 

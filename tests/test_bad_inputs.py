@@ -86,6 +86,32 @@ def _meta_model(c):
         return tiny_model("llama")
 
 
+def _broken_qwen(c):
+    """A model whose own forward fails: more key/value heads than heads."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from tiny_models import _COMMON
+
+    config = Qwen2Config(**{**_COMMON, "num_key_value_heads": 8}, max_position_embeddings=64)
+    return cu.load_model(AutoModelForCausalLM.from_config(config).eval(), tiny_tokenizer())
+
+
+def _semeval_folder(c, name: str, forget: bytes):
+    folder = c.tmp / name
+    folder.mkdir(exist_ok=True)
+    (folder / f"forget{'.parquet' if forget.startswith(b'PAR1') else '.jsonl'}").write_bytes(forget)
+    (folder / "retain.jsonl").write_text('{"id": "r qa0", "input": "q", "output": "a", "task": "T"}\n')
+    return cu.load_semeval(folder)
+
+
+def _trace_with_metadata(c, metadata: str) -> str:
+    from safetensors.torch import save_file
+
+    path = c.tmp / f"metadata_{len(metadata)}.safetensors"
+    save_file({"input_ids": torch.zeros(2, dtype=torch.long)}, str(path), metadata={"trace_result": metadata})
+    return str(path)
+
+
 def _retraced(c, **settings):
     from dataclasses import replace
 
@@ -119,6 +145,9 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
      "register_architecture takes an ArchitectureSpec"),
     ("register: twice", lambda c: cu.register_architecture(cu.get_architecture("llama")), ValueError,
      "already registered"),
+    ("load: a misspelt built-in name", lambda c: cu.load_model("olmo-tiny-bio"), ValueError,
+     "did you mean 'olmo-tiny-bios'"),
+    ("load: a model whose own forward fails", _broken_qwen, ValueError, "fails on a 6-token forward of its own"),
     # ------------------------------------------------------------------ trace: subject and prompt
     ("trace: subject not in prompt", _trace(subject="Anna"), ValueError, r"'Anna' does not occur in prompt"),
     ("trace: empty subject", _trace(subject=""), ValueError, "the subject is empty"),
@@ -133,6 +162,12 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
      "longer than the model's context of 512"),
     # ------------------------------------------------------------------ trace: answer and foil
     ("trace: empty answer", _trace(answer=""), ValueError, "the answer is an empty string"),
+    ("trace: foil that is the answer", _trace(answer=" Houston", metric="logit_diff", foil=" Houston"), ValueError,
+     "the answer's own token"),
+    ("trace: token replacement by the same prompt", _trace(noise=TokenReplacement(PROMPT)), ValueError,
+     "nothing is corrupted"),
+    ("trace: remote on a local model", _trace(backend="nnsight", remote=True), ValueError,
+     "runs models by their hub id"),
     ("trace: answer id too large", _trace(answer=10**9), ValueError, "outside the model's vocabulary"),
     ("trace: negative answer id", _trace(answer=-1), ValueError, "outside the model's vocabulary"),
     ("trace: numpy answer id too large", _trace(answer=np.int64(10**9)), ValueError, "outside the model's vocabulary"),
@@ -227,7 +262,7 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
     ("select: float layer", lambda c: cu.select_parameters(c.lm, [1.0]), TypeError,
      r"layers must be integers; got 1.0 \(float\)"),
     ("select: layers as a string", lambda c: cu.select_parameters(c.lm, "0,1"), TypeError,
-     "layers must be integers"),
+     r"layers must be integers in a list, e.g. layers=\[0, 1\], got the string '0,1'"),
     ("select: a single int", lambda c: cu.select_parameters(c.lm, 3), TypeError, r"layers=\[3\]"),
     ("select: unknown modules", lambda c: cu.select_parameters(c.lm, [0], "ffn"), ValueError, "unknown modules 'ffn'"),
     # ------------------------------------------------------------------ unlearn
@@ -240,6 +275,8 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
     ("unlearn: rows as strings", _unlearn(forget=["Otto Russet lives in Houston"]), TypeError,
      "forget row 0 is a str; rows are causal_unlearn.Row"),
     ("unlearn: empty output", _unlearn(forget=[cu.Row("x qa0", "q", " ", "T")]), ValueError, "empty output"),
+    ("unlearn: a row id evaluate cannot score", _unlearn(forget=[cu.Row("row-1", "q", "a", "T")]), ValueError,
+     r"forget row 0: row id 'row-1' does not end with 'sc<N>' or 'qa<N>'"),
     ("unlearn: no layers", _unlearn(layers=[]), ValueError, "no layers given"),
     ("unlearn: layer out of range", _unlearn(layers=[8]), ValueError, "out of range"),
     ("unlearn: selection without evaluations", _unlearn(eval_every=None), ValueError, "needs evaluations"),
@@ -287,6 +324,15 @@ CASES: list[tuple[str, Callable[[Context], Any], type[BaseException], str]] = [
      "unknown attribute 'shoe size'"),
     ("world: negative size", lambda c: cu.make_bios_world(n_forget=-1), ValueError, "need non-negative split sizes"),
     ("semeval: missing folder", lambda c: cu.load_semeval(c.tmp / "no_such_data"), FileNotFoundError, "no_such_data"),
+    ("semeval: an empty forget file", lambda c: _semeval_folder(c, "empty", b""), ValueError,
+     "the forget split has no rows"),
+    ("semeval: a binary jsonl", lambda c: _semeval_folder(c, "binary", b"\x89PNG\xff\xfe"), ValueError, "not UTF-8 text"),
+    ("semeval: a corrupt parquet", lambda c: _semeval_folder(c, "parquet", b"PAR1 not really"), ValueError,
+     "not a readable Parquet file"),
+    ("trace result: metadata that is not JSON", lambda c: cu.TraceResult.load(_trace_with_metadata(c, "{oops")),
+     ValueError, "its trace_result metadata is not what TraceResult.save writes"),
+    ("trace result: metadata without settings", lambda c: cu.TraceResult.load(_trace_with_metadata(c, "{}")),
+     ValueError, "its trace_result metadata is not what TraceResult.save writes"),
     # ------------------------------------------------------------------ audit
     ("audit: unknown check", lambda c: cu.AuditConfig(checks=("vibes",)), ValueError, "unknown audit check"),
     ("audit: zero probes per form", lambda c: cu.AuditConfig(probes_per_form=0), ValueError,
@@ -348,3 +394,74 @@ def test_a_subject_that_occurs_twice_says_which_occurrence_is_corrupted(ctx):
                                          r"'Otto', ' Russet'\) is corrupted"):
         result = cu.trace(ctx.lm, prompt, SUBJECT, kinds=("mlp",), samples=1, window=3, progress=False)
     assert result.subject_range == (1, 3)
+
+
+# ---------------------------------------------------------------------- probably not what was meant: a warning
+
+
+def test_an_answer_without_its_space_warns_with_the_spelling_meant(ctx):
+    with pytest.warns(cu.tracing.tokens.AnswerSpacingWarning, match=r"did you mean ' Houston'"):
+        result = cu.trace(ctx.lm, PROMPT, SUBJECT, answer="Houston", kinds=("hidden",), samples=1, progress=False)
+    assert result.answer == "H" and not result.known
+
+
+def test_a_fact_the_model_does_not_know_says_so(ctx, world):
+    with pytest.warns(cu.tracing.tokens.UnknownFactWarning, match=r"its top-1 is ' Houston', not the answer ' Boston'"):
+        cu.trace(ctx.lm, PROMPT, SUBJECT, answer=" Boston", kinds=("hidden",), samples=1, progress=False)
+    facts = [(PROMPT, SUBJECT, " Boston"), (PROMPT, SUBJECT, " Houston")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cu.trace_facts(ctx.lm, facts, kinds=("hidden",), samples=1, progress=False)
+    unknown = [w for w in caught if issubclass(w.category, cu.tracing.tokens.UnknownFactWarning)]
+    assert len(unknown) == 1 and "1 of 2 facts are not known" in str(unknown[0].message)
+
+
+# ---------------------------------------------------------------------- fast failures, a clean command line
+
+
+def test_an_unreachable_hub_fails_without_retrying(ctx, monkeypatch):
+    import time
+
+    def no_waiting(seconds):
+        raise AssertionError(f"load_model waited {seconds} s to retry the hub")
+
+    monkeypatch.setattr(time, "sleep", no_waiting)
+    for name in ("gpt2", "no-such-org/no-such-model"):
+        with pytest.raises(OSError, match=f"could not load '{name}'.*hub access"):
+            cu.load_model(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"device='cuda', but .* use device='cpu'"):
+        cu.load_model("olmo-tiny-bios", device="cuda")
+
+
+def test_the_command_line_prints_one_error_line_and_exits_2(capsys):
+    from causal_unlearn.cli import main
+
+    assert main(["trace", "--prompt", PROMPT, "--subject", "Anna", "--samples", "1"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # beside transformers' loading bar
+    assert len(errors) == 1 and errors[0].startswith("error: subject 'Anna' does not occur in prompt")
+    assert "Traceback" not in err
+    with pytest.raises(ValueError, match="does not occur"):
+        main(["trace", "--prompt", PROMPT, "--subject", "Anna", "--samples", "1", "--debug"])
+
+
+def test_the_command_line_help_loads_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom causal_unlearn.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['trace', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'transformers', 'plotly'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_reprs_are_one_line_and_say_what_matters(ctx):
+    text = repr(ctx.trace)
+    assert "\n" not in text and len(text) < 300 and "' Houston'" in text and "(5, 8)" in text
+    effects = repr(cu.average_effects([ctx.trace, ctx.trace]))
+    assert "\n" not in effects and "up to 2 facts" in effects and "(7, 8)" in effects

@@ -117,6 +117,8 @@ def test_the_console_script_answers():
     assert "causal-unlearn demo" in completed.stdout and "evaluate" in completed.stdout
 
 
-def test_bad_model_is_a_clear_error():
+def test_bad_model_is_a_clear_error(capsys):
+    assert main(["knowledge", "--model", "./does-not-exist"]) == 2
+    assert capsys.readouterr().err.strip() == "error: no model folder at ./does-not-exist (--debug shows where)"
     with pytest.raises(FileNotFoundError, match="no model folder"):
-        main(["knowledge", "--model", "./does-not-exist"])
+        main(["knowledge", "--model", "./does-not-exist", "--debug"])

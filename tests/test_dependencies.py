@@ -23,6 +23,7 @@ DISTRIBUTIONS = {
     "yaml": "pyyaml",
     "PIL": "pillow",
     "transformer_lens": "transformer-lens",
+    "huggingface_hub": "huggingface-hub",
 }
 # imported, but not declared: a declared dependency requires it, and the import is guarded
 PROVIDED_BY = {

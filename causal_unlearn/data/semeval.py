@@ -93,6 +93,10 @@ def load_semeval(path_or_dir: str | Path, *, splits: Iterable[str] = ("forget", 
     loaded: dict[str, list[Row]] = {}
     for file in files:
         loaded.setdefault(_SHARD.sub("", file.stem), []).extend(read_rows(file))
+    empty = [split for split, rows in loaded.items() if not rows]
+    if empty:
+        raise SemEvalFormatError(f"{path}: the {empty[0]} split has no rows (its file is empty); every split needs "
+                                 "rows with fields id, input, output, task")
     return SemEvalData(loaded)
 
 
@@ -117,8 +121,13 @@ def read_rows(file: str | Path) -> list[Row]:
 
 
 def _jsonl_records(file: Path) -> Iterable[tuple[str, Any]]:
-    with open(file) as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(file, encoding="utf-8") as handle:
+        try:
+            lines = list(handle)
+        except UnicodeDecodeError as error:
+            raise SemEvalFormatError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); a .jsonl file "
+                                     "holds one JSON object per line") from error
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -128,9 +137,15 @@ def _jsonl_records(file: Path) -> Iterable[tuple[str, Any]]:
 
 
 def _parquet_records(file: Path) -> Iterable[tuple[str, Any]]:
+    import pyarrow
     import pyarrow.parquet as pq
 
-    for index, record in enumerate(pq.read_table(file).to_pylist()):
+    try:
+        table = pq.read_table(file)
+    except (pyarrow.ArrowException, OSError) as error:
+        raise SemEvalFormatError(f"{file} is not a readable Parquet file ({str(error).splitlines()[0][:160]}); write it "
+                                 "again, or use .jsonl") from error
+    for index, record in enumerate(table.to_pylist()):
         yield f"row {index}", record
 
 

@@ -61,7 +61,7 @@ def task_aggregate(task_scores: dict[str, dict[str, float]]) -> float:
         >>> task_aggregate({"Task2": {"forget_knowledge": 0.0, "retain_knowledge": 1.0}})
         1.0
         >>> task_aggregate({"Task2": {"forget_knowledge": 1.0, "retain_knowledge": 1.0}})
-        0
+        0.0
     """
     values = [
         1.0 - value if name.startswith("forget_") else value
@@ -70,7 +70,7 @@ def task_aggregate(task_scores: dict[str, dict[str, float]]) -> float:
     ]
     if not values:
         raise ValueError("no task scores to aggregate")
-    return harmonic_mean(values)
+    return float(harmonic_mean(values))  # statistics returns the int 0 where a value is 0
 
 
 def mia_score(member_nll: Sequence[float], nonmember_nll: Sequence[float]) -> tuple[float, float]:
@@ -115,7 +115,7 @@ def evaluate(
         >>> scores = cu.evaluate(lm, world.forget[:12], world.retain[:12], members=world.forget[:12],
         ...                      nonmembers=world.holdout[:12], utility=world.general_knowledge[:10], progress=False)
         >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
-        (1.0, 0, True, 1.0)
+        (1.0, 0.0, True, 1.0)
     """
     require_loaded(model, "evaluate")
     _require_rows("forget", forget)

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import inspect
 import os
+import socket
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hub_constants
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -267,12 +272,18 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
-    if device is None or isinstance(device, torch.device):
+    if device is None:
         return device
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this PyTorch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device={str(device)!r}, but {why}; use device='cpu' (or leave device out: CUDA where present)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}, but MPS is not available here; use device='cpu'")
+    return device
 
 
 def _default_device() -> str:
@@ -304,17 +315,35 @@ def _from_pretrained(
             )
     elif text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise FileNotFoundError(f"no model folder at {text}")
+    elif close := difflib.get_close_matches(text, BUILTIN_MODELS, n=1, cutoff=0.8):
+        raise ValueError(f"no model {text!r}: not a folder, and not a built-in name; did you mean {close[0]!r}?")
+    reachable = _hub_reachable()
     try:
-        model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype or "auto", device_map=None)
+        # without the hub, look in the local cache only: no retries against a host that cannot answer
+        with mock.patch.object(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE or not reachable):
+            model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype or "auto", device_map=None)
     except OSError as error:
+        where = "reachable on the Hugging Face hub" if reachable else "in the local cache, and the hub cannot be reached"
         raise OSError(
-            f"could not load {name!r}: it is neither a local folder nor reachable on the Hugging Face hub "
+            f"could not load {name!r}: it is neither a local folder nor {where} "
             f"({error.__class__.__name__}: {str(error).splitlines()[0]}). On a machine with hub access run "
             f"`hf download {name} --local-dir <folder>` (or from_pretrained then save_pretrained), then "
             "pass that folder to load_model."
         ) from error
     model.to(device or _default_device())
     return model, text, name
+
+
+def _hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether the hub's host answers a connection within `timeout` (False in offline mode)."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(hub_constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:

@@ -65,6 +65,10 @@ def check_residual_stream(model: nn.Module, spec: ArchitectureSpec) -> None:
     )
 
 
+class ModelForwardError(ValueError):
+    """The model's own forward fails, before anything of this library runs."""
+
+
 def _probe(model: nn.Module, input_ids: Tensor, addresses: list[str]) -> dict[str, Tensor]:
     """The outputs at `addresses` for one forward of `input_ids`, in eval mode (no dropout)."""
     training = model.training
@@ -72,6 +76,11 @@ def _probe(model: nn.Module, input_ids: Tensor, addresses: list[str]) -> dict[st
     try:
         with torch.no_grad(), record(model, addresses) as seen:
             model(input_ids=input_ids[None], use_cache=False)
+    except (RuntimeError, ValueError, IndexError) as error:  # its own code fails: a config it cannot run
+        raise ModelForwardError(
+            f"this {model.config.model_type} model fails on a 6-token forward of its own "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); check its config (e.g. "
+            "num_key_value_heads must divide num_attention_heads, hidden_size must be heads x head_dim)") from error
     finally:
         model.train(training)
     return seen

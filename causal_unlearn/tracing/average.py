@@ -68,6 +68,12 @@ class AveragedEffects(Plottable):
     def kinds(self) -> list[str]:
         return list(self.mean)
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{kind!r}: {tuple(mean.shape)}" for kind, mean in self.mean.items())
+        facts = max((int(count.max()) for count in self.count.values()), default=0)
+        return (f"AveragedEffects({self.value}, {len(self.groups)} token groups, up to {facts} fact{'s' * (facts != 1)}, "
+                f"{self.confidence:.0%} intervals, mean={{{shapes}}})")
+
     def by_layer(self, kind: str, token_group: str | None = None) -> tuple[Float[Tensor, " layer"], list[str]]:
         """Each layer's mean effect in `token_group`, or in its strongest group when None, and
         the group it was read from."""

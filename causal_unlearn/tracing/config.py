@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 from causal_unlearn.models.hooks import attention_recordable
-from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.models.loader import BUILTIN_MODELS, LoadedModel
 from causal_unlearn.patching.sites import KINDS, Site, resolve_site
 from causal_unlearn.tracing.corruption import Corruption, resolve_corruption
 from causal_unlearn.tracing.metrics import BuiltinMetric, Metric, describe_metric, resolve_metric
@@ -187,6 +188,10 @@ class TraceConfig:
         if lm.is_sharded:
             raise ValueError(f"{lm.name} is sharded over processes (shard_model), which is for training; trace an "
                              "unsharded model (load it again, or the folder result.save_pretrained wrote)")
+        if self.remote is True and (lm.name in BUILTIN_MODELS or Path(lm.name).expanduser().exists()):
+            raise ValueError(f"remote=True sends the trace to NDIF, which runs models by their hub id (e.g. "
+                             f"'openai-community/gpt2'); {lm.name!r} is a model on this machine: trace it here "
+                             "(remote=False), or try the request path locally with remote='local'")
         for site in self.sites:
             site.check(lm)
         config = self if self.window is not None else replace(self, window=default_window(lm.n_layers))

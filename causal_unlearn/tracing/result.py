@@ -81,6 +81,13 @@ class TraceResult(Plottable):
     def kinds(self) -> list[str]:
         return list(self.scores)
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{kind!r}: {tuple(scores.shape)}" for kind, scores in self.scores.items())
+        known = "" if self.known else f", known=False (top-1 {self.clean_prediction!r})"
+        return (f"TraceResult({self.prompt!r} -> {self.answer!r}, subject={self.subject!r}, high={self.high:.4g}, "
+                f"low={self.low:.4g}{known}, scores={{{shapes}}}, metric={self.settings.metric!r}, "
+                f"window={self.settings.window}, samples={self.settings.samples})")
+
     def indirect_effects(self, kind: str) -> Float[Tensor, "pos layer"]:
         """score - low: how much restoring the cell recovers."""
         if kind not in self.scores:
@@ -122,10 +129,14 @@ class TraceResult(Plottable):
                              f"({str(error).splitlines()[0]}); it may be truncated or corrupt, so save the trace again") from None
         if "trace_result" not in metadata:
             raise ValueError(f"{path} is not a saved TraceResult (no trace_result metadata)")
-        info = json.loads(metadata["trace_result"])
+        try:
+            info = json.loads(metadata["trace_result"])
+            info["settings"] = TraceSettings(**info["settings"])
+        except (json.JSONDecodeError, TypeError, KeyError) as error:
+            raise ValueError(f"{path} is not a saved TraceResult: its trace_result metadata is not what "
+                             f"TraceResult.save writes ({type(error).__name__}: {error}); save the trace again") from error
         by_field = {name: {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
                     for name in ("scores", "top_ids", "top_probs")}
-        info["settings"] = TraceSettings(**info["settings"])
         info["subject_range"] = tuple(info["subject_range"])
         return cls(input_ids=tensors["input_ids"], **by_field, **info)
 

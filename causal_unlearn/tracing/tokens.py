@@ -12,6 +12,14 @@ class MultiTokenAnswerWarning(UserWarning):
     """The answer is several tokens; the trace scores the first."""
 
 
+class AnswerSpacingWarning(UserWarning):
+    """The answer follows the prompt without a space, which is probably not what was meant."""
+
+
+class UnknownFactWarning(UserWarning):
+    """The model's clean top-1 is not the answer: it does not know the fact being traced."""
+
+
 def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int, int]:
     """[start, end) of the tokens that cover the first occurrence of `subject` in `prompt`.
 
@@ -71,6 +79,14 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
             "boundary (usually with a leading space) or pass the answer token id"
         )
     answer_ids = full_ids[len(prompt_ids):]
+    spaced = _spaced_alternative(lm, prompt, answer, prompt_ids)
+    if spaced is not None and spaced[0] != answer_ids[0]:
+        pieces = [lm.tokenizer.decode([i]) for i in answer_ids]
+        warnings.warn(
+            f"answer {answer!r} follows the prompt without a space, so it is scored as the token {pieces[0]!r} "
+            f"(of {pieces}); did you mean {' ' + answer!r}, which is {len(spaced)} token(s) "
+            f"{[lm.tokenizer.decode([i]) for i in spaced]}?", AnswerSpacingWarning, stacklevel=4)
+        return answer_ids[0]
     if len(answer_ids) > 1:
         pieces = [lm.tokenizer.decode([i]) for i in answer_ids]
         warnings.warn(
@@ -79,3 +95,12 @@ def answer_token_id(lm: LoadedModel, prompt: str, answer: str | int) -> int:
             stacklevel=3,
         )
     return answer_ids[0]
+
+
+def _spaced_alternative(lm: LoadedModel, prompt: str, answer: str, prompt_ids: list[int]) -> list[int] | None:
+    """The answer's tokens with a leading space, where the answer starts a word right after the
+    prompt's last one (" Houston" meant, "Houston" written); None otherwise."""
+    if not (answer[:1].isalpha() and prompt[-1:].isalpha()):  # a word glued to the last one: "inHouston"
+        return None
+    spaced = lm.tokenizer(prompt + " " + answer)["input_ids"]
+    return spaced[len(prompt_ids):] if spaced[: len(prompt_ids)] == prompt_ids else None

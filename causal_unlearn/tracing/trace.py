@@ -20,7 +20,12 @@ from causal_unlearn.tracing.engines import TraceInput, TraceScores
 from causal_unlearn.tracing.metrics import bind_metric
 from causal_unlearn.tracing.nnsight_backend import clean_passes
 from causal_unlearn.tracing.result import TraceResult, TraceSettings
-from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning, answer_token_id, subject_token_range
+from causal_unlearn.tracing.tokens import (
+    MultiTokenAnswerWarning,
+    UnknownFactWarning,
+    answer_token_id,
+    subject_token_range,
+)
 from causal_unlearn.validation import integer, text
 
 
@@ -54,7 +59,12 @@ def trace(
     lm = require_loaded(model, "trace")
     tracer = _Tracer(lm, _configured(lm, config, "trace", overrides))
     fact = tracer.prepare(prompt, subject, answer, tracer.config.subject_std)
-    return tracer.result(fact, tracer.compute([fact], progress)[0])
+    result = tracer.result(fact, tracer.compute([fact], progress)[0])
+    if not result.known:
+        warnings.warn(f"the model does not know this fact: after {prompt!r} its top-1 is {result.clean_prediction!r}, "
+                      f"not the answer {result.answer!r} (p = {result.high:.3g}); the trace says how much each state "
+                      "restores that p, and result.known is False", UnknownFactWarning, stacklevel=2)
+    return result
 
 
 def _configured(lm: LoadedModel, config: TraceConfig | None, caller: str, overrides: dict) -> TraceConfig:
@@ -191,12 +201,13 @@ def trace_facts(
     _summarize_warnings(caught, len(facts))
     for fact, result in zip(facts, results):
         result.meta.update(attribute=fact.attribute, person_id=fact.person_id, split=fact.split)
-    if require_known:
-        known = [r for r in results if r.known]
-        if len(known) < len(results):
-            warnings.warn(f"dropped {len(results) - len(known)} of {len(results)} facts whose clean top-1 is not the answer",
-                          stacklevel=2)
-        results = known
+    unknown = sum(not r.known for r in results)
+    if unknown and require_known:
+        warnings.warn(f"dropped {unknown} of {len(results)} facts whose clean top-1 is not the answer", stacklevel=2)
+        results = [r for r in results if r.known]
+    elif unknown:
+        warnings.warn(f"{unknown} of {len(results)} facts are not known (the model's clean top-1 is not the answer; "
+                      "their result.known is False); require_known=True drops them", UnknownFactWarning, stacklevel=2)
     return results
 
 
@@ -252,6 +263,9 @@ def _replacement_ids(lm: LoadedModel, prompt: str, other: str, input_ids: torch.
             f"token replacement needs prompts of equal token length: {prompt!r} is {input_ids.shape[0]} tokens "
             f"{lm.to_str_tokens(prompt)}, {other!r} is {other_ids.shape[0]} {lm.to_str_tokens(other)}"
         )
+    if torch.equal(other_ids.cpu(), input_ids.cpu()):
+        raise ValueError(f"TokenReplacement({other!r}) reads the same tokens as the prompt, so nothing is corrupted; "
+                         "replace the subject, e.g. TokenReplacement('Ada Cobalt lives in')")
     return other_ids
 
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.encoding import EncodedBatch, encode_rows, prompt_vocabulary, with_distinct_prompt_tokens
-from causal_unlearn.data.rows import REQUIRED_FIELDS, Row
+from causal_unlearn.data.rows import REQUIRED_FIELDS, Row, row_kind
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms, get_objective
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
@@ -450,6 +450,12 @@ def _as_rows(name: str, items: Sequence[Row | Mapping[str, str]]) -> list[Row]:
     empty = [i for i, row in enumerate(rows) if not row.output.strip()]
     if empty:
         raise ValueError(f"{name} rows {empty[:5]} have an empty output: there is nothing to train on")
+    for index, row in enumerate(rows):  # what `evaluate` will need to score them, checked before training
+        try:
+            row_kind(row.id)
+        except ValueError as error:
+            raise ValueError(f"{name} row {index}: {error}; evaluate scores rows by that kind, so name them as LUME "
+                             "does (e.g. 'p1qa0', 'story7sc1')") from None
     return rows
 
 

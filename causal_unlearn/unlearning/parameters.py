@@ -61,7 +61,10 @@ class ParameterSelection:
 def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
     """Sorted, distinct layer indices (Python, numpy or torch integers); an error naming any that is
     not an integer or out of range."""
-    if isinstance(layers, str) or not isinstance(layers, Iterable):
+    if isinstance(layers, str):
+        example = [int(p) for p in layers.replace(",", " ").split() if p.strip().isdigit()] or [0, 7]
+        raise TypeError(f"layers must be integers in a list, e.g. layers={example}, got the string {layers!r:.40}")
+    if not isinstance(layers, Iterable):
         raise TypeError(f"layers must be integers in a list, e.g. layers=[{layers!r:.20}], got {layers!r:.40}")
     layers = list(layers)
     if not layers:

@@ -3,6 +3,7 @@ attention head ("head": token x layer x head) as layer x head panels at chosen t
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -38,11 +39,40 @@ def token_labels(result: TraceResult) -> list[str]:
         ['<|endoftext|>', 'Otto*', ' Russet*', ' lives', ' in']
     """
     start, end = result.subject_range
-    return [token + ("*" if start <= position < end else "") for position, token in enumerate(result.tokens)]
+    return [_visible(token) + ("*" if start <= position < end else "") for position, token in enumerate(result.tokens)]
+
+
+def _visible(token: str) -> str:
+    """A token of whitespace only, drawn so that its label is not blank."""
+    return token if token.strip() else token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def trace_caption(result: TraceResult) -> str:
+    """What made the trace, for a figure that stands alone: the metric, the corruption, the
+    window (where a kind restores one) and the number of corrupted copies.
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> lm = cu.load_model("olmo-tiny-bios")
+        >>> result = cu.trace(lm, "Otto Russet lives in", "Otto Russet", samples=2, progress=False)
+        >>> trace_caption(result)
+        "p(answer) · GaussianNoise(scale='s3'), scale 0.295 · window 2 · 2 samples"
+    """
+    settings = result.settings
+    parts = [value_label(result), settings.corruption + (f", scale {settings.noise_scale:.3g}" if settings.noise_scale
+                                                          else "")]
+    if any(_windowed(kind) for kind in result.kinds):
+        parts.append(f"window {settings.window}")
+    parts.append(f"{settings.samples} sample{'s' * (settings.samples != 1)}")
+    if settings.method != "exact":
+        parts.append(f"{settings.method} ({settings.fixes})" if settings.fixes else settings.method)
+    return " · ".join(parts)
 
 
 def value_label(result: TraceResult, value: Value = "score") -> str:
-    label = METRIC_LABELS.get(result.settings.metric, result.settings.metric)
+    metric = result.settings.metric
+    foil = re.fullmatch(r"logit_diff\(foil=(.*)\)", metric)
+    label = f"logit difference vs {foil.group(1)}" if foil else METRIC_LABELS.get(metric, metric)
     return label if value == "score" else f"indirect effect on {label}"
 
 
@@ -198,7 +228,8 @@ def plot_trace(
             _add_panel(fig, result, kind, token, r, c, value=value, decode=decode, labels=labels)
     # on screen: 150 px an inch of panels and gaps, and plotly's default margins (100 + 80 px)
     height = round(180 + 150 * plot_inches) if per_head else max(300, 140 + 26 * len(labels))
-    fig.update_layout(title=title if title is not None else f"{result.prompt!r} → {result.answer!r}",
+    default_title = f"{result.prompt!r} → {result.answer!r}<br><sup>{trace_caption(result)}</sup>"
+    fig.update_layout(title=title if title is not None else default_title,
                       height=height, width=330 * n_cols + 60)
     return paper_layout(fig, column, height_inches=height_inches) if column else fig
 
