@@ -465,3 +465,16 @@ def test_reprs_are_one_line_and_say_what_matters(ctx):
     assert "\n" not in text and len(text) < 300 and "' Houston'" in text and "(5, 8)" in text
     effects = repr(cu.average_effects([ctx.trace, ctx.trace]))
     assert "\n" not in effects and "up to 2 facts" in effects and "(7, 8)" in effects
+
+
+def test_an_edit_that_blows_the_weights_up_warns(ctx):
+    lm = ctx.lm.copy()
+    with pytest.warns(UserWarning, match=r"moved .* times its own size: the model is almost surely broken \(lr=1e\+30\)"):
+        # one optimizer step: the weights end finite but huge (a second step would diverge, which raises)
+        result = cu.unlearn(lm, ctx.world.forget[:2], ctx.world.retain[:2], layers=[0], objective="grad_diff", epochs=1,
+                            lr=1e30, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False)
+    result.revert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an ordinary edit says nothing
+        cu.unlearn(lm, ctx.world.forget[:4], ctx.world.retain[:4], layers=[0], objective="grad_diff", epochs=1,
+                   lr=1e-4, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False).revert()

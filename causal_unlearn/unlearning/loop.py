@@ -257,9 +257,25 @@ def unlearn(
         warnings.warn(f"no evaluated step had a lower joint loss than the original weights ({best[0]:.4g} at step 0), "
                       "so the model keeps its original weights; try another lr or objective, or select='last'",
                       stacklevel=2)
+    _warn_if_blown_up(selection, original, config.lr)
     for callback in callbacks:
         callback.on_train_end(outcome)
     return outcome
+
+
+BLOWN_UP = 10.0  # an edit this many times a weight's own size leaves a model that no longer works
+
+
+def _warn_if_blown_up(selection: ParameterSelection, original: dict[str, Tensor], lr: float) -> None:
+    """A warning where the kept weights moved by many times their own size: finite, so nothing
+    failed, but no model survives that (e.g. a learning rate far too large, without evaluations
+    to notice)."""
+    name, ratio = max(((n, float((local_shard(p) - original[n]).norm() / original[n].norm().clamp_min(1e-12)))
+                       for n, p in selection.parameters.items()), key=lambda item: item[1])
+    if ratio > BLOWN_UP:
+        warnings.warn(f"the edit moved {name} by {ratio:.3g} times its own size: the model is almost surely broken "
+                      f"(lr={lr:g}); result.revert() restores it, and a smaller lr or evaluations (eval_every) keep "
+                      "a usable step", stacklevel=3)
 
 
 def _mean_terms(window_terms: list[dict[str, float]], processes: Processes) -> dict[str, float]:
