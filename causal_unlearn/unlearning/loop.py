@@ -257,7 +257,8 @@ def unlearn(
         warnings.warn(f"no evaluated step had a lower joint loss than the original weights ({best[0]:.4g} at step 0), "
                       "so the model keeps its original weights; try another lr or objective, or select='last'",
                       stacklevel=2)
-    _warn_if_blown_up(selection, original, config.lr)
+    if processes.is_main:
+        _warn_if_blown_up(selection, original, config.lr)
     for callback in callbacks:
         callback.on_train_end(outcome)
     return outcome
@@ -270,7 +271,9 @@ def _warn_if_blown_up(selection: ParameterSelection, original: dict[str, Tensor]
     """A warning where the kept weights moved by many times their own size: finite, so nothing
     failed, but no model survives that (e.g. a learning rate far too large, without evaluations
     to notice)."""
-    name, ratio = max(((n, float((local_shard(p) - original[n]).norm() / original[n].norm().clamp_min(1e-12)))
+    # sharded, each process holds (and compares) its own shard of every weight
+    name, ratio = max(((n, float((local_shard(p.detach()) - local_shard(original[n])).norm()
+                                 / local_shard(original[n]).norm().clamp_min(1e-12)))
                        for n, p in selection.parameters.items()), key=lambda item: item[1])
     if ratio > BLOWN_UP:
         warnings.warn(f"the edit moved {name} by {ratio:.3g} times its own size: the model is almost surely broken "
