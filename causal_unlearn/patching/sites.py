@@ -45,6 +45,18 @@ class Site:
         """The features of the state that one cell restores (None: all)."""
         return None
 
+    def units(self, lm: LoadedModel) -> list[int | None]:
+        """The units a layer's cells are: each unit's index, or [None] for one cell per layer.
+
+        Examples:
+            >>> import causal_unlearn as cu
+            >>> lm = cu.load_model("olmo-tiny-bios")
+            >>> HEAD.units(lm), HIDDEN.units(lm)
+            ([0, 1, 2, 3], [None])
+        """
+        n_units = self.n_units(lm)
+        return list(range(n_units)) if n_units else [None]
+
     def point(self, lm: LoadedModel, layer: int, unit: int | None = None) -> HookPoint:
         """Where the cell (layer, unit) lives in `lm`.
 
@@ -70,7 +82,7 @@ class Site:
 
     def check(self, lm: LoadedModel) -> None:
         """A clear error where the site does not exist on `lm`."""
-        point = self.point(lm, 0, 0 if self.n_units(lm) else None)
+        point = self.point(lm, 0, self.units(lm)[0])
         try:
             lm.model.get_submodule(point.module)
         except AttributeError:

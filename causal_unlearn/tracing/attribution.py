@@ -45,7 +45,7 @@ from causal_unlearn.models.hooks import (
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.patching.sites import Site
 from causal_unlearn.tracing.config import TraceConfig
-from causal_unlearn.tracing.engine import clean_run, first_corrupted_position, inside, site_points
+from causal_unlearn.tracing.engine import clean_run, entry_rule, first_corrupted_position, inside, site_points
 from causal_unlearn.tracing.engines import TraceInput, TraceScores, register_engine
 from causal_unlearn.tracing.metrics import Metric, checked_scores
 from causal_unlearn.tracing.switches import AttributionFixes
@@ -110,7 +110,7 @@ def run_attribution(
     spec, n_layers, samples = lm.architecture, lm.n_layers, corrupted.shape[0]
     input_ids, clean_embeddings = input_ids.to(lm.device), clean_embeddings.to(lm.device)
     points = site_points(lm, sites)
-    on_residual = {site: site.template(spec) == spec.block and not site.input for site in sites}
+    on_residual = {site: entry_rule(lm, site) == "state" for site in sites}  # the block's whole output
     hidden = [HookPoint(spec.block_output(layer)) for layer in range(n_layers)]
     qk_fix = fixes.qk_fix and any(on_residual.values())
     attention = [spec.attn_module(layer) for layer in range(1, n_layers)] if qk_fix else []
@@ -183,10 +183,10 @@ def run_attribution(
         return per_drop[dropped].abs().mean(0).mean(0) * plain.sign()
 
     def table(site: Site) -> Tensor:
-        units = site.n_units(lm)
-        columns = [torch.stack([cell_column(site, layer, unit) for unit in range(units)], dim=-1) if units
-                   else cell_column(site, layer, None) for layer in range(n_layers)]
-        return torch.stack(columns, dim=1)
+        columns = [torch.stack([cell_column(site, layer, unit) for unit in site.units(lm)], dim=-1)
+                   for layer in range(n_layers)]
+        scores = torch.stack(columns, dim=1)  # pos layer unit
+        return scores if site.n_units(lm) else scores[..., 0]
 
     float_dtype = torch.promote_types(lm.dtype, torch.float32)
     scores = {site.name: table(site).to(float_dtype).cpu() + low for site in sites}
@@ -198,8 +198,7 @@ register_engine("torch", "attribution", run_attribution_facts)
 
 def _cell_points(lm: LoadedModel, site: Site) -> list[HookPoint]:
     """The states of every (layer, unit) cell of `site`."""
-    units = site.n_units(lm)
-    return [site.point(lm, layer, unit) for layer in range(lm.n_layers) for unit in (range(units) if units else [None])]
+    return [site.point(lm, layer, unit) for layer in range(lm.n_layers) for unit in site.units(lm)]
 
 
 def _chained(fns: list):

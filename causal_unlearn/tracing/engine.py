@@ -63,7 +63,7 @@ def entry_rule(lm: LoadedModel, site: Site) -> str | None:
     that block need not run: "state" where the site is the block's whole output (`hidden`),
     "contribution" where it is the MLP's whole contribution, the last term a block adds (`mlp`);
     None for any other site (its block runs)."""
-    point = site.point(lm, 0, 0 if site.n_units(lm) else None)
+    point = site.point(lm, 0, site.units(lm)[0])
     if point.input or point.features is not None:
         return None
     template, spec = site.template(lm.architecture), lm.architecture

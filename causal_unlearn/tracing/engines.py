@@ -68,10 +68,10 @@ class Cell:
 def cells_of(lm: LoadedModel, sites: Sequence[Site], window: int, tokens: range, fact: int = 0) -> Iterator[Cell]:
     """Every cell of `sites` at `tokens`, site by site, token-major."""
     for site in sites:
-        units = site.n_units(lm)
+        units = site.units(lm)
         for token in tokens:
             for layer in range(lm.n_layers):
-                for unit in range(units) if units else [None]:
+                for unit in units:
                     yield Cell(site, token, layer, site.restored_layers(layer, window, lm.n_layers), unit, fact)
 
 

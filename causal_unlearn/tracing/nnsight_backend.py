@@ -60,12 +60,14 @@ def clean_passes(lm: LoadedModel, prompts: Sequence[Int[Tensor, " pos"]], *, rem
 def run_nnsight_facts(lm: LoadedModel, facts: list[TraceInput], config: TraceConfig, *,
                       progress: bool = True) -> list[TraceScores]:
     """`run_nnsight` for each fact."""
-    return [run_nnsight(lm, fact, config) for fact in facts]
+    order = _execution_order(lm, site_points(lm, config.sites))
+    return [run_nnsight(lm, fact, config, order) for fact in facts]
 
 
 @torch.no_grad()
-def run_nnsight(lm: LoadedModel, fact: TraceInput, config: TraceConfig) -> TraceScores:
-    """Score every cell of the config's sites through nnsight; the numbers equal the exact engine's."""
+def run_nnsight(lm: LoadedModel, fact: TraceInput, config: TraceConfig, order: dict[HookPoint, int]) -> TraceScores:
+    """Score every cell of the config's sites through nnsight; the numbers equal the exact engine's.
+    `order` is the order in which a forward reaches the sites' states (`_execution_order`)."""
     model, spec = nnsight_model(lm), lm.architecture
     input_ids, corrupted, metric = fact.input_ids, fact.corrupted, fact.metric
     n_tokens, samples = input_ids.shape[0], corrupted.shape[0]
@@ -74,12 +76,10 @@ def run_nnsight(lm: LoadedModel, fact: TraceInput, config: TraceConfig) -> Trace
     per_forward = max(1, config.max_batch_tokens // (n_tokens * samples))
     # plain data for the request: per cell its token and (module, input, features) per restored
     # state, grouped by forward; each module is reached in the order the forward runs them
-    order = _execution_order(lm, site_points(lm, config.sites))
     plan = [[(cell.token, sorted([(p.module, p.input, None if p.features is None else p.index) for p in cell.points(lm)],
                                  key=lambda p: order[HookPoint(p[0], p[1])]))
              for cell in cells[i : i + per_forward]] for i in range(0, len(cells), per_forward)]
-    recorded = sorted(order, key=order.get)
-    recorded = [(p.module, p.input) for p in recorded]
+    recorded = [(p.module, p.input) for p in sorted(order, key=order.get)]
     # a built-in metric stays here (it is this package's); the request sends its columns back
     columns = list(metric.columns) if isinstance(metric, BoundMetric) else None
     own_metric = None if columns is not None else metric
@@ -139,8 +139,8 @@ register_engine("nnsight", "exact", run_nnsight_facts)
 
 def _execution_order(lm: LoadedModel, points: list[HookPoint]) -> dict[HookPoint, int]:
     """The order in which a forward reaches each state (nnsight interventions must follow it),
-    from hooks on a one-token forward (on the meta device for weights that are not here)."""
-    points = list(dict.fromkeys(HookPoint(p.module, p.input) for p in points))
+    from hooks on a one-token forward (on the meta device for weights that are not here); the
+    points are whole states (`site_points`)."""
     seen: dict[HookPoint, int] = {}
 
     def reached(point: HookPoint):

@@ -46,7 +46,7 @@ class TraceExplorer:
                                    layout=widgets.Layout(width="60%"))
         self.subject = widgets.Text(value=subject, description="subject", placeholder="as written in the prompt")
         self.answer = widgets.Text(value=answer, description="answer", placeholder="(model's top-1)")
-        self.kind = widgets.Dropdown(options=[ALL_KINDS, WITH_HEADS, *dict.fromkeys([*KINDS, HEAD_KIND])],
+        self.kind = widgets.Dropdown(options=[ALL_KINDS, WITH_HEADS, *KINDS, HEAD_KIND],
                                      value=ALL_KINDS, description="kind")
         self.window = widgets.IntSlider(value=default_window(self.model.n_layers), min=1, max=self.model.n_layers,
                                         description="window")
