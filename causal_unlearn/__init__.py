@@ -35,8 +35,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                                   "unlearn"),
     "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report",
                                   "probe_recall", "rouge_l_recall"),
-    "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "RelearnBudget", "audit", "compare_layer_sets",
-                                "control_layer_sets"),
+    "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "AuditSkipWarning", "RelearnBudget", "audit",
+                                "compare_layer_sets", "control_layer_sets", "plan_audit"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 _PACKAGES = ("auditing", "builtin", "data", "evaluation", "figures", "localization", "models", "patching", "tracing",

@@ -127,16 +127,20 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    from causal_unlearn.auditing import AuditConfig, RelearnBudget, audit
+    from causal_unlearn.auditing import AuditConfig, AuditSkipWarning, RelearnBudget, audit
     from causal_unlearn.models.loader import load_model
 
+    task = _audit_task(args)
     original = _load(args)
     edited = load_model(args.edited, device=args.device, dtype=args.dtype)
-    config = AuditConfig(checks=tuple(args.checks.split(",")), relearn=RelearnBudget(steps=args.relearn_steps,
-                         lr=args.relearn_lr), max_new_tokens=args.max_new_tokens, probes_per_form=args.probes_per_form)
+    config = AuditConfig(checks=tuple(args.checks.split(",")) if args.checks else None,
+                         relearn=RelearnBudget(steps=args.relearn_steps, lr=args.relearn_lr),
+                         max_new_tokens=args.max_new_tokens, probes_per_form=args.probes_per_form)
     layers = json.loads((Path(args.edited) / "unlearning.json").read_text()).get("layers", []) \
         if (Path(args.edited) / "unlearning.json").is_file() else []
-    result = audit(original, edited, _builtin_world().unlearning_task(), config=config, layers=layers, log=print)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AuditSkipWarning)  # the log says what is skipped
+        result = audit(original, edited, task, config=config, layers=layers, log=print)
     with _wide_tables():
         print(result.table().round(3).to_string())
     print(json.dumps({k: round(v, 4) for k, v in result.summary().items()}))
@@ -150,6 +154,30 @@ def audit_command(args: argparse.Namespace) -> int:
     if args.figure:
         _write_figure(result.plot(), args.figure)
     return 0
+
+
+def _audit_task(args: argparse.Namespace):
+    """The user's own task from --probes (and --forget, --retain, --labels, --facts), or the
+    built-in world's."""
+    own = {name: getattr(args, name) for name in ("forget", "retain", "labels", "facts") if getattr(args, name)}
+    if not args.probes:
+        if own:
+            raise ValueError(f"--{', --'.join(own)} describe your own task; give its --probes too (a .jsonl of "
+                             "probes: prompt, answers, attribute, form, split, subject)")
+        print("auditing with the built-in world's probes (give --probes for your own task)")
+        return _builtin_world().unlearning_task()
+    from causal_unlearn.data.bios import UnlearningTask
+    from causal_unlearn.data.facts import TraceFact
+    from causal_unlearn.data.files import read_jsonl
+    from causal_unlearn.data.probes import read_probes
+
+    labels = json.loads(Path(args.labels).read_text()) if args.labels else {}
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise ValueError(f"--labels {args.labels}: expected a JSON object {{subject: {{attribute: value}}}}")
+    return UnlearningTask(forget=_rows(args, "forget") if args.forget else [],
+                          retain=_rows(args, "retain") if args.retain else [], members=[], nonmembers=[], utility=[],
+                          probes=read_probes(args.probes), labels=labels,
+                          facts=read_jsonl(args.facts, TraceFact, "trace fact (prompt, subject, answer)") if args.facts else [])
 
 
 def _wide_tables():
@@ -345,18 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default=None, help="also write the scores as JSON")
 
     sub = command("audit", audit_command, "audit an edited model: held-out probes, relearning, quantization, ...",
-                  "Compare the edited model with the original (--model) on the built-in world's held-out probes: "
-                  "greedy recall, multiple-choice ranks, recall after brief relearning on half the forget rows "
-                  "and on retain rows, after int8 quantization and a bf16 round trip, a linear read-out of city "
-                  "and birth month at the subject, and the forget facts re-traced. Neither model is changed.")
+                  "Compare the edited model with the original (--model) on held-out probes: greedy recall, "
+                  "multiple-choice ranks, recall after brief relearning on half the forget rows and on retain "
+                  "rows, after int8 quantization and a bf16 round trip, a linear read-out of labelled attributes "
+                  "at the subject, and the forget facts re-traced. Without --probes, the built-in world's task; "
+                  "with them, your own (checks your files cannot support are skipped with a note). Neither model "
+                  "is changed.")
     sub.add_argument("--edited", required=True, help="folder of the edited model (what `unlearn --out` wrote)")
-    sub.add_argument("--checks", default="probes,choice,relearning,precision,decoding,retrace",
-                     help="comma-separated checks to run")
+    sub.add_argument("--checks", default=None, help="comma-separated checks to run: probes, choice, relearning, "
+                     "precision, decoding, retrace (default: every check the task supports)")
+    sub.add_argument("--probes", default=None, help="your own probes: .jsonl, one per line with prompt, answers "
+                     "(a list), attribute, form (question or cloze), split (forget, retain, holdout) and subject")
+    sub.add_argument("--forget", default=None, help="with --probes: forget rows file (relearning fine-tunes on them)")
+    sub.add_argument("--retain", default=None, help="with --probes: retain rows file (the benign relearning attack)")
+    sub.add_argument("--labels", default=None, help="with --probes: JSON {subject: {attribute: value}} for the "
+                     "read-out")
+    sub.add_argument("--facts", default=None, help="with --probes: .jsonl of trace facts (prompt, subject, answer) "
+                     "to re-trace")
     sub.add_argument("--relearn-steps", type=int, default=100, help="relearning budget: optimizer steps")
     sub.add_argument("--relearn-lr", type=float, default=3e-4, help="relearning budget: learning rate")
     sub.add_argument("--max-new-tokens", type=int, default=40, help="generation budget per probe")
     sub.add_argument("--probes-per-form", type=int, default=None,
-                     help="at most N probes per person, attribute and form (quicker; default: all 36 per person)")
+                     help="at most N probes per subject, attribute and form (quicker; default: all)")
     sub.add_argument("--out", default=None, help="folder for audit.csv (every measurement) and summary.json")
     sub.add_argument("--figure", default=None, help="save the audit figure: .html, .pdf, .svg or .png")
 

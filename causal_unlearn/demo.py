@@ -18,7 +18,7 @@ from typing import Callable
 import pandas as pd
 import plotly.graph_objects as go
 
-from causal_unlearn.auditing import AuditConfig, AuditResult, audit
+from causal_unlearn.auditing import CHECKS, AuditConfig, AuditResult, audit
 from causal_unlearn.data.bios import make_bios_world
 from causal_unlearn.evaluation.semeval import evaluate
 from causal_unlearn.localization.layers import Localization, localize
@@ -125,7 +125,7 @@ def run_demo(
     result.revert()
     scores_after = evaluate(edited, **task.scoring(), max_new_tokens=max_new_tokens, progress=False).to_dict()
 
-    log(f"[6/7] auditing the edit ({', '.join(audit_config.checks)}; the city facts re-traced)")
+    log(f"[6/7] auditing the edit ({', '.join(audit_config.checks or CHECKS)}; the city facts re-traced)")
     audited = audit(lm, edited, dataclasses.replace(task, facts=city_facts), config=audit_config, layers=layers.layers,
                     progress=progress)
     comparison = audited.comparison

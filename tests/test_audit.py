@@ -179,7 +179,9 @@ def test_audit_end_to_end(builtin, small_task):
     assert summary["retrace_effect_before"] > summary["retrace_effect_after"]
     assert {t.name for t in audit.plot().data} >= {"original", "edited"}
     frame = audit.to_dataframe()
-    assert set(frame.split) >= {"forget", "retain", "holdout"} and frame.value.between(0, 1).all()
+    assert set(frame.split) >= {"forget", "retain", "holdout"}
+    shares = frame[~frame.measure.str.startswith("mlp effect")]  # an indirect effect can be negative
+    assert shares.value.between(0, 1).all() and frame.value.between(-1, 1).all()
     assert result.edited_model() is not edited
     # a baseline audit supplies the original's numbers: the same table, the original measured once
     again = cu.audit(builtin, edited, small_task, config=config, layers=[0, 1], baseline=audit, progress=False)
@@ -254,3 +256,74 @@ def test_compare_adds_a_column_per_audit_number(builtin, small_task):
     recall = table.probe_recall_forget.tolist()
     assert recall[0] > 0.7 and max(recall[1:]) < recall[0]
     assert table.probe_recall_retain.between(0, 1).all()
+
+
+@pytest.fixture(scope="module")
+def own_task(world):
+    """A task as a user builds it: their own rows, probes and labels about phone numbers and email
+    domains (no cities, no months), and no trace facts. Holdout people are asked their phone only."""
+    people = {split: world.people_in(split)[:n] for split, n in (("forget", 4), ("retain", 6), ("holdout", 2))}
+    probes, rows, labels = [], {"forget": [], "retain": []}, {}
+    for split, group in people.items():
+        for i, person in enumerate(group):
+            name, domain = person.name, person.email.split("@")[1]
+            labels[name] = {"email domain": domain}
+            probes += [cu.Probe(f"You can call {name} at", (person.phone,), attribute="phone", form="cloze",
+                                split=split, subject=name),
+                       cu.Probe(f"Which domain hosts the mailbox of {name}?", (domain,), attribute="email domain",
+                                form="question", split=split, subject=name)][: 1 if split == "holdout" else 2]
+            if split in rows:
+                rows[split].append(Row(f"{split}{i}qa0", f"What is {name}'s phone number?", person.phone, "Task2"))
+    return UnlearningTask(forget=rows["forget"], retain=rows["retain"], members=[], nonmembers=[], utility=[],
+                          probes=probes, labels=labels)
+
+
+def test_audit_of_your_own_task_runs_what_it_supports(builtin, own_task):
+    """The default config on a task without cities, months or facts: the decoding check reads the
+    task's own attribute, the re-trace is skipped with a note, and every panel of the figure
+    draws something."""
+    plan = cu.plan_audit(own_task)
+    assert plan.decode_attributes == ("email domain",) and list(plan.skipped) == ["retrace"]
+    with pytest.warns(cu.AuditSkipWarning, match="'retrace'.*no trace facts"):
+        result = cu.audit(builtin, builtin.copy(), own_task, progress=False)
+    assert result.skipped == plan.skipped and "skipped retrace" in repr(result)
+    table = result.table()
+    assert set(table.index.get_level_values("check")) == {"probes", "choice", "relearning", "precision", "decoding"}
+    assert "decoding_email domain_forget" in result.summary()
+    fig = result.plot()
+    panels = [a.text for a in fig.layout.annotations]
+    drawn = {trace.xaxis for trace in fig.data}
+    assert len(panels) == 4 and len(drawn) == 4  # probes (with precision), choice, relearning, read-out
+    # multiple choice: a dotted chance line over each split's bars at that split's own chance
+    chance = table.loc[("choice", "chance")]["edited"].droplevel("attribute")
+    lines = {round(shape.y0, 6) for shape in fig.layout.shapes if shape.xref == "x2"}
+    assert lines == {round(v, 6) for v in chance}
+    # a phone question chooses among 10 of the 12 numbers, a domain question among the domains
+    domains = {labels["email domain"] for labels in own_task.labels.values()}
+    assert chance["holdout"] == pytest.approx(1 / 10)
+    assert chance["forget"] == pytest.approx((1 / 10 + 1 / min(10, len(domains))) / 2) != chance["holdout"]
+
+
+def test_audit_retrace_alone_is_one_panel_and_rows_of_the_table(builtin, small_task):
+    result = cu.audit(builtin, builtin.copy(), small_task, config=cu.AuditConfig(checks=("retrace",)), layers=[0],
+                      progress=False)
+    summary = result.comparison.summary()
+    assert result.value("retrace", "p(answer)", "forget", "original") == summary["p_answer_before"]
+    assert result.value("retrace", "mlp effect, edited layers", "forget", "edited") == summary["effect_after"]
+    assert list(result.table().columns) == ["original", "edited"]
+    fig = result.plot()
+    assert [a.text for a in fig.layout.annotations] == ["re-traced: MLP effect (forget)"]
+    assert [trace.name for trace in fig.data] == ["original", "edited"]
+
+
+@pytest.mark.parametrize("config, match", [
+    (cu.AuditConfig(checks=("probes", "retrace")), "cannot run its 'retrace' check"),
+    (cu.AuditConfig(checks=("decoding",), decode_attributes=("city",)), "decode_attributes names 'city'"),
+    (cu.AuditConfig(checks=("choice",)), None),
+])
+def test_a_check_the_task_cannot_support_fails_before_any_work(builtin, own_task, config, match):
+    if match is None:  # one phone number per attribute: no distractor to offer
+        own_task = dataclasses.replace(own_task, probes=[p for p in own_task.probes if p.subject == own_task.probes[0].subject])
+        match = "cannot run its 'choice' check"
+    with pytest.raises(ValueError, match=match):
+        cu.audit(builtin, builtin.copy(), own_task, config=config, progress=False)

@@ -478,3 +478,19 @@ def test_an_edit_that_blows_the_weights_up_warns(ctx):
         warnings.simplefilter("error")  # an ordinary edit says nothing
         cu.unlearn(lm, ctx.world.forget[:4], ctx.world.retain[:4], layers=[0], objective="grad_diff", epochs=1,
                    lr=1e-4, batch_size=4, grad_accum=1, eval_every=None, select="last", progress=False).revert()
+
+
+def test_a_run_that_forgets_nothing_warns(ctx):
+    """The paper's recipe (lr 1.5e-5, 120 rows a step) on five rows: a few steps too small to change
+    any answer. An edit that does forget says nothing."""
+    lm = ctx.lm.copy()
+    paper = dict(lr=1.5e-5, batch_size=12, grad_accum=10, eval_every=2, select="lowest_joint_loss")
+    with pytest.warns(UserWarning, match=r"after \d+ optimizer step\(s\) the model still gives every forget answer"):
+        cu.unlearn(lm, ctx.world.forget[:5], ctx.world.retain[:5], layers=[7], epochs=2, progress=False,
+                   **paper).revert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = cu.unlearn(lm, ctx.world.forget[:4], ctx.world.retain[:4], layers=[0, 1], objective="grad_diff",
+                            epochs=4, lr=2e-3, batch_size=4, grad_accum=1, eval_every=2, select="last", progress=False)
+    assert result.evaluations[-1]["forget_answer_accuracy"] < result.evaluations[0]["forget_answer_accuracy"]
+    result.revert()

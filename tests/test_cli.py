@@ -100,6 +100,38 @@ def test_audit_command_prints_saves_and_draws(tmp_path, builtin, world, capsys):
     assert (out / "audit.html").read_text().count("plotly") > 0
 
 
+def test_audit_command_with_your_own_probes_rows_labels_and_facts(tmp_path, builtin, world, capsys):
+    """Your own files, no cities or months: the audit runs what they support and says what it skips."""
+    people = {split: world.people_in(split)[:n] for split, n in (("forget", 4), ("retain", 4), ("holdout", 2))}
+    names = {p.name for group in people.values() for p in group}
+    task = world.unlearning_task()
+    probes = [p for p in task.probes if p.subject in names and p.attribute == "phone"]
+    (tmp_path / "probes.jsonl").write_text("\n".join(json.dumps(p.to_dict()) for p in probes))
+    for split in ("forget", "retain"):
+        rows = [r for r in getattr(task, split) if any(p.name in r.text for p in people[split])]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r.to_dict()) for r in rows))
+    (tmp_path / "labels.json").write_text(json.dumps({p.name: {"gender": "f" if p.female else "m"}
+                                                      for group in people.values() for p in group}))
+    builtin.model.save_pretrained(tmp_path / "edited")
+    builtin.tokenizer.save_pretrained(tmp_path / "edited")
+    base = ["audit", "--edited", str(tmp_path / "edited"), "--device", "cpu", "--probes-per-form", "1"]
+    own = ["--probes", str(tmp_path / "probes.jsonl"), "--forget", str(tmp_path / "forget.jsonl"),
+           "--retain", str(tmp_path / "retain.jsonl"), "--labels", str(tmp_path / "labels.json")]
+    assert main([*base, *own, "--relearn-steps", "2", "--out", str(tmp_path / "audit")]) == 0
+    printed = capsys.readouterr().out
+    assert "skipping retrace: the task has no trace facts" in printed and "built-in" not in printed
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["settings"]["n_probes"] == 2 * len(names)  # a question and a cloze prompt per person
+    assert summary["settings"]["checks"] == ["probes", "choice", "relearning", "precision", "decoding"]
+    assert "decoding_gender_forget" in summary["summary"]
+    # rows or labels without probes are not silently audited against the built-in probes
+    assert main([*base, "--forget", str(tmp_path / "forget.jsonl")]) == 2
+    assert "give its --probes too" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "Where?", "answers": ["x"]}))
+    assert main([*base, "--probes", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl: line 1 is not a probe" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["demo", "trace", "unlearn", "evaluate", "audit", "knowledge"])
 def test_help_reads_well(command, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")

@@ -4,7 +4,7 @@ the layer-set ablation: was the traced choice of layers the right one?"""
 
 from causal_unlearn.auditing.ablation import compare_layer_sets, control_layer_sets
 
-from causal_unlearn.auditing.audit import CHECKS, AuditConfig, audit
+from causal_unlearn.auditing.audit import CHECKS, AuditConfig, AuditPlan, AuditSkipWarning, audit, plan_audit
 from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
 from causal_unlearn.auditing.precision import int8_dynamic, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
@@ -12,8 +12,8 @@ from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_ab
 from causal_unlearn.auditing.result import AuditResult
 
 __all__ = [
-    "CHECKS", "AuditConfig", "AuditResult", "RelearnBudget", "answer_pool", "audit", "choice_ranks",
+    "CHECKS", "AuditConfig", "AuditPlan", "AuditResult", "AuditSkipWarning", "RelearnBudget", "answer_pool", "audit", "choice_ranks",
     "compare_layer_sets", "control_layer_sets",
-    "decoding_accuracy", "generation_recall", "int8_dynamic", "relearned", "round_trip", "rows_about",
+    "decoding_accuracy", "generation_recall", "int8_dynamic", "plan_audit", "relearned", "round_trip", "rows_about",
     "subject_states",
 ]

@@ -36,27 +36,113 @@ CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace")
 SPLITS = ("forget", "retain", "holdout")
 
 
+class AuditSkipWarning(UserWarning):
+    """The audit skips a check the task cannot support (it says what the task lacks)."""
+
+
 @dataclass(frozen=True)
 class AuditConfig:
-    """The audit's settings. `probes_per_form` keeps at most that many probes per (subject,
-    attribute, form) for a quicker audit (None: every probe); multiple choice always asks the
-    first of each, since every choice costs a forward pass."""
+    """The audit's settings. `checks=None` runs every check the task supports and skips the rest
+    with a note (`AuditResult.skipped`); checks named here must be possible, or `audit` says why
+    before it starts. `decode_attributes=None` reads out every labelled attribute with at least
+    two values among the retain subjects. `probes_per_form` keeps at most that many probes per
+    (subject, attribute, form) for a quicker audit (None: every probe); multiple choice always
+    asks the first of each, since every choice costs a forward pass."""
 
-    checks: tuple[str, ...] = CHECKS
+    checks: tuple[str, ...] | None = None
     probes_per_form: int | None = None
     max_new_tokens: int = 40
     n_choices: int = 10
     relearn: RelearnBudget = field(default_factory=RelearnBudget)
-    decode_attributes: tuple[str, ...] = ("city", "birth_month")
+    decode_attributes: tuple[str, ...] | None = None
     trace_samples: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.checks if c not in CHECKS]
-        if unknown or not self.checks:
-            raise ValueError(f"unknown audit check(s) {unknown or self.checks!r}; choose from {CHECKS}")
+        if self.checks is not None:
+            unknown = [c for c in self.checks if c not in CHECKS]
+            if unknown or not self.checks:
+                raise ValueError(f"unknown audit check(s) {unknown or self.checks!r}; choose from {CHECKS} "
+                                 "(or checks=None: every check the task supports)")
         if self.probes_per_form is not None and (not isinstance(self.probes_per_form, int) or self.probes_per_form < 1):
             raise ValueError(f"probes_per_form must be a positive integer or None, got {self.probes_per_form!r}")
+        if self.decode_attributes is not None and isinstance(self.decode_attributes, str):
+            raise TypeError(f"decode_attributes is a tuple of attribute names, e.g. ({self.decode_attributes!r},)")
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """What an audit of this task runs: its checks, the attributes it decodes, and why it skips
+    the others (check -> reason)."""
+
+    checks: tuple[str, ...]
+    decode_attributes: tuple[str, ...]
+    skipped: dict[str, str]
+
+
+def plan_audit(task: UnlearningTask, config: AuditConfig = AuditConfig()) -> AuditPlan:
+    """Which checks `audit` can run on `task`, decided before any work: an explicitly requested
+    check the task cannot support is an error that says what the task lacks; with `checks=None`
+    it is skipped with that reason.
+
+    Examples:
+        >>> import dataclasses, causal_unlearn as cu
+        >>> task = dataclasses.replace(cu.make_bios_world().unlearning_task(), facts=[])
+        >>> cu.plan_audit(task).skipped
+        {'retrace': 'the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))'}
+    """
+    probes = _task_probes(task, config.probes_per_form)
+    wanted = CHECKS if config.checks is None else config.checks
+    attributes = _decodable(task, probes, config.decode_attributes) if "decoding" in wanted else ()
+    reasons: dict[str, str] = {}
+    for check in wanted:
+        reason = _unsupported(check, task, probes, attributes)
+        if reason and config.checks is not None:
+            raise ValueError(f"the audit cannot run its {check!r} check: {reason}; drop it from AuditConfig(checks=...) "
+                             "or leave checks=None to run what the task supports")
+        if reason:
+            reasons[check] = reason
+    checks = tuple(c for c in wanted if c not in reasons)
+    return AuditPlan(checks, attributes if "decoding" in checks else (), reasons)
+
+
+def _unsupported(check: str, task: UnlearningTask, probes: list[Probe], attributes) -> str | None:
+    """Why the task cannot support `check`, or None."""
+    if check == "choice" and not _choice_probes(probes):
+        return "no attribute's probes have two different answers (multiple choice draws its distractors from them)"
+    if check == "relearning":
+        subjects = _forget_subjects(probes)
+        if len(subjects) < 2:
+            return "the probes ask about fewer than two forget subjects (it relearns one half and asks about the other)"
+        if not _relearning_rows(task, subjects):
+            return "no forget row names a forget probe's subject (it fine-tunes on the rows about half the subjects)"
+        if not task.retain:
+            return "the task has no retain rows (the benign attack fine-tunes on them)"
+    if check == "decoding" and not attributes:
+        return ("no labelled attribute has two values among the retain subjects' probes "
+                "(UnlearningTask(labels={subject: {attribute: value}}); the read-out trains on retain subjects)")
+    if check == "retrace" and not task.facts:
+        return "the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))"
+    return None
+
+
+def _decodable(task: UnlearningTask, probes: list[Probe], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The attributes the read-out can learn: at least two labels among the retain subjects with
+    probes and at least one labelled forget or holdout subject. Named ones must qualify."""
+    subjects = {split: {p.subject for p in probes if p.split == split and p.subject in task.labels}
+                for split in SPLITS}
+    known = list(dict.fromkeys(a for labels in task.labels.values() for a in labels))
+    fine = []
+    for attribute in known if wanted is None else wanted:
+        values = {task.labels[s][attribute] for s in subjects["retain"] if attribute in task.labels[s]}
+        tested = any(attribute in task.labels[s] for s in subjects["forget"] | subjects["holdout"])
+        if len(values) >= 2 and tested:
+            fine.append(attribute)
+        elif wanted is not None:
+            raise ValueError(f"decode_attributes names {attribute!r}, but the task labels it with {len(values)} "
+                             f"value(s) among the retain subjects' probes{'' if tested else ' and no forget or holdout subject'};"
+                             f" the read-out needs two values to train on and a subject to test (labelled: {known})")
+    return tuple(fine)
 
 
 def audit(
@@ -86,6 +172,11 @@ def audit(
         True
     """
     _check_pair(original, edited)
+    plan = plan_audit(task, config)
+    config = replace(config, checks=plan.checks, decode_attributes=plan.decode_attributes)
+    for check, reason in plan.skipped.items():
+        log(f"audit: skipping {check}: {reason}")
+        warnings.warn(AuditSkipWarning(f"the audit skips its {check!r} check: {reason}"), stacklevel=2)
     probes = _task_probes(task, config.probes_per_form)
     settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes)}
     if baseline is not None:
@@ -104,7 +195,7 @@ def audit(
             records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
         seconds[check] = time.perf_counter() - started
     settings.update(layers=list(layers), original=original.name, edited=edited.name)
-    return AuditResult(records, settings, comparison, seconds)
+    return AuditResult(records, settings, comparison, seconds, skipped=plan.skipped)
 
 
 def _check_baseline(baseline: AuditResult, settings: dict, original: LoadedModel) -> None:
@@ -125,7 +216,7 @@ def _probe_check(models, task, probes, config, progress) -> list[dict]:
 
 
 def _choice_check(models, task, probes, config, progress) -> list[dict]:
-    asked = per_form(probes, 1)
+    asked = per_form(_choice_probes(probes), 1)
     pool = answer_pool(probes)
     records = []
     for variant, model in models.items():
@@ -139,15 +230,8 @@ def _relearning_check(models, task, probes, config, progress) -> list[dict]:
     """(a) Fine-tune on the forget rows of half the forget subjects, recall the other half's
     probes; (b) fine-tune on retain rows only, recall every forget probe."""
     forget_probes = [p for p in probes if p.split == "forget"]
-    subjects = list(dict.fromkeys(p.subject for p in forget_probes))
-    if len(subjects) < 2:
-        raise ValueError("the relearning check needs probes about at least two forget subjects (it relearns "
-                         "one half and asks about the other)")
-    taught, held_out = subjects[::2], set(subjects[1::2])
-    rows = [r for r in rows_about(task.forget, taught) if not any(s in r.text for s in held_out)]
-    if not rows:
-        raise ValueError("no forget row names a forget probe's subject; the relearning check fine-tunes on the "
-                         "forget rows of half the subjects, so rows and probes must name the same subjects")
+    subjects = _forget_subjects(probes)
+    rows, held_out = _relearning_rows(task, subjects), set(subjects[1::2])
     asked = [p for p in forget_probes if p.subject in held_out]
     renamed = [_in_split(p, "forget, held-out half") for p in asked]
     records = []
@@ -180,10 +264,6 @@ def _precision_check(models, task, probes, config, progress) -> list[dict]:
 def _decoding_check(models, task, probes, config, progress) -> list[dict]:
     """A read-out fitted on retain subjects' states, scored on forget and holdout subjects'."""
     by_split = {split: [p for p in probes if p.split == split and p.subject in task.labels] for split in SPLITS}
-    for attribute in config.decode_attributes:
-        if not any(attribute in task.labels[p.subject] for p in by_split["retain"]):
-            raise ValueError(f"the task labels no retain subject's {attribute!r}; the decoding check trains on "
-                             "retain subjects (task.labels[subject][attribute])")
     records = []
     for variant, model in models.items():
         states = {split: subject_states(model, asked, progress=progress) for split, asked in by_split.items() if asked}
@@ -208,15 +288,29 @@ def _labelled_states(states, probes, labels, attribute):
 
 
 def _retrace(models, task, config, layers, progress, before=None):
-    if not task.facts:
-        raise ValueError("the task has no trace facts to re-trace; add facts=... to the UnlearningTask or drop "
-                         "'retrace' from the audit's checks")
     with warnings.catch_warnings():  # multi-token answers are traced on their first token, as documented
         warnings.simplefilter("ignore", MultiTokenAnswerWarning)
         traces = {variant: trace_facts(model, task.facts, kinds=("mlp",), window=1, samples=config.trace_samples,
                                        progress=progress)
                   for variant, model in models.items()}
     return compare_traces(traces["original"] if before is None else before, traces["edited"], layers=layers)
+
+
+def _choice_probes(probes: Sequence[Probe]) -> list[Probe]:
+    """The probes whose attribute has another answer to offer as a distractor."""
+    pool = answer_pool(probes)
+    return [p for p in probes if len(pool[p.attribute]) > 1]
+
+
+def _forget_subjects(probes: Sequence[Probe]) -> list[str]:
+    return list(dict.fromkeys(p.subject for p in probes if p.split == "forget" and p.subject))
+
+
+def _relearning_rows(task: UnlearningTask, subjects: list[str]) -> list:
+    """The forget rows about every other forget subject (the taught half) that name none of the
+    others (the half asked about)."""
+    taught, held_out = subjects[::2], subjects[1::2]
+    return [r for r in rows_about(task.forget, taught) if not any(s in r.text for s in held_out)]
 
 
 CHECK_FUNCTIONS = dict(probes=_probe_check, choice=_choice_check, relearning=_relearning_check,

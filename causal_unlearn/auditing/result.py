@@ -20,7 +20,8 @@ class AuditResult(Plottable):
     how many probes it averages (`n`).
 
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
-    draws them, `comparison` holds the re-trace (or None when it was not run).
+    draws them, `comparison` holds the re-trace (or None when it was not run; its headline numbers
+    are also rows of the table), `skipped` says which checks the task could not support and why.
 
     Examples:
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
@@ -33,11 +34,29 @@ class AuditResult(Plottable):
     settings: dict[str, Any]
     comparison: TraceComparison | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def measurements(self) -> list[dict[str, Any]]:
+        """Every record, the re-trace's included (p(answer), share known, and the MLP effect at
+        the edited layers, original and edited)."""
+        return self.records + self._retrace_records()
+
+    def _retrace_records(self) -> list[dict[str, Any]]:
+        if self.comparison is None:
+            return []
+        n = len(self.comparison.traces_before)
+        where = "edited layers" if self.comparison.layers else "all layers"
+        measures = {"p_answer": "p(answer)", "known": "known", "effect": f"mlp effect, {where}"}
+        return [dict(check="retrace", measure=measures[name], split="forget", attribute="all",
+                     variant="original" if when == "before" else "edited", layer=None, value=value, n=n)
+                for key, value in self.comparison.summary().items()
+                for name, when in [key.rsplit("_", 1)]]
 
     def to_dataframe(self):
         import pandas as pd
 
-        return pd.DataFrame(self.records, columns=list(COLUMNS))
+        return pd.DataFrame(self.measurements, columns=list(COLUMNS))
 
     def table(self, attribute: str = "all"):
         """Rows (check, measure, split, attribute), a column per model variant: the audit at a
@@ -50,7 +69,7 @@ class AuditResult(Plottable):
 
     def value(self, check: str, measure: str, split: str, variant: str, attribute: str = "all") -> float:
         """One number of the table (decoding: its best layer)."""
-        values = [r["value"] for r in self.records
+        values = [r["value"] for r in self.measurements
                   if (r["check"], r["measure"], r["split"], r["variant"], r["attribute"])
                   == (check, measure, split, variant, attribute)]
         if not values:
@@ -69,22 +88,30 @@ class AuditResult(Plottable):
             "relearn_benign": ("relearning", "recall", "forget", "edited, relearned on retain"),
             "int8_recall_forget": ("precision", "recall", "forget", "edited, int8"),
             "bf16_recall_forget": ("precision", "recall", "forget", "edited, bf16"),
-            "decoding_city_forget": ("decoding", "accuracy", "forget", "edited"),
         }
         out = {}
         for name, key in wanted.items():
             try:
-                out[name] = self.value(*key, attribute="city" if name.startswith("decoding") else "all")
+                out[name] = self.value(*key)
             except KeyError:
                 continue
+        for attribute in self.decoded_attributes:
+            out[f"decoding_{attribute}_forget"] = self.value("decoding", "accuracy", "forget", "edited", attribute)
         if self.comparison is not None:
             out.update({f"retrace_{k}": v for k, v in self.comparison.summary().items()
                         if k.startswith(("effect", "p_answer"))})
         return out
 
+    @property
+    def decoded_attributes(self) -> list[str]:
+        """The attributes the read-out decoded for forget subjects, in order."""
+        return list(dict.fromkeys(r["attribute"] for r in self.records
+                                  if (r["check"], r["measure"], r["split"]) == ("decoding", "accuracy", "forget")))
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.3f}" for k, v in list(self.summary().items())[:4])
-        return f"AuditResult({len(self.records)} measurements; {shown}, ...)"
+        skipped = f"; skipped {', '.join(self.skipped)}" if self.skipped else ""
+        return f"AuditResult({len(self.measurements)} measurements; {shown}, ...{skipped})"
 
 
 def mean_records(check: str, measure: str, variant: str, probes, values, *, layer: int | None = None) -> list[dict]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
+
+from causal_unlearn.data.files import read_jsonl
 
 ProbeForm = Literal["question", "cloze"]
 
@@ -43,3 +46,22 @@ class Probe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def read_probes(file: str | Path) -> list[Probe]:
+    """The probes of a .jsonl file, one `Probe` per line as its fields (what `Probe.to_dict` writes).
+
+    Examples:
+        >>> import json, pathlib, tempfile
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "probes.jsonl"
+        >>> probe = Probe("Ann Teal resides in", ("Denver",), attribute="city", form="cloze", split="forget", subject="Ann Teal")
+        >>> _ = file.write_text(json.dumps(probe.to_dict()))
+        >>> read_probes(file) == [probe]
+        True
+    """
+    def make(answers, **fields) -> Probe:
+        if isinstance(answers, str):
+            answers = [answers]
+        return Probe(answers=tuple(answers), **fields)
+
+    return read_jsonl(file, make, "probe (prompt, answers, attribute, form, split, subject)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from causal_unlearn.data.files import jsonl_records
 from causal_unlearn.data.rows import REQUIRED_FIELDS, Row, RowKind, row_kind, select
 
 _SUFFIXES = (".jsonl", ".parquet")
@@ -112,28 +112,12 @@ def read_rows(file: str | Path) -> list[Row]:
     """
     file = Path(file)
     if file.suffix == ".jsonl":
-        records = _jsonl_records(file)
+        records = jsonl_records(file, SemEvalFormatError)
     elif file.suffix == ".parquet":
         records = _parquet_records(file)
     else:
         raise SemEvalFormatError(f"{file}: unsupported file type {file.suffix!r}; use .jsonl or .parquet")
     return [_to_row(record, f"{file}:{where}") for where, record in records]
-
-
-def _jsonl_records(file: Path) -> Iterable[tuple[str, Any]]:
-    with open(file, encoding="utf-8") as handle:
-        try:
-            lines = list(handle)
-        except UnicodeDecodeError as error:
-            raise SemEvalFormatError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); a .jsonl file "
-                                     "holds one JSON object per line") from error
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SemEvalFormatError(f"{file}: line {number} is not valid JSON ({error.msg})") from None
 
 
 def _parquet_records(file: Path) -> Iterable[tuple[str, Any]]:

@@ -259,6 +259,8 @@ def unlearn(
                       stacklevel=2)
     if processes.is_main:
         _warn_if_blown_up(selection, original, config.lr)
+        if outcome.selected_step > 0:
+            _warn_if_nothing_forgotten(evaluations, outcome.selected_step, config)
     for callback in callbacks:
         callback.on_train_end(outcome)
     return outcome
@@ -279,6 +281,23 @@ def _warn_if_blown_up(selection: ParameterSelection, original: dict[str, Tensor]
         warnings.warn(f"the edit moved {name} by {ratio:.3g} times its own size: the model is almost surely broken "
                       f"(lr={lr:g}); result.revert() restores it, and a smaller lr or evaluations (eval_every) keep "
                       "a usable step", stacklevel=3)
+
+
+def _warn_if_nothing_forgotten(evaluations: list[dict[str, float]], selected: int, config: UnlearnConfig) -> None:
+    """A warning where the kept weights still give every forget answer the original gave (teacher
+    forced): the run was too short or its steps too small for this data, e.g. a recipe made for
+    thousands of rows run on a handful (few optimizer steps at a small lr)."""
+    kept = next((e for e in evaluations if e["step"] == selected), None)
+    if kept is None or evaluations[0]["step"] != 0 or evaluations[0]["forget_answer_accuracy"] == 0:
+        return  # without evaluations (eval_every=None) there is nothing to compare
+    first = evaluations[0]
+    if kept["forget_answer_accuracy"] >= first["forget_answer_accuracy"]:
+        warnings.warn(
+            f"after {selected} optimizer step(s) the model still gives every forget answer it gave before "
+            f"(teacher-forced answer accuracy {first['forget_answer_accuracy']:.2f} -> "
+            f"{kept['forget_answer_accuracy']:.2f}): the run was too short or its steps too small for these rows "
+            f"(lr={config.lr:g}, {config.epochs} epochs, {config.batch_size} x {config.grad_accum} rows a step); "
+            "raise lr or epochs", stacklevel=3)
 
 
 def _mean_terms(window_terms: list[dict[str, float]], processes: Processes) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""The audit at a glance: recall asked other ways, after relearning and quantization, and what a
-linear read-out still finds."""
+"""The audit at a glance: recall asked other ways, after relearning and quantization, what a
+linear read-out still finds, and the re-trace. A panel per check the audit ran, none for the rest."""
 
 from __future__ import annotations
 
@@ -14,52 +14,98 @@ VARIANT_COLORS = {
     "edited, relearned": OKABE_ITO[3], "edited, relearned on retain": OKABE_ITO[4],
     "original, relearned": "#666666", "original, relearned on retain": "#CCCCCC",
 }
-PANELS = (("probes", "recall", "held-out probes: recall"), ("choice", "top-1", "multiple choice: top-1"),
-          ("relearning", "recall", "after relearning: recall"), ("decoding", "accuracy", "linear read-out (forget)"))
+BAR_PANELS = {  # check -> (the checks whose recall it shows, its measure, its title)
+    "probes": (("probes", "precision"), "recall", "held-out probes: recall"),
+    "choice": (("choice",), "top-1", "multiple choice: top-1"),
+    "relearning": (("relearning",), "recall", "after relearning: recall"),
+}
+CHANCE = dict(color="grey", dash="dot", width=1)
 
 
-def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute: str = "city",
+def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute: str | None = None,
                column: Column | None = None, title: str | None = None) -> go.Figure:
-    """Four panels: greedy recall of held-out probes per split (with the int8 and bf16 copies),
-    multiple-choice top-1 (dotted: chance), forget recall after the relearning attacks, and the
-    per-layer accuracy of a linear read-out of `decode_attribute` on forget subjects (dotted:
-    chance). Checks the audit did not run leave their panel empty.
+    """A panel per check the audit ran: greedy recall of held-out probes per split (with the int8
+    and bf16 copies), multiple-choice top-1 (dotted: each split's chance), forget recall after
+    the relearning attacks, the per-layer accuracy of a linear read-out of `decode_attribute`
+    (default: the first decoded) on forget subjects (dotted: chance), and the forget facts'
+    per-layer MLP effect re-traced before and after.
 
     Examples:
         >>> from causal_unlearn.auditing.result import AuditResult
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
         ...                 layer=None, value=x, n=10) for v, x in (("original", 0.9), ("edited", 0.1))]
-        >>> [trace.name for trace in plot_audit(AuditResult(records, {})).data]
-        ['original', 'edited']
+        >>> fig = plot_audit(AuditResult(records, {}))
+        >>> [trace.name for trace in fig.data], [a.text for a in fig.layout.annotations]
+        (['original', 'edited'], ['held-out probes: recall'])
     """
     frame = result.to_dataframe()
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[2] for p in PANELS], horizontal_spacing=0.07)
+    decode_attribute = decode_attribute or next(iter(result.decoded_attributes), None)
+    panels = [check for check, (checks, _, _) in BAR_PANELS.items() if frame.check.isin(checks).any()]
+    if decode_attribute in result.decoded_attributes:
+        panels.append("decoding")
+    elif decode_attribute is not None and result.decoded_attributes:
+        raise ValueError(f"the audit decoded no {decode_attribute!r}; it decoded {result.decoded_attributes}")
+    if result.comparison is not None:
+        panels.append("retrace")
+    if not panels:
+        raise ValueError("the audit has no measurements to draw")
+    titles = [BAR_PANELS[p][2] if p in BAR_PANELS else
+              f"read-out of {decode_attribute} (forget)" if p == "decoding" else "re-traced: MLP effect (forget)"
+              for p in panels]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.07)
     shown: set[str] = set()
-    for col, (check, measure, _) in enumerate(PANELS, start=1):
-        if check == "decoding":
-            rows = frame[(frame.check == check) & (frame.attribute == decode_attribute) & (frame.split == "forget")]
-            for variant, group in rows[rows.measure == "accuracy"].groupby("variant", sort=False):
-                fig.add_trace(_trace(go.Scatter, variant, shown, x=group.layer, y=group.value, mode="lines+markers",
-                                     hovertemplate=f"{variant}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>"), row=1, col=col)
-            chance = rows[rows.measure == "chance"].value
-            if len(chance):
-                fig.add_hline(y=float(chance.max()), line=dict(color="grey", dash="dot", width=1), row=1, col=col)
-            fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
-            continue
-        rows = frame[(frame.check == check) & (frame.measure == measure) & (frame.attribute == attribute)]
-        if check == "probes":  # the quantized copies are recall on the same probes
-            rows = frame[(frame.check.isin(["probes", "precision"])) & (frame.measure == "recall")
-                         & (frame.attribute == attribute)]
-        for variant, group in rows.groupby("variant", sort=False):
-            fig.add_trace(_trace(go.Bar, variant, shown, x=group.split, y=group.value,
-                                 hovertemplate=f"{variant}<br>%{{x}}: %{{y:.3f}}<extra></extra>"), row=1, col=col)
-        chance = frame[(frame.check == check) & (frame.measure == "chance") & (frame.attribute == attribute)]
-        if len(chance):
-            fig.add_hline(y=float(chance.value.mean()), line=dict(color="grey", dash="dot", width=1), row=1, col=col)
-    fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(barmode="group", height=400, width=1200, title=title or "audit: asked in ways unlearning never saw",
+    for col, panel in enumerate(panels, start=1):
+        if panel == "decoding":
+            _decoding_panel(fig, frame, decode_attribute, shown, col)
+        elif panel == "retrace":
+            _retrace_panel(fig, result, shown, col)
+        else:
+            _bar_panel(fig, frame, panel, attribute, shown, col)
+    fig.update_layout(barmode="group", height=400, width=300 * len(panels) + 100,
+                      title=title or "audit: asked in ways unlearning never saw",
                       legend=dict(orientation="h", y=-0.25, x=0.5, xanchor="center"))
     return paper_layout(fig, column, height_inches=2.6) if column else fig
+
+
+def _bar_panel(fig: go.Figure, frame, panel: str, attribute: str, shown: set[str], col: int) -> None:
+    checks, measure, _ = BAR_PANELS[panel]
+    rows = frame[frame.check.isin(checks) & (frame.measure == measure) & (frame.attribute == attribute)]
+    splits = list(dict.fromkeys(rows.split))
+    for variant, group in rows.groupby("variant", sort=False):
+        fig.add_trace(_trace(go.Bar, variant, shown, x=group.split, y=group.value,
+                             hovertemplate=f"{variant}<br>%{{x}}: %{{y:.3f}}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(categoryorder="array", categoryarray=splits, row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+    chance = frame[frame.check.isin(checks) & (frame.measure == "chance") & (frame.attribute == attribute)]
+    for split, value in chance.groupby("split", sort=False).value.mean().items():
+        # each split's own chance (its probes have as many choices as their attribute has answers),
+        # across its group of bars: a category axis places shapes at the category's index
+        at = splits.index(split)
+        fig.add_shape(type="line", x0=at - 0.45, x1=at + 0.45, y0=value, y1=value, line=CHANCE, row=1, col=col)
+
+
+def _decoding_panel(fig: go.Figure, frame, attribute: str, shown: set[str], col: int) -> None:
+    rows = frame[(frame.check == "decoding") & (frame.attribute == attribute) & (frame.split == "forget")]
+    for variant, group in rows[rows.measure == "accuracy"].groupby("variant", sort=False):
+        fig.add_trace(_trace(go.Scatter, variant, shown, x=group.layer, y=group.value, mode="lines+markers",
+                             hovertemplate=f"{variant}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>"), row=1, col=col)
+    chance = rows[rows.measure == "chance"].value
+    fig.add_hline(y=float(chance.max()), line=CHANCE, row=1, col=col)
+    fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+
+
+def _retrace_panel(fig: go.Figure, result: AuditResult, shown: set[str], col: int) -> None:
+    effects = result.comparison.layer_effects("mlp")
+    for variant, column in (("original", "before"), ("edited", "after")):
+        fig.add_trace(_trace(go.Scatter, variant, shown, x=effects.layer, y=effects[column], mode="lines+markers",
+                             customdata=effects.token_group,
+                             hovertemplate=f"{variant}<br>layer %{{x}} (%{{customdata}}): %{{y:.3f}}<extra></extra>"),
+                      row=1, col=col)
+    for layer in result.comparison.layers:  # the edited layers
+        fig.add_vrect(x0=layer - 0.5, x1=layer + 0.5, fillcolor="#999999", opacity=0.15, line_width=0, row=1, col=col)
+    fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
+    fig.update_yaxes(title_text="mean indirect effect" if col == 1 else None, row=1, col=col)
 
 
 def _trace(kind, variant: str, shown: set[str], **kwargs):
