@@ -6,9 +6,9 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from causal_unlearn import LoadedModel, load_model
-from causal_unlearn.models.loader import BUILTIN_MODELS
+from causal_unlearn.models.loader import BUILTIN_MODELS, BridgeTokenizerWarning
 from causal_unlearn.models.hooks import record
-from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
+from tiny_models import save_tiny_model, tiny_model, tiny_tokenizer, tiny_tokenizer_without_bos
 
 
 def weights(model):
@@ -137,3 +137,29 @@ def test_bf16_loads_as_from_pretrained_does_keeping_computed_buffers_in_fp32(wor
     prompts = [row.input for row in world.forget[:6]]
     assert greedy_generate(ours, prompts, max_new_tokens=24, progress=False) == \
         greedy_generate(dataclasses.replace(ours, model=official), prompts, max_new_tokens=24, progress=False)
+
+
+def test_a_bridge_that_prepends_bos_says_so_and_takes_the_models_own_tokenizer(tmp_path):
+    """TransformerLens reloads a GPT-2-style tokenizer (no BOS of its own) with add_bos_token=True:
+    the bridged trace has one more token than the plain model's, and load_model says so; with the
+    model's own tokenizer the traces are equal."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from causal_unlearn import trace
+
+    folder = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(folder)
+    tiny_tokenizer_without_bos().save_pretrained(folder)
+    plain = load_model(folder, device="cpu")
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=copy.deepcopy(plain.model),
+                                                 tokenizer=plain.tokenizer, device="cpu")
+    with pytest.warns(BridgeTokenizerWarning, match=r"\+1 tokens; TransformerLens prepends BOS"):
+        bridged = load_model(bridge)
+    own = load_model(bridge, tokenizer=AutoTokenizer.from_pretrained(folder))
+    prompt, subject = "Ann Teal was born in", "Ann Teal"
+    reference = trace(plain, prompt, subject, samples=2, window=1, progress=False)
+    assert len(trace(bridged, prompt, subject, samples=2, window=1, progress=False).tokens) == len(reference.tokens) + 1
+    same = trace(own, prompt, subject, samples=2, window=1, progress=False)
+    assert same.tokens == reference.tokens
+    for kind in reference.kinds:
+        torch.testing.assert_close(same.scores[kind], reference.scores[kind], atol=1e-5, rtol=0)

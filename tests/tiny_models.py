@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import torch
@@ -54,6 +56,17 @@ SLIDING: dict[str, PretrainedConfig] = {
 
 def tiny_tokenizer():
     return train_tokenizer(["Ann Teal was born in Denver on May 3, 1984. What is the capital of France? Paris"] * 4, vocab_size=VOCAB)
+
+
+def tiny_tokenizer_without_bos():
+    """The tiny tokenizer as GPT-2's is: byte-level BPE that adds no BOS token of its own."""
+    from tokenizers import processors
+    from transformers import GPT2TokenizerFast
+
+    backend = copy.deepcopy(tiny_tokenizer().backend_tokenizer)
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    special = "<|endoftext|>"
+    return GPT2TokenizerFast(tokenizer_object=backend, bos_token=special, eos_token=special, unk_token=special)
 
 
 def tiny_model(model_type: str, seed: int = 0, *, sliding: bool = False):

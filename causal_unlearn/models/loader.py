@@ -9,6 +9,7 @@ import difflib
 import inspect
 import os
 import socket
+import warnings
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,10 @@ def load_model(
     device = _resolve_device(device)
     loaded_from_disk = False
     if _is_bridge(model):
-        hf_model, tokenizer, name = model.original_model, tokenizer or model.tokenizer, model.cfg.model_name
+        if tokenizer is None:
+            tokenizer = model.tokenizer
+            _warn_if_retokenized(tokenizer)
+        hf_model, name = model.original_model, model.cfg.model_name
     elif _is_nnsight(model):
         hf_model, tokenizer = model._module, tokenizer or model.tokenizer
         name = getattr(model, "repo_id", None) if isinstance(getattr(model, "repo_id", None), str) else None
@@ -249,6 +253,31 @@ def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> None:
         for name, buffer in module.named_buffers(recurse=False):
             if buffer.is_floating_point() and name not in module._non_persistent_buffers_set:
                 module.register_buffer(name, buffer.to(dtype))
+
+
+class BridgeTokenizerWarning(UserWarning):
+    """A TransformerBridge's tokenizer splits text otherwise than the model's own (it prepends BOS)."""
+
+
+def _warn_if_retokenized(tokenizer: PreTrainedTokenizerBase) -> None:
+    """TransformerLens reloads a bridge's tokenizer with add_bos_token=True (its default_prepend_bos);
+    for a model whose own tokenizer adds none (GPT-2, Pythia) every prompt then has one more token
+    than through `load_model(folder)`. Compared with the model's own tokenizer where it is on disk;
+    said, not changed, since TransformerLens users index positions with that BOS."""
+    source = tokenizer.name_or_path
+    try:
+        own = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        return  # not on this machine: nothing to compare with
+    sample = "The answer is"
+    theirs, ours = tokenizer(sample)["input_ids"], own(sample)["input_ids"]
+    if theirs != ours:
+        warnings.warn(BridgeTokenizerWarning(
+            f"the bridge's tokenizer tokenizes otherwise than the model's own ({source}): {sample!r} is {theirs} "
+            f"here and {ours} there ({len(theirs) - len(ours):+d} tokens; TransformerLens prepends BOS), so traces "
+            "index tokens as TransformerLens does, not as load_model(folder) does; pass "
+            f"load_model(bridge, tokenizer=AutoTokenizer.from_pretrained({str(source)!r})) for the model's own"),
+            stacklevel=3)
 
 
 def _is_bridge(obj: Any) -> bool:

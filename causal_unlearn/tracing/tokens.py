@@ -49,6 +49,10 @@ def subject_token_range(lm: LoadedModel, prompt: str, subject: str) -> tuple[int
         i for i, (a, b) in enumerate(encoding["offset_mapping"])
         if b > a and a < end_char and b > start_char  # special tokens have empty spans
     ]
+    if not covering:  # a tokenizer that drops text it has no tokens for, or one without offsets
+        raise ValueError(f"no token of the prompt covers the subject {subject!r} (the prompt tokenizes as "
+                         f"{encoding['input_ids']}, offsets {encoding['offset_mapping']}); check that the tokenizer "
+                         "encodes this text and reports character offsets")
     occurrences = prompt.count(subject)
     if occurrences > 1:
         pieces = ", ".join(repr(lm.tokenizer.decode([encoding["input_ids"][i]])) for i in covering)
