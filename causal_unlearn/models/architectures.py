@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor, nn
 from transformers import PretrainedConfig
 
 
@@ -41,6 +42,8 @@ class ArchitectureSpec:
     position_embedding: str | None = None
     attn_output_projection_path: str | None = None  # its input: the heads' outputs, concatenated
     mlp_down_projection_path: str | None = None  # its input: the MLP's hidden units
+    mlp_activation_path: str | None = None  # the MLP's activation function module
+    mlp_gated: bool = False  # the activation's output is multiplied by another projection (SwiGLU, GeGLU)
 
     def block_output(self, layer: int) -> str:
         return self.block.format(layer=layer)
@@ -89,6 +92,8 @@ def _spec(
     position_embedding: str | None = None,
     attn_output_projection: str = "o_proj",
     mlp_down_projection: str = "down_proj",
+    mlp_activation: str = "act_fn",
+    mlp_gated: bool = True,
 ) -> ArchitectureSpec:
     """A spec from block-relative module names; the defaults are the Llama layout."""
     block = f"{blocks}.{{layer}}"
@@ -106,16 +111,20 @@ def _spec(
         position_embedding=position_embedding,
         attn_output_projection_path=f"{block}.{attn}.{attn_output_projection}",
         mlp_down_projection_path=f"{block}.{mlp}.{mlp_down_projection}",
+        mlp_activation_path=f"{block}.{mlp}.{mlp_activation}",
+        mlp_gated=mlp_gated,
     )
 
 
 _BUILTIN = (
     _spec("gpt2", embedding="transformer.wte", position_embedding="transformer.wpe", blocks="transformer.h",
-          attn="attn", final_norm="transformer.ln_f", attn_output_projection="c_proj", mlp_down_projection="c_proj"),
+          attn="attn", final_norm="transformer.ln_f", attn_output_projection="c_proj", mlp_down_projection="c_proj",
+          mlp_activation="act", mlp_gated=False),
     # Pythia uses a parallel residual (x + attn(ln1 x) + mlp(ln2 x)); the contributions are the
     # same two module outputs either way.
     _spec("gpt_neox", embedding="gpt_neox.embed_in", blocks="gpt_neox.layers", attn="attention",
-          final_norm="gpt_neox.final_layer_norm", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h"),
+          final_norm="gpt_neox.final_layer_norm", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h",
+          mlp_activation="act", mlp_gated=False),
     _spec("llama"),
     _spec("mistral"),
     _spec("qwen2"),
@@ -127,10 +136,50 @@ _BUILTIN = (
     # Falcon adds its attention output into the MLP's output in place (parallel attention); the
     # contributions are still the two modules' own outputs.
     _spec("falcon", embedding="transformer.word_embeddings", blocks="transformer.h", attn="self_attention",
-          final_norm="transformer.ln_f", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h"),
+          final_norm="transformer.ln_f", attn_output_projection="dense", mlp_down_projection="dense_4h_to_h",
+          mlp_activation="act", mlp_gated=False),
 )
 
 _REGISTRY: dict[str, ArchitectureSpec] = {t: spec for spec in _BUILTIN for t in spec.model_types}
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a normalization module scales its input: `weight * (x - mean(x) if centered else x)
+    / sqrt(mean of the squares + eps) + bias`, `weight` as it multiplies (Gemma's 1 + w)."""
+
+    centered: bool
+    eps: float
+    weight: Tensor | None
+
+
+def normalization(module: nn.Module) -> Normalization | None:
+    """The module's `Normalization` if it is a layer or RMS norm of a supported family, else None;
+    a module named like a norm whose arithmetic is not known here is an error, since relevance
+    rules must hold its scale constant.
+
+    Examples:
+        >>> normalization(nn.LayerNorm(4))
+        Normalization(centered=True, eps=1e-05, weight=Parameter containing:
+        tensor([1., 1., 1., 1.], requires_grad=True))
+        >>> normalization(nn.Linear(2, 2)) is None
+        True
+    """
+    name = type(module).__name__
+    if isinstance(module, nn.LayerNorm):
+        return Normalization(True, module.eps, module.weight)
+    if name == "OlmoLayerNorm":  # no parameters, eps fixed in its forward
+        return Normalization(True, 1e-5, None)
+    if name.endswith("RMSNorm"):
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        weight = getattr(module, "weight", None)
+        if eps is not None and weight is not None:
+            return Normalization(False, float(eps), 1 + weight if name.startswith("Gemma") else weight)
+    if name.endswith(("Norm", "LayerNorm")):
+        raise UnsupportedArchitectureError(
+            f"{name} looks like a normalization whose arithmetic this library does not know; teach "
+            "causal_unlearn.models.architectures.normalization its centering, eps and weight")
+    return None
 
 
 class UnsupportedArchitectureError(ValueError):

@@ -448,6 +448,8 @@ class AttentionCall:
 
 _RECORDING = "causal_unlearn_recording"
 _attention_calls: tuple[dict[nn.Module, str], dict[str, AttentionCall]] | None = None  # inside `record_attention`
+AttentionEdit = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+_attention_edits: list[tuple[set[nn.Module], AttentionEdit]] = []  # inside `edit_attention`, innermost last
 
 
 def _eager_attention(module: nn.Module) -> Callable | None:
@@ -475,6 +477,9 @@ def _recording_attention(module, query, key, value, attention_mask, **settings):
     if eager is None:
         raise ValueError(f"{type(module).__name__} has no eager attention in its modeling file, so its attention "
                          "probabilities cannot be recorded")
+    for modules, fn in _attention_edits:
+        if module in modules:
+            query, key, value = fn(query, key, value)
     output, probabilities = eager(module, query, key, value, attention_mask, **settings)
     if _attention_calls is not None and module in _attention_calls[0]:
         modules, calls = _attention_calls
@@ -484,6 +489,39 @@ def _recording_attention(module, query, key, value, attention_mask, **settings):
 
 AttentionInterface.register(_RECORDING, _recording_attention)
 AttentionMaskInterface.register(_RECORDING, eager_mask)
+
+
+@contextmanager
+def edit_attention(model: nn.Module, addresses: Sequence[str], fn: AttentionEdit) -> Iterator[None]:
+    """Inside, the attention modules at `addresses` compute with `fn(query, key, value)` (as the
+    attention function gets them: rotary applied, key/value heads not yet repeated) in their own
+    eager attention: e.g. `lambda q, k, v: (q.detach(), k.detach(), v)` holds the attention
+    probabilities constant for gradients. A model whose attention does not run through
+    transformers' `AttentionInterface` (Falcon) is refused.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> config = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        ...                      num_attention_heads=2, num_key_value_heads=2)
+        >>> model, ids = LlamaForCausalLM(config).eval(), torch.tensor([[1, 2, 3]])
+        >>> with edit_attention(model, ["model.layers.0.self_attn"], lambda q, k, v: (q.detach(), k.detach(), v)):
+        ...     held = model(ids).logits
+        >>> torch.allclose(held, model(ids).logits, atol=1e-6)  # the same values, other gradients
+        True
+    """
+    refused = [a for a in addresses if not attention_recordable(model, a)]
+    if refused:
+        raise ValueError(f"the attention at {refused[0]!r} does not run through transformers' AttentionInterface, "
+                         "so its queries, keys and values cannot be edited")
+    saved = model.config._attn_implementation
+    model.config._attn_implementation = _RECORDING
+    _attention_edits.append(({model.get_submodule(a) for a in addresses}, fn))
+    try:
+        yield
+    finally:
+        _attention_edits.pop()
+        model.config._attn_implementation = saved
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from causal_unlearn.models.hooks import (
     add,
     deferred,
     edit,
+    edit_attention,
     last_position_only,
     patch,
     record,
@@ -41,7 +42,9 @@ from causal_unlearn.patching.sites import (
     Site,
     resolve_site,
 )
+from causal_unlearn.patching.relevance import RelevanceRules, half_rule, relevance_rules
 
 __all__ = ["ATTN", "HEAD", "HIDDEN", "KINDS", "MLP", "RESID_PRE", "SITES", "ArchitectureSite", "AttentionHeads",
-           "HookPoint", "MLPNeurons", "ModuleSite", "Site", "add", "deferred", "edit", "last_position_only", "patch",
-           "record", "record_attention", "replace_state", "resolve_site", "skip"]
+           "HookPoint", "MLPNeurons", "ModuleSite", "RelevanceRules", "Site", "add", "deferred", "edit", "edit_attention",
+           "half_rule", "last_position_only", "patch", "record", "record_attention", "relevance_rules", "replace_state",
+           "resolve_site", "skip"]

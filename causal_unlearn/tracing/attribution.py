@@ -43,6 +43,7 @@ from causal_unlearn.models.hooks import (
     replace_state,
 )
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.patching.relevance import RelevanceRules, relevance_rules
 from causal_unlearn.patching.sites import Site
 from causal_unlearn.tracing.config import TraceConfig
 from causal_unlearn.tracing.engine import clean_run, entry_rule, first_corrupted_position, inside, site_points
@@ -143,6 +144,8 @@ def run_attribution(
     embeddings = rows.embeddings(corrupted, clean_embeddings).detach().requires_grad_(True)
     edits[HookPoint(spec.embedding)] = [lambda state: embeddings]
     with ExitStack() as stack:
+        if fixes.relp:  # before the edits: the half rule sits upstream of a neuron's recorded state
+            stack.enter_context(relevance_rules(lm, RelevanceRules(attention=fixes.relp_attention)))
         stack.enter_context(edit(lm.model, {point: _chained(fns) for point, fns in edits.items()}))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(last_position())
@@ -216,10 +219,12 @@ def _chained(fns: list):
 
 
 def _capturing(captured: dict[HookPoint, Tensor], point: HookPoint):
-    """Records the state (in the autograd graph) and hands it on unchanged."""
+    """Records the state (in the autograd graph) and hands on a copy: a block may add into a
+    sublayer's output in place (Falcon's parallel MLP), which must not change the recorded state."""
 
-    def capture(state: Tensor) -> None:
+    def capture(state: Tensor) -> Tensor:
         captured[point] = state
+        return state.clone()
 
     return capture
 

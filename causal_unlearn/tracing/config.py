@@ -206,4 +206,9 @@ class TraceConfig:
                                  "(it does not run through transformers' AttentionInterface); pass "
                                  "fixes=AttributionFixes(qk_fix=False)")
             config = replace(config, fixes=replace(fixes, qk_fix=False))  # the default: every fix this model allows
+        if self.method == "attribution" and fixes.relp_attention \
+                and not attention_recordable(lm.model, lm.architecture.attn_module(0)):
+            raise ValueError(f"relp_attention holds the attention probabilities constant, which {lm.name}'s attention "
+                             "does not allow (it does not run through transformers' AttentionInterface); pass "
+                             "fixes=AttributionFixes(relp=True, relp_attention=False)")
         return config

@@ -52,7 +52,9 @@ class Shortcuts(Switches):
 @dataclass(frozen=True)
 class AttributionFixes(Switches):
     """The fixes `method="attribution"` applies to attribution patching (described in
-    `causal_unlearn.tracing.attribution`). `AttributionFixes.none()` is plain AtP; the default is
+    `causal_unlearn.tracing.attribution`); `relp` takes relevance coefficients in place of the
+    gradient (relevance patching, `causal_unlearn.patching.relevance`), `relp_attention` adds
+    RelP's attention rule. `AttributionFixes.none()` is plain AtP; the default is
     the best measured on the built-in model (docs/tracing.md, Speed).
 
     `trace` leaves the default's `qk_fix` out for a model whose attention cannot be recorded
@@ -67,11 +69,19 @@ class AttributionFixes(Switches):
     qk_fix: bool = True
     grad_drop: bool = False
     steps: int = 2
+    relp: bool = False
+    relp_attention: bool = False
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps is the number of interpolation points between the corrupted and the clean run "
                              f"(0: the gradient at the corrupted run only), a whole number >= 0; got {self.steps!r}")
+        if self.relp_attention and not self.relp:
+            raise ValueError("relp_attention is RelP's attention rule (probabilities held constant); it goes with "
+                             "relp=True")
+        if self.relp_attention and self.qk_fix:
+            raise ValueError("relp_attention holds the attention probabilities constant, and qk_fix puts their exact "
+                             "change back in; choose one (qk_fix=False, or relp_attention=False)")
 
     @property
     def alphas(self) -> list[float]:
