@@ -156,77 +156,6 @@ def gemm_peak_gflops() -> float:
     return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - started) / 1e9
 
 
-ATTRIBUTION_VARIANTS = {  # name: AttributionFixes keywords
-    "plain AtP": dict(log_odds=False, qk_fix=False, steps=0), "log_odds": dict(qk_fix=False, steps=0),
-    "qk_fix": dict(log_odds=False, steps=0), "grad_drop": dict(log_odds=False, qk_fix=False, steps=0, grad_drop=True),
-    "steps=2": dict(log_odds=False, qk_fix=False), "AtP* (qk_fix+grad_drop)": dict(log_odds=False, steps=0, grad_drop=True),
-    "log_odds+qk_fix": dict(steps=0), "log_odds+steps=2": dict(qk_fix=False), "default (log_odds+qk_fix+steps=2)": {},
-    "default+grad_drop": dict(grad_drop=True),
-}
-
-
-def attribution_fixes(name: str):
-    from causal_unlearn.tracing import AttributionFixes
-
-    return AttributionFixes(**ATTRIBUTION_VARIANTS[name])
-
-
-def attribution_report(n_per_attribute: int, args: argparse.Namespace) -> None:
-    """Spearman rank correlation of method="attribution" with the exact heatmap on the built-in
-    model's facts (all three kinds, samples 10, window 10), with and without each fix, and the
-    speed over exact there and on the GPT-2-small shape."""
-    import warnings
-
-    from scipy.stats import spearmanr
-
-    import causal_unlearn as cu
-
-    lm = cu.load_model("olmo-tiny-bios", device="cpu")
-    world = cu.make_bios_world()
-    facts = [f for a in sorted({f.attribute for f in world.facts}) for f in world.facts_to_trace("forget", a)[:n_per_attribute]]
-    seconds = dict.fromkeys(["exact", *ATTRIBUTION_VARIANTS], 0.0)
-    correlations = {name: {k: [] for k in KINDS} for name in ATTRIBUTION_VARIANTS}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # multi-token email answers
-        for fact in facts:
-            started = time.perf_counter()
-            exact = cu.trace(lm, fact.prompt, fact.subject, answer=fact.answer, progress=False)
-            seconds["exact"] += time.perf_counter() - started
-            for name in ATTRIBUTION_VARIANTS:
-                started = time.perf_counter()
-                estimate = cu.trace(lm, fact.prompt, fact.subject, answer=fact.answer, method="attribution",
-                                    fixes=attribution_fixes(name), progress=False)
-                seconds[name] += time.perf_counter() - started
-                for kind in KINDS:
-                    rho = spearmanr(exact.scores[kind].flatten(), estimate.scores[kind].flatten())[0]
-                    correlations[name][kind].append(float(rho))
-    shape_speedups = gpt2_shape_attribution_speedups(args)
-    print(f"\nattribution vs exact on {len(facts)} built-in forget facts ({n_per_attribute} per attribute), samples 10, "
-          f"window 10; mean Spearman rank correlation with the exact heatmap (median), speed over exact\n")
-    print(f"| fixes | hidden | mlp | attn | x exact (built-in) | x exact (GPT-2-small shape) |\n| --- | --- | --- | --- | --- | --- |")
-    for name, values in correlations.items():
-        cells = [f"{torch.tensor(v).nanmean():.3f} ({torch.tensor(v).nanmedian():.3f})" for v in values.values()]
-        print(f"| {name} | {' | '.join(cells)} | {seconds['exact'] / seconds[name]:.1f} | {shape_speedups[name]:.1f} |")
-
-
-def gpt2_shape_attribution_speedups(args: argparse.Namespace) -> dict[str, float]:
-    """Exact time over each variant's time for the benchmark prompt on the GPT-2-small-shaped model
-    (samples 10, window 10, all kinds; the best of two runs of each)."""
-    from causal_unlearn.tracing import trace
-
-    lm, _ = build(args.layers, args.d_model)
-
-    def timed(**settings) -> float:
-        started = time.perf_counter()
-        trace(lm, PROMPT, SUBJECT, samples=args.samples, window=10, progress=False, **settings)
-        return time.perf_counter() - started
-
-    timed(method="attribution")  # warm-up
-    exact = min(timed() for _ in range(2))
-    return {name: exact / min(timed(method="attribution", fixes=attribution_fixes(name)) for _ in range(2))
-            for name in ATTRIBUTION_VARIANTS}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,7 +164,6 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of the naive loop and the engine (one more untimed run each)")
-    parser.add_argument("--attribution-facts", type=int, default=5, help="built-in facts per attribute (0: skip)")
     parser.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -264,8 +192,6 @@ def main() -> None:
               f"{row['peak_mb']:>9.0f}{ratio:>10.1f}{diff:>12.1e}{row['tflop']:>8.2f}{row['tflop'] * 1e3 / row['seconds']:>9.0f}")
     if args.flops:
         print(f"\nthis CPU's fp32 matrix-product peak: {gemm_peak_gflops():.0f} GFLOP/s")
-    if args.attribution_facts:
-        attribution_report(args.attribution_facts, args)
 
 
 if __name__ == "__main__":

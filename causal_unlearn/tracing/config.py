@@ -69,10 +69,12 @@ class TraceConfig:
     `Corruption`. `window`: layers an `mlp`/`attn` cell restores (None: about a fifth of the
     model's depth, ROME's 10 at 48 layers). `metric`: "prob", "logprob", "logit_diff" (with
     `foil`), a built-in (`ProbabilityMass([...])`) or any function from last-position logits
-    (batch, vocab) to one score per row. `method`: "exact" or "attribution" (gradients, with
-    `fixes`). `backend`: "torch" or "nnsight" (`remote=True`: on NDIF). `subject_std` overrides the
+    (batch, vocab) to one score per row. `method`: "exact", "attribution" (gradients, with
+    `fixes`) or "guided" (both). `backend`: "torch" or "nnsight" (`remote=True`: on NDIF). `subject_std` overrides the
     std the s3 rule scales. `top_predictions=k` keeps each cell's k most probable tokens.
     `shortcuts` switches the exact engine's shortcuts (each exact: only the time changes).
+    `method="guided"` ranks the cells by attribution and traces `exact_cells` of each site exactly
+    (a share of its cells, or a count).
 
     Examples:
         >>> config = TraceConfig(kinds=("hidden", "head"), samples=3)
@@ -95,6 +97,7 @@ class TraceConfig:
     subject_std: float | None = None
     shortcuts: Shortcuts = Shortcuts()
     fixes: AttributionFixes = AttributionFixes()
+    exact_cells: int | float = 0.1
 
     def __post_init__(self):
         kinds = (self.kinds,) if isinstance(self.kinds, (str, Site)) else tuple(self.kinds)
@@ -144,8 +147,16 @@ class TraceConfig:
             raise TypeError(f"shortcuts must be a Shortcuts, e.g. Shortcuts(skip_blocks=False), got {self.shortcuts!r:.80}")
         if not isinstance(self.fixes, AttributionFixes):
             raise TypeError(f"fixes must be an AttributionFixes, e.g. AttributionFixes(grad_drop=True), got {self.fixes!r:.80}")
-        if self.fixes != AttributionFixes() and self.method != "attribution":
-            raise ValueError(f"fixes={self.fixes} changes method='attribution' only; this trace runs method={self.method!r}")
+        if self.fixes != AttributionFixes() and self.method == "exact":
+            raise ValueError(f"fixes={self.fixes} changes method='attribution' (and 'guided') only; this trace runs "
+                             f"method={self.method!r}")
+        share = self.exact_cells
+        if isinstance(share, bool) or not (isinstance(share, int) and share >= 1
+                                           or isinstance(share, float) and 0 < share <= 1):
+            raise ValueError(f"exact_cells is the share of each site's cells method='guided' traces exactly (a float "
+                             f"in (0, 1]) or their number (an int >= 1); got {share!r}")
+        if share != 0.1 and self.method != "guided":
+            raise ValueError(f"exact_cells sets method='guided' only; this trace runs method={self.method!r}")
         if self.top_predictions and self.method != "exact":
             raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
 
@@ -200,13 +211,13 @@ class TraceConfig:
                           "around each mlp/attn cell, half the model or more, which flattens those heatmaps; "
                           f"window={default_window(lm.n_layers)} is about a fifth of the depth", stacklevel=4)
         fixes = config.fixes
-        if self.method == "attribution" and fixes.qk_fix and not attention_recordable(lm.model, lm.architecture.attn_module(0)):
+        if self.method != "exact" and fixes.qk_fix and not attention_recordable(lm.model, lm.architecture.attn_module(0)):
             if fixes != AttributionFixes():
                 raise ValueError(f"qk_fix needs the attention probabilities, which {lm.name}'s attention does not expose "
                                  "(it does not run through transformers' AttentionInterface); pass "
                                  "fixes=AttributionFixes(qk_fix=False)")
             config = replace(config, fixes=replace(fixes, qk_fix=False))  # the default: every fix this model allows
-        if self.method == "attribution" and fixes.relp_attention \
+        if self.method != "exact" and fixes.relp_attention \
                 and not attention_recordable(lm.model, lm.architecture.attn_module(0)):
             raise ValueError(f"relp_attention holds the attention probabilities constant, which {lm.name}'s attention "
                              "does not allow (it does not run through transformers' AttentionInterface); pass "

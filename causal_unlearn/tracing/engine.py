@@ -104,9 +104,10 @@ def clean_run(lm: LoadedModel, input_ids: Int[Tensor, " pos"], sites: Sequence[S
 
 @torch.no_grad()
 def run_exact_facts(lm: LoadedModel, facts: Sequence[TraceInput], config: TraceConfig, *,
-                    progress: bool = True) -> list[TraceScores]:
-    """Score every cell of the config's sites for each fact; with `top_predictions` k > 0 also
-    keep each cell's k most probable next tokens (mean probability over the corrupted copies).
+                    progress: bool = True, keep: Callable[[Cell], bool] | None = None) -> list[TraceScores]:
+    """Score every cell of the config's sites for each fact (with `keep`, only the cells it keeps;
+    the others stay 0); with `top_predictions` k > 0 also keep each cell's k most probable next
+    tokens (mean probability over the corrupted copies).
 
     Cells of different facts share a forward where they feed the same number of positions and
     skip the same blocks: each row reads its own fact's prefix cache, the keys past its own
@@ -125,7 +126,8 @@ def run_exact_facts(lm: LoadedModel, facts: Sequence[TraceInput], config: TraceC
     mixed_prefixes = reuse_prefix and "position_ids" in parameters and "attention_mask" in parameters
     first_traced = [run.first_corrupted if shortcuts.skip_uncorrupted else 0 for run in runs]
     cells = [cell for index, run in enumerate(runs)
-             for cell in cells_of(lm, sites, config.window, range(first_traced[index], run.n_tokens), fact=index)]
+             for cell in cells_of(lm, sites, config.window, range(first_traced[index], run.n_tokens), fact=index)
+             if keep is None or keep(cell)]
     if shortcuts.skip_blocks:
         cells = [replace(cell, skipped=first_block(lm, cell, rules[cell.site])) for cell in cells]
     chunks = list(_chunks(cells, [run.n_tokens for run in runs], samples, max_batch_tokens, reuse_prefix, mixed_prefixes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple, Protocol, Sequence
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from causal_unlearn.models.hooks import HookPoint
@@ -41,6 +41,7 @@ class TraceScores:
     scores: dict[str, Float[Tensor, "pos layer *unit"]]
     top_ids: dict[str, Int[Tensor, "pos layer *unit k"]] = field(default_factory=dict)
     top_probs: dict[str, Float[Tensor, "pos layer *unit k"]] = field(default_factory=dict)
+    exact_cells: dict[str, Bool[Tensor, "pos layer *unit"]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import product
 from pathlib import Path
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from causal_unlearn.figures import Plottable
 
 
-TENSOR_FIELDS = ("scores", "input_ids", "top_ids", "top_probs")
+TENSOR_FIELDS = ("scores", "input_ids", "top_ids", "top_probs", "exact_cells")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class TraceSettings:
     @classmethod
     def of(cls, config, *, model: str, noise_scale: float | None, samples: int) -> TraceSettings:
         """The record of a `TraceConfig` (resolved for the model) that traced a fact."""
-        fixes = ("+".join(config.fixes.enabled) or "none") if config.method == "attribution" else ""
+        fixes = ("+".join(config.fixes.enabled) or "none") if config.method != "exact" else ""
+        if config.method == "guided":
+            fixes += f"; exact cells {config.exact_cells}"
         return cls(model=model, corruption=config.corruption.describe(), noise_scale=noise_scale, samples=samples,
                    window=config.window, seed=config.seed, metric=config.describe_metric(), method=config.method,
                    fixes=fixes, backend=config.backend)
@@ -49,7 +51,8 @@ class TraceResult(Plottable):
     when the clean state of `kind` is restored at token t and layer l (for `mlp`/`attn`, a window
     of layers around l); a site of units has one more axis (`scores["head"][t, l, h]`). `low` is
     the corrupted score, `high` the clean one. `config` is the `TraceConfig` it was traced with
-    (not saved: `settings` records it).
+    (not saved: `settings` records it). A `method="guided"` trace marks in `exact_cells[kind]` the
+    cells the exact engine scored (the rest are attribution's estimates).
 
     Examples:
         >>> import causal_unlearn as cu
@@ -75,6 +78,7 @@ class TraceResult(Plottable):
     meta: dict = field(default_factory=dict)
     top_ids: dict[str, Int[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
     top_probs: dict[str, Float[Tensor, "pos layer k"]] = field(default_factory=dict, repr=False)
+    exact_cells: dict[str, Bool[Tensor, "pos layer *unit"]] = field(default_factory=dict, repr=False)
     config: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -108,6 +112,7 @@ class TraceResult(Plottable):
         tensors = {f"scores.{k}": v.contiguous() for k, v in self.scores.items()}
         tensors |= {f"top_ids.{k}": v.contiguous() for k, v in self.top_ids.items()}
         tensors |= {f"top_probs.{k}": v.contiguous() for k, v in self.top_probs.items()}
+        tensors |= {f"exact_cells.{k}": v.contiguous() for k, v in self.exact_cells.items()}
         tensors["input_ids"] = self.input_ids.contiguous()
         info = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TENSOR_FIELDS + ("config",)}
         info["settings"] = asdict(self.settings)
@@ -136,7 +141,7 @@ class TraceResult(Plottable):
             raise ValueError(f"{path} is not a saved TraceResult: its trace_result metadata is not what "
                              f"TraceResult.save writes ({type(error).__name__}: {error}); save the trace again") from error
         by_field = {name: {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
-                    for name in ("scores", "top_ids", "top_probs")}
+                    for name in ("scores", "top_ids", "top_probs", "exact_cells")}
         info["subject_range"] = tuple(info["subject_range"])
         return cls(input_ids=tensors["input_ids"], **by_field, **info)
 
@@ -150,6 +155,8 @@ class TraceResult(Plottable):
             for index in product(*map(range, scores.shape)):
                 t, l = index[:2]
                 unit = dict(unit=index[2]) if len(index) > 2 else {}
+                exact = dict(exact=bool(self.exact_cells[kind][index])) if kind in self.exact_cells else {}
                 records.append(dict(kind=kind, position=t, token=self.tokens[t], in_subject=start <= t < end, layer=l,
-                                    **unit, score=float(scores[index]), indirect_effect=float(scores[index] - self.low)))
+                                    **unit, score=float(scores[index]), indirect_effect=float(scores[index] - self.low),
+                                    **exact))
         return pd.DataFrame.from_records(records)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 # the engines register themselves on import
 import causal_unlearn.tracing.attribution  # noqa: F401
 import causal_unlearn.tracing.engine  # noqa: F401
+import causal_unlearn.tracing.guided  # noqa: F401
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.config import TraceConfig
@@ -132,6 +133,7 @@ class _Tracer:
             clean_prediction=lm.tokenizer.decode([computed.clean_top1]),
             top_ids=computed.top_ids,
             top_probs=computed.top_probs,
+            exact_cells=computed.exact_cells,
             config=config,
         )
 

@@ -66,6 +66,8 @@ def trace_caption(result: TraceResult) -> str:
     parts.append(f"{settings.samples} sample{'s' * (settings.samples != 1)}")
     if settings.method != "exact":
         parts.append(f"{settings.method} ({settings.fixes})" if settings.fixes else settings.method)
+    if result.exact_cells:
+        parts.append("○ traced exactly")
     return " · ".join(parts)
 
 
@@ -106,6 +108,8 @@ def trace_heatmap(
         top = np.array([[_top_text(result, kind, t, l, decode) for l in range(n_layers)] for t in range(n_tokens)],
                        dtype=object)
         hover = hover + "<br>restored, next token:<br>" + top
+    if kind in result.exact_cells:
+        hover = hover + np.where(result.exact_cells[kind].numpy(), " · exact", " · estimated")
     return go.Heatmap(
         z=z, x=list(range(n_layers)), y=list(range(n_tokens)), customdata=hover, coloraxis=coloraxis, name=kind,
         hovertemplate=f"%{{customdata}}<br>layer %{{x}}<br>{value_label(result, value)} %{{z:.4f}}<extra>{kind}</extra>",
@@ -295,6 +299,8 @@ def _add_panel(fig: go.Figure, result: TraceResult, kind: str, token: int | None
                else head_heatmap(result, token, kind, value=value, decode=decode))
     heatmap.coloraxis = panel_color_axis(fig, subplot_number(fig, row, col), **_color_axis(result, kind, value))
     fig.add_trace(heatmap, row=row, col=col)
+    if token is None and kind in result.exact_cells:
+        fig.add_trace(_exact_markers(result, kind), row=row, col=col)
     if token is None:
         windowed = _windowed(kind) and result.settings.window > 1
         fig.update_xaxes(title_text="layer (window center)" if windowed else "layer", row=row, col=col)
@@ -303,6 +309,16 @@ def _add_panel(fig: go.Figure, result: TraceResult, kind: str, token: int | None
     else:
         fig.update_xaxes(title_text="layer", row=row, col=col)
         fig.update_yaxes(title_text="head" if col == 1 else None, autorange="reversed", row=row, col=col)
+
+
+def _exact_markers(result: TraceResult, kind: str) -> go.Scatter:
+    """Rings on the cells a guided trace scored exactly (past the subject's start: before it, every
+    cell is the corrupted score either way)."""
+    mask = result.exact_cells[kind].clone()
+    mask[: result.subject_range[0]] = False
+    tokens, layers = mask.nonzero(as_tuple=True)
+    return go.Scatter(x=layers.tolist(), y=tokens.tolist(), mode="markers", name="traced exactly", showlegend=False,
+                      hoverinfo="skip", marker=dict(symbol="circle-open", size=6, color="black", line_width=1))
 
 
 def _panel_title(result: TraceResult, kind: str, token: int | None = None) -> str:
