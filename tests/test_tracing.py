@@ -421,7 +421,7 @@ def test_attribution_fixes_are_checked():
     lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer())
     with pytest.raises(ValueError, match="whole number >= 0"):
         AttributionFixes(steps=-1)
-    with pytest.raises(ValueError, match="changes method='attribution' only"):
+    with pytest.raises(ValueError, match=r"changes method='attribution' \(and 'guided'\) only"):
         trace(lm, "Ann Teal was born in", "Ann Teal", fixes=AttributionFixes(grad_drop=True), progress=False)
     with pytest.raises(TypeError, match="must be an AttributionFixes"):
         trace(lm, "Ann Teal was born in", "Ann Teal", method="attribution", fixes="qk", progress=False)
