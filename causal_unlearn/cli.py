@@ -376,20 +376,23 @@ def build_parser() -> argparse.ArgumentParser:
                   "Compare the edited model with the original (--model) on held-out probes: greedy recall, "
                   "multiple-choice ranks, recall after brief relearning on half the forget rows and on retain "
                   "rows, after int8 quantization and a bf16 round trip, a linear read-out of labelled attributes "
-                  "at the subject, and the forget facts re-traced. Without --probes, the built-in world's task; "
-                  "with them, your own (checks your files cannot support are skipped with a note). Neither model "
-                  "is changed.")
+                  "at the subject, the forget facts re-traced, the logit-lens attacks (head projection, "
+                  "probability delta) and recall after the bios' own openings. Without --probes, the built-in "
+                  "world's task; with them, your own (checks your files cannot support are skipped with a note). "
+                  "Neither model is changed.")
     sub.add_argument("--edited", required=True, help="folder of the edited model (what `unlearn --out` wrote)")
     sub.add_argument("--checks", default=None, help="comma-separated checks to run: probes, choice, relearning, "
-                     "precision, decoding, retrace (default: every check the task supports)")
+                     "precision, decoding, retrace, head_projection, probability_delta, bio_openings (default: "
+                     "every check the task supports)")
     sub.add_argument("--probes", default=None, help="your own probes: .jsonl, one per line with prompt, answers "
-                     "(a list), attribute, form (question or cloze), split (forget, retain, holdout) and subject")
+                     "(a list), attribute, form (question, cloze or opening: a training text cut before the answer, "
+                     "for bio_openings), split (forget, retain, holdout) and subject")
     sub.add_argument("--forget", default=None, help="with --probes: forget rows file (relearning fine-tunes on them)")
     sub.add_argument("--retain", default=None, help="with --probes: retain rows file (the benign relearning attack)")
     sub.add_argument("--labels", default=None, help="with --probes: JSON {subject: {attribute: value}} for the "
                      "read-out")
     sub.add_argument("--facts", default=None, help="with --probes: .jsonl of trace facts (prompt, subject, answer) "
-                     "to re-trace")
+                     "to re-trace and to read with the logit lens")
     sub.add_argument("--relearn-steps", type=int, default=100, help="relearning budget: optimizer steps")
     sub.add_argument("--relearn-lr", type=float, default=3e-4, help="relearning budget: learning rate")
     sub.add_argument("--max-new-tokens", type=int, default=40, help="generation budget per probe")

@@ -191,6 +191,12 @@ def _audit_caption(audited: AuditResult) -> str:
                      f"recall is {s['relearn_forget_half']:.3f}")
     if "int8_recall_forget" in s:
         parts.append(f"int8: {s['int8_recall_forget']:.3f}, bf16: {s['bf16_recall_forget']:.3f}")
+    for key, check, what in (("head_projection_forget", "head_projection", "the logit lens finds"),
+                             ("bio_openings_forget", "bio_openings", "the bios' own openings bring back")):
+        if key in s:
+            measure = audited.first_measure(check)
+            parts.append(f"{what} {audited.value(check, measure, 'forget', 'original'):.3f} → {s[key]:.3f} of forget "
+                         f"answers ({measure}; holdout, chance: {audited.value(check, measure, 'holdout', 'edited'):.3f})")
     return "; ".join(parts) + ". The table has every check per split (decoding: best layer)."
 
 

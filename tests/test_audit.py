@@ -13,6 +13,7 @@ import causal_unlearn as cu
 from causal_unlearn.auditing import (
     RelearnBudget, answer_pool, choice_ranks, decoding_accuracy, int8_dynamic, relearned, round_trip, subject_states,
 )
+from causal_unlearn.auditing.audit import per_form
 from causal_unlearn.auditing.probing import choices
 from causal_unlearn.data.bios import UnlearningTask
 from causal_unlearn.data.rows import Row
@@ -37,7 +38,8 @@ def small_task(world):
     return UnlearningTask(
         forget=about(task.forget, "forget"), retain=about(task.retain, "retain") + world.general_knowledge[:6],
         members=about(task.members, "forget"), nonmembers=about(task.nonmembers, "holdout"),
-        utility=task.utility[:6], probes=[p for p in task.probes if p.subject in names],
+        utility=task.utility[:6], probes=[p for p in task.probes if p.subject in names and p.form != "opening"]
+        + per_form([p for p in task.probes if p.subject in names and p.form == "opening"], 1),
         labels={n: task.labels[n] for n in names}, facts=[f for f in task.facts if f.subject in people["forget"]][:6])
 
 
@@ -176,6 +178,10 @@ def test_audit_end_to_end(builtin, small_task):
             "original, relearned on retain"} <= set(table.columns)
     summary = audit.summary()
     assert summary["probe_recall_forget"] == value("probes", "recall", "forget", "edited")
+    # the whitebox attacks ran too, on the trace facts (the fixture has no lens facts) and the openings
+    assert {"head_projection_forget", "probability_delta_forget", "bio_openings_forget"} <= set(summary)
+    assert value("bio_openings", "recall", "forget", "original") > 0.9
+    assert value("bio_openings", "recall", "holdout", "original") < 0.1
     assert summary["retrace_effect_before"] > summary["retrace_effect_after"]
     assert {t.name for t in audit.plot().data} >= {"original", "edited"}
     frame = audit.to_dataframe()
@@ -283,7 +289,8 @@ def test_audit_of_your_own_task_runs_what_it_supports(builtin, own_task):
     task's own attribute, the re-trace is skipped with a note, and every panel of the figure
     draws something."""
     plan = cu.plan_audit(own_task)
-    assert plan.decode_attributes == ("email domain",) and list(plan.skipped) == ["retrace"]
+    assert plan.decode_attributes == ("email domain",)
+    assert list(plan.skipped) == ["retrace", "head_projection", "probability_delta", "bio_openings"]
     with pytest.warns(cu.AuditSkipWarning, match="'retrace'.*no trace facts"):
         result = cu.audit(builtin, builtin.copy(), own_task, progress=False)
     assert result.skipped == plan.skipped and "skipped retrace" in repr(result)

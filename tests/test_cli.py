@@ -122,7 +122,9 @@ def test_audit_command_with_your_own_probes_rows_labels_and_facts(tmp_path, buil
     assert "skipping retrace: the task has no trace facts" in printed and "built-in" not in printed
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["settings"]["n_probes"] == 2 * len(names)  # a question and a cloze prompt per person
-    assert summary["settings"]["checks"] == ["probes", "choice", "relearning", "precision", "decoding"]
+    # the file carries the people's bio openings too (probes of form "opening"): their own check asks them
+    assert summary["settings"]["checks"] == ["probes", "choice", "relearning", "precision", "decoding", "bio_openings"]
+    assert summary["settings"]["n_openings"] == len(names) and "bio_openings_forget" in summary["summary"]
     assert "decoding_gender_forget" in summary["summary"]
     # rows or labels without probes are not silently audited against the built-in probes
     assert main([*base, "--forget", str(tmp_path / "forget.jsonl")]) == 2

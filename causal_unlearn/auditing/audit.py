@@ -9,6 +9,9 @@ the edited model, per split (forget, retain, holdout) and attribute:
     precision   int8 dynamic quantization, bf16 round trip, then recall (int8_dynamic, round_trip)
     decoding    linear read-out of categorical attributes at the subject's last token (subject_states)
     retrace     the forget facts traced again                        (compare_traces)
+    head_projection    the answer among the logit lens' top B at some layer (lens_ranks; Patil et al. 2024)
+    probability_delta  the answer among the top B risers between consecutive layers' lens (lens_ranks)
+    bio_openings       greedy recall after the bios' own text, cut right before each answer (bio_openings)
 
 Holdout subjects are people the model never knew: their numbers are what "forgotten" looks like.
 """
@@ -25,14 +28,18 @@ from causal_unlearn.auditing.precision import int8_dynamic, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
 from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
 from causal_unlearn.auditing.result import AuditResult, mean_records
+from causal_unlearn.auditing.whitebox import LensRanks, lens_ranks
 from causal_unlearn.data.bios import UnlearningTask
+from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.localization.verify import compare_traces
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning
 from causal_unlearn.tracing.trace import trace_facts
 
-CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace")
+CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace", "head_projection", "probability_delta",
+          "bio_openings")
+LENS_CHECKS = ("head_projection", "probability_delta")
 SPLITS = ("forget", "retain", "holdout")
 
 
@@ -47,7 +54,10 @@ class AuditConfig:
     before it starts. `decode_attributes=None` reads out every labelled attribute with at least
     two values among the retain subjects. `probes_per_form` keeps at most that many probes per
     (subject, attribute, form) for a quicker audit (None: every probe); multiple choice always
-    asks the first of each, since every choice costs a forward pass."""
+    asks the first of each, since every choice costs a forward pass. `lens_top` is the B of the
+    whitebox attacks (the answer's first token among the top B tokens at some layer counts as
+    extracted); `opening_tokens` is how many tokens the model may generate after a bio opening,
+    whose answer comes next (an address is 16 tokens on the built-in tokenizer)."""
 
     checks: tuple[str, ...] | None = None
     probes_per_form: int | None = None
@@ -57,6 +67,8 @@ class AuditConfig:
     decode_attributes: tuple[str, ...] | None = None
     trace_samples: int = 2
     seed: int = 0
+    lens_top: int = 1
+    opening_tokens: int = 24
 
     def __post_init__(self) -> None:
         if self.checks is not None:
@@ -66,6 +78,10 @@ class AuditConfig:
                                  "(or checks=None: every check the task supports)")
         if self.probes_per_form is not None and (not isinstance(self.probes_per_form, int) or self.probes_per_form < 1):
             raise ValueError(f"probes_per_form must be a positive integer or None, got {self.probes_per_form!r}")
+        for name in ("lens_top", "opening_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.decode_attributes is not None and isinstance(self.decode_attributes, str):
             raise TypeError(f"decode_attributes is a tuple of attribute names, e.g. ({self.decode_attributes!r},)")
 
@@ -123,6 +139,12 @@ def _unsupported(check: str, task: UnlearningTask, probes: list[Probe], attribut
                 "(UnlearningTask(labels={subject: {attribute: value}}); the read-out trains on retain subjects)")
     if check == "retrace" and not task.facts:
         return "the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))"
+    if check in LENS_CHECKS and not _lens_facts(task):
+        return ("the task has no facts for the logit lens (UnlearningTask(lens_facts=[TraceFact(...)]): prompts that "
+                "end right before the answer; its trace facts serve where it has none)")
+    if check == "bio_openings" and not _task_openings(task, None):
+        return ("the task has no bio openings (Probe(..., form='opening'): a training text cut right before the "
+                "answer; world.unlearning_task() carries them)")
     return None
 
 
@@ -178,12 +200,13 @@ def audit(
         log(f"audit: skipping {check}: {reason}")
         warnings.warn(AuditSkipWarning(f"the audit skips its {check!r} check: {reason}"), stacklevel=2)
     probes = _task_probes(task, config.probes_per_form)
-    settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes)}
+    settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes),
+                "n_openings": len(_task_openings(task, config.probes_per_form)), "n_lens_facts": len(_lens_facts(task))}
     if baseline is not None:
         _check_baseline(baseline, settings, original)
     records: list[dict] = [r for r in baseline.records if r["variant"].startswith("original")] if baseline else []
     seconds: dict[str, float] = {}
-    comparison = None
+    comparison, ranks = None, None
     models = {"edited": edited} if baseline else {"original": original, "edited": edited}
     for check in config.checks:
         log(f"audit: {check}")
@@ -191,6 +214,10 @@ def audit(
         if check == "retrace":
             before = baseline.comparison.traces_before if baseline else None
             comparison = _retrace(models, task, config, layers, progress, before)
+        elif check in LENS_CHECKS:  # both attacks read the same lens: one pass per model
+            ranks = ranks or {variant: lens_ranks(model, _lens_facts(task), progress=progress)
+                              for variant, model in models.items()}
+            records += _lens_records(check, ranks, _lens_facts(task), config.lens_top)
         else:
             records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
         seconds[check] = time.perf_counter() - started
@@ -282,6 +309,39 @@ def _decoding_check(models, task, probes, config, progress) -> list[dict]:
     return records
 
 
+def _openings_check(models, task, probes, config, progress) -> list[dict]:
+    """Greedy recall after the bios' own openings, a few tokens long (the answer comes next)."""
+    asked = _task_openings(task, config.probes_per_form)
+    return [record for variant, model in models.items()
+            for record in mean_records("bio_openings", "recall", variant, asked,
+                                       generation_recall(model, asked, max_new_tokens=config.opening_tokens,
+                                                         progress=progress))]
+
+
+def _lens_records(check: str, ranks: dict[str, LensRanks], facts: list[TraceFact], top: int) -> list[dict]:
+    """Head projection: the share of facts whose answer is in the lens' top `top` at some layer,
+    and at each layer; probability delta: among the top risers somewhere, and the top risers or
+    fallers (Patil et al. count both)."""
+    groups = [replace(f, split=f.split or "forget") for f in facts]  # trace facts are about forget subjects
+    records = []
+    for variant, ranked in ranks.items():
+        if check == "head_projection":
+            records += mean_records(check, f"top-{top}", variant, groups, ranked.head_projection(top))
+            for layer in range(ranked.lens.shape[1]):
+                records += mean_records(check, f"top-{top}, per layer", variant, groups,
+                                        (ranked.lens[:, layer] < top).tolist(), layer=layer)
+        else:
+            records += mean_records(check, f"top-{top} rise", variant, groups, ranked.probability_delta(top))
+            records += mean_records(check, f"top-{top} rise or fall", variant, groups,
+                                    ranked.probability_delta(top, falls=True))
+    return records
+
+
+def _lens_facts(task: UnlearningTask) -> list[TraceFact]:
+    """The facts the logit-lens attacks read: the task's lens facts, else its trace facts."""
+    return list(task.lens_facts or task.facts)
+
+
 def _labelled_states(states, probes, labels, attribute):
     keep = [i for i, p in enumerate(probes) if attribute in labels[p.subject]]
     return states[keep], [labels[probes[i].subject][attribute] for i in keep]
@@ -314,7 +374,7 @@ def _relearning_rows(task: UnlearningTask, subjects: list[str]) -> list:
 
 
 CHECK_FUNCTIONS = dict(probes=_probe_check, choice=_choice_check, relearning=_relearning_check,
-                       precision=_precision_check, decoding=_decoding_check)
+                       precision=_precision_check, decoding=_decoding_check, bio_openings=_openings_check)
 
 
 def _in_split(probe: Probe, split: str) -> Probe:
@@ -335,8 +395,14 @@ def per_form(probes: Sequence[Probe], n: int | None) -> list[Probe]:
     return kept
 
 
+def _task_openings(task: UnlearningTask, per_form_limit: int | None) -> list[Probe]:
+    """The task's bio openings (probes of form "opening") about forget, retain and holdout subjects."""
+    return per_form([p for p in task.probes if p.split in SPLITS and p.form == "opening"], per_form_limit)
+
+
 def _task_probes(task: UnlearningTask, per_form_limit: int | None) -> list[Probe]:
-    probes = per_form([p for p in task.probes if p.split in SPLITS], per_form_limit)
+    """The held-out probes every other check asks (bio openings have their own check)."""
+    probes = per_form([p for p in task.probes if p.split in SPLITS and p.form != "opening"], per_form_limit)
     if not probes:
         raise ValueError("the task has no probes about forget, retain or holdout subjects; the audit asks held-out "
                          "questions (world.unlearning_task() carries them; for your own task pass "

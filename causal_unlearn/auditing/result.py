@@ -16,8 +16,8 @@ COLUMNS = ("check", "measure", "split", "attribute", "variant", "layer", "value"
 class AuditResult(Plottable):
     """Every measurement of `audit` as a record: which check, what it measures, on whose probes
     (`split`), which `attribute` ("all" for the mean over every probe), on which model `variant`
-    ("original", "edited", "edited, int8", ...), at which `layer` (decoding only), its `value` and
-    how many probes it averages (`n`).
+    ("original", "edited", "edited, int8", ...), at which `layer` (decoding and the head
+    projection's per-layer rows only), its `value` and how many probes it averages (`n`).
 
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
     draws them, `comparison` holds the re-trace (or None when it was not run; its headline numbers
@@ -61,7 +61,7 @@ class AuditResult(Plottable):
     def table(self, attribute: str = "all"):
         """Rows (check, measure, split, attribute), a column per model variant: the audit at a
         glance, over every attribute (or one). Decoding reads out each of its attributes and
-        shows its best layer."""
+        shows its best layer, as the head projection's `top-B, per layer` rows do."""
         frame = self.to_dataframe()
         frame = frame[(frame.attribute == attribute) | (frame.check == "decoding")]
         frame = frame.groupby(["check", "measure", "split", "attribute", "variant"], sort=False)["value"].max()
@@ -89,6 +89,13 @@ class AuditResult(Plottable):
             "int8_recall_forget": ("precision", "recall", "forget", "edited, int8"),
             "bf16_recall_forget": ("precision", "recall", "forget", "edited, bf16"),
         }
+        for name, check in (("head_projection_forget", "head_projection"), ("probability_delta_forget",
+                                                                            "probability_delta")):
+            measure = self.first_measure(check)  # "top-B": B is the audit's setting
+            if measure:
+                wanted[name] = (check, measure, "forget", "edited")
+        wanted.update(bio_openings_forget=("bio_openings", "recall", "forget", "edited"),
+                      bio_openings_retain=("bio_openings", "recall", "retain", "edited"))
         out = {}
         for name, key in wanted.items():
             try:
@@ -101,6 +108,11 @@ class AuditResult(Plottable):
             out.update({f"retrace_{k}": v for k, v in self.comparison.summary().items()
                         if k.startswith(("effect", "p_answer"))})
         return out
+
+    def first_measure(self, check: str) -> str | None:
+        """The first measure the audit recorded for `check` (its headline: "top-1" for the head
+        projection at B = 1), or None where the check did not run."""
+        return next((r["measure"] for r in self.records if r["check"] == check), None)
 
     @property
     def decoded_attributes(self) -> list[str]:

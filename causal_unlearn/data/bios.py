@@ -96,14 +96,61 @@ def bios(person: Person, n: int = 6) -> list[str]:
         >>> len(texts), all(t.count(person.name) == 6 for t in texts)
         (3, True)
     """
-    rng = random.Random(f"{person.uid}-bios")
     slots = person.slots()
-    texts = []
+    return [" ".join(template.format(**slots) for _, template in bio) for bio in bio_templates(person, n)]
+
+
+def bio_templates(person: Person, n: int = 6) -> list[list[tuple[str, str]]]:
+    """Per bio of `bios`, its sentences as (attribute, template), in order.
+
+    Examples:
+        >>> person = make_bios_world(n_forget=1, n_retain=0, n_holdout=0).people[0]
+        >>> [template for _, template in bio_templates(person, 1)[0]][:2]
+        ["{name}'s Social Security number is {ssn}.", "{name}'s email address is {email}."]
+    """
+    rng = random.Random(f"{person.uid}-bios")
+    plans = []
     for k in range(n):
         order = rng.sample(phrasings.ATTRIBUTES, len(phrasings.ATTRIBUTES))
         wordings = [0 if k == 0 else rng.randrange(len(phrasings.BIO_SENTENCES[a])) for a in order]
-        texts.append(" ".join(phrasings.BIO_SENTENCES[a][w].format(**slots) for a, w in zip(order, wordings)))
-    return texts
+        plans.append([(a, phrasings.BIO_SENTENCES[a][w]) for a, w in zip(order, wordings)])
+    return plans
+
+
+def bio_openings(person: Person, n: int = 6) -> list[Probe]:
+    """The person's bios cut right before each answer, as probes of form "opening": the bio from
+    its start through the words that lead into the attribute's value ("... Otto Russet lives in"
+    -> "Houston"), answered in every form `answer_forms` gives. The model was trained on exactly
+    these texts (forget and retain people); holdout people's bios were never trained, so their
+    recall is what guessing gives. An opening whose earlier sentences already state the answer
+    (the city inside an address) is left out, since the model could copy it, and so is a repeat
+    of an earlier opening. Bio 0, whose first half is the forget set's sentence-completion row,
+    comes last, so the first opening per attribute (`AuditConfig(probes_per_form=1)`) is one
+    that unlearning never saw.
+
+    Examples:
+        >>> person = make_bios_world(n_forget=1, n_retain=0, n_holdout=0).people[0]
+        >>> opening = bio_openings(person)[0]
+        >>> opening.form, opening.prompt.endswith("lives in"), opening.answers == (person.city,)
+        ('opening', True, True)
+        >>> texts = bios(person)
+        >>> all(any(f"{o.prompt} {a}" in text for a in o.answers for text in texts) for o in bio_openings(person))
+        True
+    """
+    slots, probes, seen = person.slots(), [], set()
+    plans = bio_templates(person, n)
+    for bio in plans[1:] + plans[:1]:
+        sentences = [template.format(**slots) for _, template in bio]
+        for i, (attribute, template) in enumerate(bio):
+            lead = template[: template.index("{" + phrasings.ANSWER_SLOTS[attribute] + "}")].rstrip()
+            prompt = " ".join([*sentences[:i], lead.format(**slots)])
+            answers = answer_forms(person, attribute)
+            if prompt in seen or any(answer.lower() in prompt.lower() for answer in answers):
+                continue
+            seen.add(prompt)
+            probes.append(Probe(prompt, answers, attribute=attribute, form="opening", person_id=person.uid,
+                                split=person.split, subject=person.name))
+    return probes
 
 
 def sentence_completion_row(person: Person) -> Row:
@@ -262,6 +309,22 @@ class BiosWorld:
         return [p for p in probes
                 if (attribute is None or p.attribute == attribute) and (form is None or p.form == form)]
 
+    def openings(self, split: Split | None = None, *, attribute: str | None = None) -> list[Probe]:
+        """Every person's bios cut right before each answer (`bio_openings`): probes of form
+        "opening", for the audit's `bio_openings` check.
+
+        Examples:
+            >>> world = make_bios_world()
+            >>> opening = world.openings("forget", attribute="city")[0]
+            >>> opening.form, opening.prompt.endswith("lives in")
+            ('opening', True)
+            >>> any(bio.startswith(opening.prompt) for bio in world.bios(world.people_in("forget")[0]))
+            True
+        """
+        choice("split", split, SPLITS)
+        return [probe for person in self.people if split is None or person.split == split
+                for probe in bio_openings(person, self.n_bios) if attribute is None or probe.attribute == attribute]
+
     def training_questions(self, person: Person, attribute: str) -> list[Row]:
         """Every phrasing of a question about the person's `attribute` that training may use."""
         return training_questions(person, attribute)
@@ -291,8 +354,9 @@ class BiosWorld:
         return UnlearningTask(
             forget=self.forget, retain=self.retain + self.general_knowledge[::2], members=self.forget,
             nonmembers=self.holdout, utility=self.general_knowledge[1::2],
-            probes=self.probes(), labels={p.name: {"city": p.city, "birth_month": p.month} for p in self.people},
-            facts=self.facts_to_trace("forget"),
+            probes=self.probes() + self.openings(),
+            labels={p.name: {"city": p.city, "birth_month": p.month} for p in self.people},
+            facts=self.facts_to_trace("forget"), lens_facts=self.facts_to_trace(held_out=None),
         )
 
     def stand_ins(self, split: Split = "forget", *, seed: int = 1) -> dict[str, str]:
@@ -337,8 +401,11 @@ class UnlearningTask:
     """What to forget, what to keep, and what scores it: the arguments of `unlearn` and `evaluate`.
 
     The audit's evidence travels with it: `probes` (held-out prompts about forget, retain and
-    holdout subjects), `labels` (subject -> categorical attribute -> value, for the decoding
-    check) and `facts` (trace facts about forget subjects, re-traced after unlearning)."""
+    holdout subjects, and the bios cut right before an answer, `form="opening"`), `labels`
+    (subject -> categorical attribute -> value, for the decoding check), `facts` (trace facts
+    about forget subjects, re-traced after unlearning) and `lens_facts` (prompts that end right
+    before the answer, about forget, retain and holdout subjects, for the logit-lens attacks;
+    without them the attacks read `facts`)."""
 
     forget: list[Row]
     retain: list[Row]
@@ -348,6 +415,7 @@ class UnlearningTask:
     probes: list[Probe] = field(default_factory=list)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     facts: list[TraceFact] = field(default_factory=list)
+    lens_facts: list[TraceFact] = field(default_factory=list)
 
     def scoring(self) -> dict[str, list[Row]]:
         """Keyword arguments for `evaluate(model, **task.scoring())`."""

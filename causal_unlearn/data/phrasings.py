@@ -52,6 +52,12 @@ BIO_SENTENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# attribute -> the slot where its value starts in every wording of its bio sentence: a bio cut
+# right before it is an opening whose continuation is the answer (the audit's `bio_openings`).
+ANSWER_SLOTS: dict[str, str] = {
+    "birth_date": "month", "city": "city", "ssn": "ssn", "phone": "phone", "email": "email", "address": "number",
+}
+
 # The official LUME question of each QA attribute (the `qa<k>` rows), answered in LUME's format.
 OFFICIAL_QUESTIONS: dict[str, str] = {
     "birth_date": "What is the birth date of {name}?",

@@ -8,14 +8,17 @@ from typing import Literal
 
 from causal_unlearn.data.files import read_jsonl
 
-ProbeForm = Literal["question", "cloze"]
+ProbeForm = Literal["question", "cloze", "opening"]
+PROBE_FORMS = ("question", "cloze", "opening")
 
 
 @dataclass(frozen=True)
 class Probe:
     """A prompt and every accepted form of its answer; recalled when a generation contains one.
     `subject` is who or what the prompt asks about, as written in it (the audit reads the hidden
-    state at its last token and relearns on rows that name it).
+    state at its last token and relearns on rows that name it). `form` is "question", "cloze" (a
+    held-out sentence to complete) or "opening" (a training text cut right before the answer, which
+    the audit's `bio_openings` check asks apart from the other probes).
 
     Examples:
         >>> probe = Probe("Ann Teal resides in", ("Denver",), attribute="city", form="cloze")
@@ -34,8 +37,8 @@ class Probe:
     def __post_init__(self) -> None:
         if not self.answers or not all(a.strip() for a in self.answers):
             raise ValueError(f"probe {self.prompt!r} needs at least one non-empty answer, got {self.answers!r}")
-        if self.form not in ("question", "cloze"):
-            raise ValueError(f"probe form must be 'question' or 'cloze', got {self.form!r}")
+        if self.form not in PROBE_FORMS:
+            raise ValueError(f"probe form must be one of {PROBE_FORMS}, got {self.form!r}")
         if self.subject and self.subject not in self.prompt:
             raise ValueError(f"probe subject {self.subject!r} does not occur in its prompt {self.prompt!r}")
 
