@@ -60,12 +60,14 @@ demo: setup
 
 # Two workers of one thread each: the tiny models gain little from a second thread, so two tests
 # at a time nearly halve the suite on 2 cores. A test module stays on one worker (its fixtures
-# run once); the longest items (the docs site, which executes every notebook, then the
-# notebooks, then the demo) are collected first and kept in that order, so that they start
-# first. Notebook cells get 1200 s; `python benchmarks/notebook_cells.py` times them.
+# run once); the longest items (the docs site, then the demo) are collected first and kept in
+# that order, so that they start first. The notebooks run once, top to bottom on fresh kernels,
+# when tests/test_docs.py builds the site (an error in a cell fails the build) and their pages are
+# checked in a browser; `pytest --nbmake notebooks` runs them on their own, and `python
+# benchmarks/notebook_cells.py` times their cells.
 test: setup pdftools npm
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder \
-	    tests/test_docs.py notebooks tests/test_demo.py tests causal_unlearn --nbmake --nbmake-timeout=1200
+	    tests/test_docs.py tests/test_demo.py tests causal_unlearn
 
 # The site executes the notebooks (mkdocs-jupyter), so that its pages show their figures; it
 # serves every script they load itself, so that the pages work without network.
