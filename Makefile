@@ -7,8 +7,11 @@ BIN := $(VENV)/bin
 # found. The tests read exported PDFs with poppler's pdftotext.
 BROWSER_PACKAGES := chromium fonts-liberation
 PDF_PACKAGES := poppler-utils
+# The site serves require.js, the Jupyter widget manager and highlight.js itself; docs/hooks.py
+# fetches them, pinned, with `npm pack` when it builds the site.
+NPM_PACKAGES := npm
 
-.PHONY: setup browser pdftools demo test docs clean
+.PHONY: setup browser pdftools npm demo test docs clean
 setup: $(VENV)/.installed browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -45,20 +48,30 @@ PDF_BY_HAND := the tests read exported PDFs with pdftotext: run 'sudo apt-get in
 pdftools:
 	$(call system_packages,PDF)
 
+NPM_FOUND := command -v npm >/dev/null 2>&1
+NPM_FOR := the docs site serves its scripts itself
+NPM_BY_HAND := the docs site fetches the scripts it serves with npm: run 'sudo apt-get install $(NPM_PACKAGES)' \
+    (Debian/Ubuntu) or 'brew install node' (macOS)
+npm:
+	$(call system_packages,NPM)
+
 demo: setup
 	$(BIN)/causal-unlearn demo
 
 # Two workers of one thread each: the tiny models gain little from a second thread, so two tests
 # at a time nearly halve the suite on 2 cores. A test module stays on one worker (its fixtures
-# run once); the longest items (the notebooks, then the demo) are collected first and kept in
-# that order, so that they start first. Notebook cells get 1200 s; `python
-# benchmarks/notebook_cells.py` times them.
-test: setup pdftools
+# run once); the longest items (the docs site, then the demo) are collected first and kept in
+# that order, so that they start first. The notebooks run once, top to bottom on fresh kernels,
+# when tests/test_docs.py builds the site (an error in a cell fails the build) and their pages are
+# checked in a browser; `pytest --nbmake notebooks` runs them on their own, and `python
+# benchmarks/notebook_cells.py` times their cells.
+test: setup pdftools npm
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder \
-	    notebooks tests/test_demo.py tests causal_unlearn --nbmake --nbmake-timeout=1200
+	    tests/test_docs.py tests/test_demo.py tests causal_unlearn
 
-# The site executes the notebooks (mkdocs-jupyter), so that its pages show their figures.
-docs: setup
+# The site executes the notebooks (mkdocs-jupyter), so that its pages show their figures; it
+# serves every script they load itself, so that the pages work without network.
+docs: setup npm
 	$(BIN)/mkdocs build --strict
 
 clean:

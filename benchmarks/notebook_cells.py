@@ -1,8 +1,10 @@
-"""How long each notebook cell takes, against the suite's per-cell limit (nbmake's timeout).
+"""How long each notebook cell takes, against a per-cell limit (`pytest --nbmake notebooks
+--nbmake-timeout=1200` runs the notebooks on their own with one).
 
-The suite runs every notebook top to bottom; no cell should come within 3x of the limit, so
-that a busy CI machine does not fail it. This executes each notebook on a fresh kernel and
-prints its slowest cells.
+The suite executes every notebook once, top to bottom, when tests/test_docs.py builds the docs
+site (2400 s for the whole build); no cell should come within 3x of the per-cell limit, nor the
+notebooks' total within 3x of the build's, so that a busy CI machine does not fail them. This
+executes each notebook on a fresh kernel and prints its slowest cells and its total.
 
     python benchmarks/notebook_cells.py [--limit 1200] [notebooks/02_localize_and_unlearn.ipynb ...]
 """
@@ -37,7 +39,7 @@ def cell_seconds(path: Path) -> list[tuple[int, float, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path)
-    parser.add_argument("--limit", type=float, default=1200.0, help="the suite's per-cell timeout (Makefile)")
+    parser.add_argument("--limit", type=float, default=1200.0, help="a per-cell timeout (nbmake's --nbmake-timeout)")
     parser.add_argument("--top", type=int, default=3, help="slowest cells shown per notebook")
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))

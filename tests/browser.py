@@ -27,11 +27,19 @@ class Rendered:
         return self.dom.count('class="plotly-graph-div')
 
 
-def render(page: Path, *, budget_ms: int = 20000) -> Rendered:
+# Every host name fails to resolve but 127.0.0.1 (a local server): what a reader on an air-gapped
+# machine sees, whatever network this machine has. IP literals other than 127.0.0.1 are left
+# alone; the pages' CDNs are named hosts.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
+def render(page: Path | str, *, budget_ms: int = 20000, offline: bool = False) -> Rendered:
+    """Load a file (a Path) or a URL (a str); `offline`: nothing but 127.0.0.1 reachable."""
+    url = page.resolve().as_uri() if isinstance(page, Path) else page
     completed = subprocess.run(
         [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         f"--virtual-time-budget={budget_ms}", "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
+         *([OFFLINE] if offline else []), f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        check=False, capture_output=True, text=True, timeout=120,
     )
     console = [m.group(1) for line in completed.stderr.splitlines() if (m := CONSOLE.search(line))]
     return Rendered(completed.stdout, console)
