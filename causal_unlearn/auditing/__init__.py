@@ -11,11 +11,11 @@ from causal_unlearn.auditing.precision import int8_dynamic, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
 from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
 from causal_unlearn.auditing.result import AuditResult
-from causal_unlearn.auditing.whitebox import LensRanks, lens_logits, lens_ranks, unembed
+from causal_unlearn.auditing.whitebox import LensRanks, lens_logits, lens_ranks
 
 __all__ = [
     "CHECKS", "AuditConfig", "AuditPlan", "AuditResult", "AuditSkipWarning", "LensRanks", "RelearnBudget", "answer_pool",
     "audit", "choice_ranks", "compare_layer_sets", "control_layer_sets",
     "decoding_accuracy", "generation_recall", "int8_dynamic", "lens_logits", "lens_ranks", "plan_audit", "relearned",
-    "round_trip", "rows_about", "subject_states", "unembed",
+    "round_trip", "rows_about", "subject_states",
 ]

@@ -57,23 +57,7 @@ def lens_logits(model: LoadedModel, prompts: Sequence[str]) -> Float[Tensor, "pr
     last = batch.attention_mask.sum(1) - 1  # right padding: each prompt's last real token
     rows = torch.arange(len(last), device=model.device)
     states = torch.stack([hidden[block][rows, last] for block in blocks], dim=1)
-    return unembed(model, states)
-
-
-def unembed(model: LoadedModel, states: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
-    """Residual-stream states as the model's last layer would turn them into logits: its own
-    final norm and unembedding modules, then the final soft-capping where its config asks for one.
-
-    Examples:
-        >>> import causal_unlearn as cu
-        >>> lm = cu.load_model("olmo-tiny-bios")
-        >>> unembed(lm, torch.zeros(3, 2, lm.d_model)).shape == (3, 2, len(lm.tokenizer))
-        True
-    """
-    norm = model.module(model.architecture.final_norm)
-    logits = model.module(model.architecture.unembedding)(norm(states)).float()
-    cap = getattr(model.model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return model.unembed(states)
 
 
 def rank_of(scores: Float[Tensor, "*batch vocab"], token: Int[Tensor, "*batch"]) -> Int[Tensor, "*batch"]:

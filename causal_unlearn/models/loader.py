@@ -126,6 +126,22 @@ class LoadedModel:
     def logits(self, input_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
         return self.model(input_ids=input_ids.to(self.device)).logits
 
+    def unembed(self, states: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
+        """Residual-stream states as the model's last layer turns them into logits: its own final
+        norm and unembedding modules, then the final soft-capping where its config asks for one
+        (Gemma 2): the logit lens.
+
+        Examples:
+            >>> import causal_unlearn as cu
+            >>> lm = cu.load_model("olmo-tiny-bios")
+            >>> lm.unembed(torch.zeros(3, 2, lm.d_model)).shape == (3, 2, len(lm.tokenizer))
+            True
+        """
+        norm = self.module(self.architecture.final_norm)
+        logits = self.module(self.architecture.unembedding)(norm(states)).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
     def next_token_logits(self, input_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
         """The logits at the last position, unembedded there only where the model allows (with a
         large vocabulary the unembedding is a good part of a forward). Unlike `logits`, gradients
