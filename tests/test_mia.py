@@ -118,6 +118,7 @@ def test_the_auc_tells_trained_text_from_text_never_seen(builtin, world):
     (lambda lm: mia.min_k(lm, TEXTS, k=0), "k is the share"),
     (lambda lm: mia.gradnorm(lm, TEXTS, p=3), "1-, 2- or inf-norm"),
     (lambda lm: mia.loss(lm, "one text"), "list of strings"),
+    (lambda lm: mia.gradnorm(lm, "one text"), "list of strings"),
     (lambda lm: mia.auc([], [0.1]), "needs members and non-members"),
 ])
 def test_bad_input(builtin, call, match):

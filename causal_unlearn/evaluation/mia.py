@@ -121,6 +121,7 @@ def gradnorm(model: LoadedModel, texts: Sequence[str], *, p: float = 2.0, progre
     if p not in (1, 2, float("inf")):
         raise ValueError(f"gradnorm takes the 1-, 2- or inf-norm (p=1, 2 or float('inf')), got p={p!r}")
     lm = require_loaded(model, "gradnorm")
+    _check_texts(texts)
     parameters = list(lm.model.parameters())
     flags = [parameter.requires_grad for parameter in parameters]
     scores = []
@@ -172,8 +173,7 @@ def _per_text(model: LoadedModel, texts: Sequence[str], batch_size: int, progres
     """`score(token log-probs, target mask, logits)` of each text, one row at a time after a
     batched forward."""
     lm = require_loaded(model, "membership inference")
-    if isinstance(texts, str):
-        raise TypeError("texts is a list of strings; wrap a single text as [text]")
+    _check_texts(texts)
     scores: Scores = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="membership", unit="batch", disable=not progress or len(starts) < 2):
@@ -200,6 +200,11 @@ def _lowest_mean(values: Float[Tensor, " n"], k: float) -> float:
         return 0.0
     n = max(1, int(values.numel() * k))
     return float(-values.float().sort().values[:n].mean())
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise TypeError("texts is a list of strings; wrap a single text as [text]")
 
 
 def _check_k(k: float) -> None:

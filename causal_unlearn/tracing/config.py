@@ -59,6 +59,9 @@ def default_window(n_layers: int) -> int:
     return max(1, round(n_layers / 4.8))
 
 
+EXACT_CELLS = 0.1  # the share of each site's cells method="guided" traces exactly, by default
+
+
 @dataclass(frozen=True)
 class TraceConfig:
     """How to trace: which sites, how to corrupt, how to score, which method and engine.
@@ -97,7 +100,7 @@ class TraceConfig:
     subject_std: float | None = None
     shortcuts: Shortcuts = Shortcuts()
     fixes: AttributionFixes = AttributionFixes()
-    exact_cells: int | float = 0.1
+    exact_cells: int | float = EXACT_CELLS
 
     def __post_init__(self):
         kinds = (self.kinds,) if isinstance(self.kinds, (str, Site)) else tuple(self.kinds)
@@ -155,7 +158,7 @@ class TraceConfig:
                                            or isinstance(share, float) and 0 < share <= 1):
             raise ValueError(f"exact_cells is the share of each site's cells method='guided' traces exactly (a float "
                              f"in (0, 1]) or their number (an int >= 1); got {share!r}")
-        if share != 0.1 and self.method != "guided":
+        if share != EXACT_CELLS and self.method != "guided":
             raise ValueError(f"exact_cells sets method='guided' only; this trace runs method={self.method!r}")
         if self.top_predictions and self.method != "exact":
             raise ValueError("top_predictions needs method='exact': the attribution method runs no restored forward")
