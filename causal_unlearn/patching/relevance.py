@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from causal_unlearn.models.architectures import Normalization, normalization
@@ -79,8 +80,15 @@ def relevance_rules(lm: LoadedModel, rules: RelevanceRules = RelevanceRules()) -
         yield
 
 
-def half_rule(product: Tensor) -> Tensor:
-    """The same value; half of the incoming coefficient reaches each factor of the product."""
+def half_rule(product: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
+    """The same value; half of the incoming coefficient reaches each factor of the product.
+
+    Examples:
+        >>> a, b = torch.tensor(3.0, requires_grad=True), torch.tensor(4.0, requires_grad=True)
+        >>> z = half_rule(a * b)
+        >>> z.backward(); z.item(), a.grad.item(), b.grad.item()  # dz/da = b / 2, dz/db = a / 2
+        (12.0, 2.0, 1.5)
+    """
     half = product / 2
     return half + half.detach()
 
