@@ -89,6 +89,25 @@ def test_relearned_trains_then_restores_bit_for_bit(builtin, world):
     assert _same(builtin, before) and all(p.grad is None for p in builtin.model.parameters())
 
 
+def test_relearned_interrupted_while_it_trains_restores_bit_for_bit(builtin, world):
+    class InterruptAfter(list):  # the rows, interrupted at the third batch's draw
+        reads = 0
+
+        def __getitem__(self, index):
+            InterruptAfter.reads += 1
+            if InterruptAfter.reads > 8:
+                raise KeyboardInterrupt
+            return super().__getitem__(index)
+
+    before, flags = _state(builtin), {n: p.requires_grad for n, p in builtin.model.named_parameters()}
+    with pytest.raises(KeyboardInterrupt), relearned(builtin, InterruptAfter(world.retain[:24]),
+                                                     RelearnBudget(steps=5, lr=1e-2, batch_size=4), progress=False):
+        pass
+    assert InterruptAfter.reads == 9  # two steps trained before the interrupt
+    assert _same(builtin, before) and flags == {n: p.requires_grad for n, p in builtin.model.named_parameters()}
+    assert all(p.grad is None for p in builtin.model.parameters()) and not builtin.model.training
+
+
 def test_relearning_brings_back_what_grad_ascent_hid(builtin, world):
     """A suppressed fact returns when the model is fine-tuned on the person's other facts."""
     person = world.people_in("forget")[0]

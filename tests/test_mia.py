@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import causal_unlearn as cu
 from causal_unlearn.evaluation import mia
 
 TEXTS = ["What is the capital of France? Paris", "Otto Russet lives in Houston, TX.", "zq xv kw rr",

@@ -44,7 +44,7 @@ def _write(path, lines):
 def test_missing_field_names_file_and_line(tmp_path):
     good = json.dumps({"id": "aqa0", "input": "q", "output": "a", "task": "Task2"})
     bad = json.dumps({"id": "aqa1", "input": "q", "task": "Task2"})
-    path = _write(tmp_path / "forget.jsonl", [good, bad])
+    _write(tmp_path / "forget.jsonl", [good, bad])
     with pytest.raises(SemEvalFormatError, match=r"forget.jsonl:line 2: row is missing field\(s\) \['output'\]"):
         load_semeval(tmp_path)
 

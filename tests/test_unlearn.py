@@ -409,6 +409,29 @@ def test_compare_tabulates_every_run_and_leaves_the_model_as_it_was(fresh, world
         cu.compare_layer_sets(fresh, world.forget[:2], world.retain[:2], layer_sets={})
 
 
+def test_an_interrupt_inside_compare_leaves_every_weight_as_it_was(fresh, world):
+    """The second run is interrupted mid-way, after the first run's edit was scored and reverted."""
+    class InterruptSecondRun(cu.UnlearnCallback):
+        runs = 0
+
+        def on_train_begin(self, settings):
+            InterruptSecondRun.runs += 1
+
+        def on_step(self, record):
+            if InterruptSecondRun.runs == 2:
+                raise KeyboardInterrupt
+
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in fresh.model.named_parameters()}
+    with pytest.raises(KeyboardInterrupt):
+        cu.compare_layer_sets(fresh, world.forget[:4], world.retain[:4], objectives=["grad_diff"],
+                              layer_sets={"first": [0], "last": [7]}, max_new_tokens=8, callbacks=[InterruptSecondRun()],
+                              **{**QUICK, "eval_every": None, "select": "last"})
+    assert InterruptSecondRun.runs == 2
+    assert _unchanged(fresh, before) and flags == {n: p.requires_grad for n, p in fresh.model.named_parameters()}
+    assert all(p.grad is None for p in fresh.model.parameters())
+
+
 def test_the_reference_logits_are_the_original_models(fresh, world, builtin):
     seen = []
 

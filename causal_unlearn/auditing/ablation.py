@@ -7,13 +7,13 @@ import random
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.semeval import Utility, evaluate
 from causal_unlearn.localization.layers import Localization
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.models.weights import editing
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import check_layers
@@ -83,7 +83,6 @@ def compare_layer_sets(
         raise ValueError("no objectives to compare")
     if not layer_sets:
         raise ValueError("no layer sets to compare; see causal_unlearn.control_layer_sets")
-    before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
     score = dict(members=members, nonmembers=nonmembers, utility=utility, max_new_tokens=max_new_tokens, progress=False)
     audited = _Auditor(model, audit, audit_config) if audit is not None else None
     records = []
@@ -92,22 +91,22 @@ def compare_layer_sets(
                             **evaluate(model, forget, retain, **score).to_dict(),
                             **(audited.original_summary() if audited else {})))
     runs = [(objective, name, layers) for objective in objectives for name, layers in layer_sets.items()]
-    for objective, name, layers in tqdm(runs, desc="compare_layer_sets", unit="run", disable=not progress):
-        start = time.perf_counter()
-        result = unlearn(model, forget, retain, layers=layers, objective=objective, progress=False, **unlearn_settings)
-        seconds = time.perf_counter() - start
-        try:
-            scores = evaluate(model, forget, retain, **score)
-            edited = result.edited_model() if audited else None
-        finally:
-            result.revert()
-        records.append(dict(objective=result.objective.label, layer_set=name, layers=result.selection.layers,
-                            trainable=result.selection.count, share=result.selection.share, seconds=seconds,
-                            **scores.to_dict(), **(audited(edited, result.selection.layers) if audited else {})))
-        del edited
-    # each run reverts its own edit; check nothing else moved
-    if any(not torch.equal(p, before[name]) for name, p in model.model.named_parameters()):
-        raise RuntimeError("the model's weights differ from before compare_layer_sets(); this is a bug, please report it")
+    # each run reverts its own edit before the next; on any error or interrupt, every weight comes back
+    with editing(model.model, dict(model.model.named_parameters())):
+        for objective, name, layers in tqdm(runs, desc="compare_layer_sets", unit="run", disable=not progress):
+            start = time.perf_counter()
+            result = unlearn(model, forget, retain, layers=layers, objective=objective, progress=False,
+                             **unlearn_settings)
+            seconds = time.perf_counter() - start
+            try:
+                scores = evaluate(model, forget, retain, **score)
+                edited = result.edited_model() if audited else None
+            finally:
+                result.revert()
+            records.append(dict(objective=result.objective.label, layer_set=name, layers=result.selection.layers,
+                                trainable=result.selection.count, share=result.selection.share, seconds=seconds,
+                                **scores.to_dict(), **(audited(edited, result.selection.layers) if audited else {})))
+            del edited
     import pandas as pd
 
     return pd.DataFrame.from_records(records)

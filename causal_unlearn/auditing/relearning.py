@@ -16,6 +16,7 @@ from causal_unlearn.data.encoding import encode_rows
 from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.likelihood import sequence_nll
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.models.weights import editing
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,10 @@ def relearned(model: LoadedModel, rows: Sequence[Row], budget: RelearnBudget = R
     if not rows:
         raise ValueError("relearning needs rows to fine-tune on; got none")
     parameters = dict(model.model.named_parameters())
-    saved = {name: p.detach().clone() for name, p in parameters.items()}
-    flags = {name: p.requires_grad for name, p in parameters.items()}
-    was_training = model.model.training
     generator = torch.Generator().manual_seed(budget.seed)
-    try:
-        for p in parameters.values():
-            p.requires_grad_(True)
+    with editing(model.model, parameters):  # every weight back, also after an error or an interrupt
         optimizer = torch.optim.AdamW(parameters.values(), lr=budget.lr)
+        was_training = model.model.training
         model.model.train()
         for _ in tqdm(range(budget.steps), desc="relearning", unit="step", disable=not progress):
             picked = torch.randint(len(rows), (budget.batch_size,), generator=generator).tolist()
@@ -101,10 +98,3 @@ def relearned(model: LoadedModel, rows: Sequence[Row], budget: RelearnBudget = R
             optimizer.zero_grad(set_to_none=True)
         model.model.train(was_training)
         yield model
-    finally:
-        with torch.no_grad():
-            for name, p in parameters.items():
-                p.copy_(saved[name])
-                p.grad = None
-                p.requires_grad_(flags[name])
-        model.model.train(was_training)

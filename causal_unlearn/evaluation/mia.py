@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from causal_unlearn.data.encoding import encode_documents
 from causal_unlearn.evaluation.likelihood import target_logprobs
 from causal_unlearn.models.loader import LoadedModel, require_loaded
+from causal_unlearn.models.weights import trainable_only
 
 Scores = list[float]
 
@@ -122,23 +123,17 @@ def gradnorm(model: LoadedModel, texts: Sequence[str], *, p: float = 2.0, progre
         raise ValueError(f"gradnorm takes the 1-, 2- or inf-norm (p=1, 2 or float('inf')), got p={p!r}")
     lm = require_loaded(model, "gradnorm")
     _check_texts(texts)
-    parameters = list(lm.model.parameters())
-    flags = [parameter.requires_grad for parameter in parameters]
+    parameters = dict(lm.model.named_parameters())
     scores = []
-    try:
-        for parameter in parameters:
-            parameter.requires_grad_(True)
+    with trainable_only(lm.model, parameters):
         for text in tqdm(texts, desc="gradnorm", unit="text", disable=not progress or len(texts) < 8):
             batch = _encode(lm, [text])
             with torch.enable_grad():
                 logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
                 lp = target_logprobs(logits, batch.input_ids)[0]
-                grads = torch.autograd.grad(-lp[_token_wise(batch.target_mask[0])].mean(), parameters,
+                grads = torch.autograd.grad(-lp[_token_wise(batch.target_mask[0])].mean(), list(parameters.values()),
                                             allow_unused=True)
             scores.append(float(torch.stack([g.norm(p=p) for g in grads if g is not None]).mean()))
-    finally:
-        for parameter, flag in zip(parameters, flags):
-            parameter.requires_grad_(flag)
     return scores
 
 

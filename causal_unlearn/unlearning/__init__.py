@@ -1,7 +1,8 @@
 """Unlearning: train only the localized layers to forget a forget set and keep a retain set."""
 
 from causal_unlearn.unlearning.config import UnlearnConfig
-from causal_unlearn.unlearning.loop import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, unlearn
+from causal_unlearn.unlearning.loop import unlearn
+from causal_unlearn.unlearning.run import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, UnlearningRun
 from causal_unlearn.unlearning.objectives import (
     NPO, OBJECTIVES, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
     SimNPO, StandIn, get_objective,
@@ -12,5 +13,5 @@ from causal_unlearn.unlearning.sharding import shard_model
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
            "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
-           "UnlearningDivergedError", "UnlearningInterrupted", "get_objective",
+           "UnlearningDivergedError", "UnlearningInterrupted", "UnlearningRun", "get_objective",
            "select_parameters", "shard_model", "unlearn"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
-import torch
 from torch import Tensor, nn
 
+from causal_unlearn.models import weights
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.validation import integer
 
@@ -49,13 +49,11 @@ class ParameterSelection:
 
     def snapshot(self) -> dict[str, Tensor]:
         """Detached copies of the selected weights, to restore bit for bit later."""
-        return {name: p.detach().clone() for name, p in self.parameters.items()}
+        return weights.snapshot(self.parameters)
 
-    @torch.no_grad()
-    def load(self, weights: dict[str, Tensor]) -> None:
-        """Copy `weights` (from `snapshot`) back into the selected parameters."""
-        for name, p in self.parameters.items():
-            p.copy_(weights[name])
+    def load(self, saved: dict[str, Tensor]) -> None:
+        """Copy `saved` weights (from `snapshot`) back into the selected parameters."""
+        weights.load(self.parameters, saved)
 
 
 def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:

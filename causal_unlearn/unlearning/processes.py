@@ -4,6 +4,7 @@ every process sees, and the gathering of SHA256's epoch-0 retain losses."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -34,6 +35,9 @@ class Processes:
             from accelerate import PartialState
 
             PartialState()
+            # set up here, so closed here: a process that exits with the group's worker threads
+            # still running can abort ("terminate called without an active exception")
+            atexit.register(_close_process_group)
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
@@ -69,3 +73,8 @@ class Processes:
         gathered: list[list[float] | None] = [None] * self.world
         dist.all_gather_object(gathered, list(values))
         return [value for part in gathered for value in part]
+
+
+def _close_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from causal_unlearn.unlearning.loop import UnlearnCallback
+from causal_unlearn.unlearning.run import UnlearnCallback
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.viz.comparison import score_label
 from causal_unlearn.viz.live import clear_placeholder, keep_for_reopening, show_placeholder
