@@ -33,10 +33,12 @@ from causal_unlearn.patching.sites import (
     HIDDEN,
     KINDS,
     MLP,
+    NEURON,
     RESID_PRE,
     SITES,
     ArchitectureSite,
     AttentionHeads,
+    EachNeuron,
     MLPNeurons,
     ModuleSite,
     Site,
@@ -44,7 +46,7 @@ from causal_unlearn.patching.sites import (
 )
 from causal_unlearn.patching.relevance import RelevanceRules, half_rule, relevance_rules
 
-__all__ = ["ATTN", "HEAD", "HIDDEN", "KINDS", "MLP", "RESID_PRE", "SITES", "ArchitectureSite", "AttentionHeads",
-           "HookPoint", "MLPNeurons", "ModuleSite", "RelevanceRules", "Site", "add", "deferred", "edit", "edit_attention",
+__all__ = ["ATTN", "HEAD", "HIDDEN", "KINDS", "MLP", "NEURON", "RESID_PRE", "SITES", "ArchitectureSite", "AttentionHeads",
+           "EachNeuron", "HookPoint", "MLPNeurons", "ModuleSite", "RelevanceRules", "Site", "add", "deferred", "edit", "edit_attention",
            "half_rule", "last_position_only", "patch", "record", "record_attention", "relevance_rules", "replace_state",
            "resolve_site", "skip"]

@@ -11,7 +11,9 @@ same site works on GPT-2, Pythia, Llama, OLMo, ... unchanged:
   ROME's window of layers around its layer;
 - `head`: each attention head's output before the output projection (TransformerLens `hook_z`):
   a cell is (token, layer, head);
-- `MLPNeurons([...])`: a set of the MLP's hidden units (the down projection's input);
+- `neuron`: each of the MLP's hidden units (the down projection's input): a cell is (token, layer,
+  neuron); with thousands of neurons a layer, trace it with `method="attribution"`;
+- `MLPNeurons([...])`: a set of the MLP's hidden units, restored together;
 - `ModuleSite("model.layers.{layer}.self_attn.o_proj", input=True)`: any module's output or input.
 """
 
@@ -121,6 +123,28 @@ class AttentionHeads(ArchitectureSite):
 
 
 @dataclass(frozen=True)
+class EachNeuron(ArchitectureSite):
+    """Each of the MLP's hidden units at one token, a cell of its own (the down projection's input
+    feature).
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> NEURON.n_units(cu.load_model("olmo-tiny-bios")), NEURON.features(None, 7)
+        (512, (7,))
+    """
+
+    name: str = "neuron"
+    input: bool = True
+    spec_path: str = "mlp_down_projection_path"
+
+    def n_units(self, lm: LoadedModel) -> int:
+        return _input_width(lm, self.template(lm.architecture))
+
+    def features(self, lm: LoadedModel, unit: int | None) -> tuple[int, ...] | None:
+        return None if unit is None else (unit,)
+
+
+@dataclass(frozen=True)
 class MLPNeurons(ArchitectureSite):
     """A set of the MLP's hidden units (the input of its down projection), restored together.
 
@@ -193,8 +217,9 @@ RESID_PRE = ArchitectureSite("resid_pre", input=True, spec_path="block")
 MLP = ArchitectureSite("mlp", windowed=True, spec_path="mlp_contribution_path")
 ATTN = ArchitectureSite("attn", windowed=True, spec_path="attn_contribution_path")
 HEAD = AttentionHeads()
+NEURON = EachNeuron()
 
-SITES: dict[str, Site] = {site.name: site for site in (HIDDEN, MLP, ATTN, HEAD, RESID_PRE)}
+SITES: dict[str, Site] = {site.name: site for site in (HIDDEN, MLP, ATTN, HEAD, NEURON, RESID_PRE)}
 KINDS = ("hidden", "mlp", "attn")  # ROME's three, the default
 
 

@@ -7,11 +7,11 @@ from causal_unlearn.unlearning.objectives import (
     NPO, OBJECTIVES, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
     SimNPO, StandIn, get_objective,
 )
-from causal_unlearn.unlearning.parameters import ParameterSelection, select_parameters
+from causal_unlearn.unlearning.parameters import ParameterSelection, select_components, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.unlearning.sharding import shard_model
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
            "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
            "UnlearningDivergedError", "UnlearningInterrupted", "UnlearningRun", "get_objective",
-           "select_parameters", "shard_model", "unlearn"]
+           "select_components", "select_parameters", "shard_model", "unlearn"]

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from causal_unlearn.data.encoding import encode_rows, prompt_vocabulary, with_distinct_prompt_tokens
 from causal_unlearn.data.rows import REQUIRED_FIELDS, Row, row_kind
+from causal_unlearn.localization.components import Components
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.models.weights import editing
 from causal_unlearn.unlearning.config import UnlearnConfig
@@ -31,7 +32,7 @@ def unlearn(
     forget: Sequence[Row],
     retain: Sequence[Row],
     *,
-    layers: Sequence[int],
+    layers: Sequence[int] | Components,
     modules: Modules = "mlp",
     objective: str | Objective = "sha256",
     config: UnlearnConfig | None = None,
@@ -40,7 +41,9 @@ def unlearn(
     **settings: Any,
 ) -> UnlearnResult:
     """Make `model` forget the `forget` rows and keep the `retain` rows, training only the
-    `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults).
+    `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults). `layers`
+    may instead be `Components` (from `localize_components`): only those heads' and neurons'
+    weights change, every other entry stays bit for bit as it was.
 
     How it trains is an `UnlearnConfig` (`config=`), or its fields as keywords (`lr=1e-3`), which
     override the config's. Forget and retain rows are shuffled together; each row is
@@ -92,7 +95,8 @@ def unlearn(
     rows = [(row, True) for row in forget] + [(row, False) for row in retain]
     steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / (config.grad_accum * processes.world))
     total_steps = steps_per_epoch * config.epochs
-    run_settings = dict(objective=objective.label, layers=selection.layers, modules=modules,
+    where = {"components": layers.to_dict()} if isinstance(layers, Components) else {}
+    run_settings = dict(objective=objective.label, layers=selection.layers, modules=selection.modules, **where,
                         **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
                         n_retain=len(retain), total_steps=total_steps)
     for callback in callbacks:

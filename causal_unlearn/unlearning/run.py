@@ -191,10 +191,12 @@ class UnlearningRun:
             processes.sum_(gradients)
             for p, gradient in zip(selection.parameters.values(), gradients):
                 p.grad = gradient
+        selection.mask_gradients()
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         norm = torch.nn.utils.clip_grad_norm_(list(selection.parameters.values()), max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        selection.confine(self.original)
         broken_weight = next((n for n, p in selection.parameters.items() if not torch.isfinite(local_shard(p)).all()),
                              None)
         if processes.any(broken_weight is not None, self.model.device) if sharded else broken_weight is not None:
