@@ -31,6 +31,10 @@ PROVIDED_BY = {
     # browser manager, under `except ImportError`
     "choreographer": "kaleido",
 }
+# imported inside a function under `except ImportError`, declared as an optional extra: module -> extra
+OPTIONAL = {
+    "datasets": "hub-data",  # data/tofu.py: load_tofu / load_muse from the hub, with a clear error without it
+}
 # declared, never imported by name
 NEEDED_UNIMPORTED = {
     "anywidget": "plotly's FigureWidget (the live figures of TraceExplorer and UnlearnDashboard) subclasses "
@@ -81,13 +85,19 @@ def distribution_of(module: str) -> str:
     return normalized(PROVIDED_BY.get(module) or DISTRIBUTIONS.get(module, module))
 
 
+def optional_extras() -> dict[str, set[str]]:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("optional-dependencies", {})
+    return {extra: {requirement_name(r) for r in requirements} for extra, requirements in extras.items()}
+
+
 def test_the_scan_sees_imports_inside_functions():
     """accelerate and pyarrow are imported only inside functions; nnsight at the top too."""
     assert {"accelerate", "pyarrow", "nnsight", "torch"} <= set(IMPORTED)
 
 
 def test_every_imported_module_is_declared():
-    missing = {module: sorted(where) for module, where in IMPORTED.items() if distribution_of(module) not in declared()}
+    missing = {module: sorted(where) for module, where in IMPORTED.items()
+               if distribution_of(module) not in declared() and module not in OPTIONAL}
     assert missing == {}, "declare these in pyproject.toml's dependencies (map the module in DISTRIBUTIONS if " \
                           "its distribution is named otherwise)"
 
@@ -105,6 +115,11 @@ def test_the_lists_here_are_current():
     assert needed & by_name == set(), "imported by name now: drop it from NEEDED_UNIMPORTED"
     assert set(PROVIDED_BY) <= set(IMPORTED), "no longer imported: drop it from PROVIDED_BY"
     assert {normalized(d) for d in PROVIDED_BY.values()} <= declared()
+    extras = optional_extras()
+    for module, extra in OPTIONAL.items():
+        assert module in IMPORTED, f"{module} is no longer imported: drop it from OPTIONAL"
+        assert distribution_of(module) in extras.get(extra, set()), f"declare {module} in the [{extra}] extra"
+        assert distribution_of(module) not in declared(), f"{module} is a hard dependency now: drop it from OPTIONAL"
 
 
 @pytest.mark.parametrize("module, provider", sorted(PROVIDED_BY.items()))

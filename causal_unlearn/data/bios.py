@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,13 +18,16 @@ from typing import Literal
 
 from causal_unlearn.data import names, phrasings
 from causal_unlearn.data.facts import TraceFact
-from causal_unlearn.data.general_knowledge import general_knowledge_probes, make_general_knowledge
+from causal_unlearn.data.general_knowledge import (general_knowledge_probes, general_knowledge_tofu_rows,
+                                                      make_general_knowledge)
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
 from causal_unlearn.data.stand_ins import stand_in_prompts
+from causal_unlearn.data.tofu import TofuRow
 from causal_unlearn.validation import choice
 
 BIOS_TASK = "Task2"
+N_PERTURBED = 5  # wrong answers per TOFU row, as TOFU's forget and retain sets have
 Split = Literal["forget", "retain", "holdout"]
 SPLITS: tuple[Split, ...] = ("forget", "retain", "holdout")
 
@@ -179,6 +183,38 @@ def training_questions(person: Person, attribute: str) -> list[Row]:
     ]
 
 
+def tofu_rows(person: Person, people: list[Person], seed: int = 0, n_perturbed: int = N_PERTURBED) -> list[TofuRow]:
+    """The person's official questions in TOFU's format: the answer (as the QA row has it), the
+    answer restated as a bio sentence in its second wording (`paraphrased_answer`), that sentence
+    with other people's values of the attribute (`perturbed_answer`, `n_perturbed` people drawn
+    from `people`, deterministic per `seed`), and the first held-out probe question as
+    `paraphrased_question`.
+
+    Examples:
+        >>> world = make_bios_world(n_forget=6, n_retain=0, n_holdout=0)
+        >>> row = tofu_rows(world.people[0], world.people)[0]
+        >>> row.paraphrased_answer.startswith(world.people[0].name + "'s birth date is"), len(row.perturbed_answer)
+        (True, 5)
+    """
+    slots = person.slots()
+    rows = []
+    for attribute, question in zip(phrasings.QA_ATTRIBUTES, question_rows(person)):
+        sentence = phrasings.BIO_SENTENCES[attribute][1]
+        own = {f for _, f, _, _ in string.Formatter().parse(sentence) if f} - {"name", "pos", "Pos", "Subj"}
+        rng = random.Random(f"{seed}-{person.uid}-{attribute}-perturbed")
+        answer = qa_answer(person, attribute)
+        candidates = [p for p in people if p.uid != person.uid and qa_answer(p, attribute) != answer]
+        if len(candidates) < n_perturbed:
+            raise ValueError(f"{n_perturbed} perturbed answers need {n_perturbed + 1} people with distinct "
+                             f"{attribute}s, the world has {len(candidates) + 1}")
+        perturbed = [sentence.format(**{**slots, **{k: other.slots()[k] for k in own}})
+                     for other in rng.sample(candidates, n_perturbed)]
+        rows.append(TofuRow(question=question.input, answer=answer, paraphrased_answer=sentence.format(**slots),
+                            perturbed_answer=tuple(perturbed),
+                            paraphrased_question=phrasings.PROBE_QUESTIONS[attribute][0].format(**slots)))
+    return rows
+
+
 def person_probes(person: Person) -> list[Probe]:
     """The held-out probes about the person: four questions and two clozes per attribute."""
     slots = person.slots()
@@ -332,6 +368,24 @@ class BiosWorld:
     def general_knowledge_phrasings(self) -> list[Row]:
         """Every training phrasing of every general-knowledge fact (the official rows among them)."""
         return make_general_knowledge(n_sums=self.n_sums, seed=self.seed, phrasings="training")
+
+    def tofu_rows(self, split: Split | Literal["general_knowledge"]) -> list[TofuRow]:
+        """The split's official questions in TOFU's format (`tofu_rows` per person: paraphrased
+        answer, five perturbed answers, a paraphrased question), or with "general_knowledge" the
+        general-knowledge questions as TOFU's world facts (three wrong answers of the same kind).
+        Deterministic per world seed.
+
+        Examples:
+            >>> world = make_bios_world()
+            >>> len(world.tofu_rows("forget")), len(world.tofu_rows("general_knowledge"))
+            (250, 94)
+            >>> world.tofu_rows("forget")[0].question == world.forget[1].input
+            True
+        """
+        choice("split", split, (*SPLITS, "general_knowledge"))
+        if split == "general_knowledge":
+            return general_knowledge_tofu_rows(n_sums=self.n_sums, seed=self.seed)
+        return [row for person in self.people_in(split) for row in tofu_rows(person, self.people, self.seed)]
 
     def documents(self, split: Split) -> list[str]:
         """Each person's bios as one document."""

@@ -156,3 +156,152 @@ def with_distinct_prompt_tokens(
     distinct &= rows.to(distinct.device)[:, None]
     distinct[:, 0] = False  # the first token has no prediction to score
     return EncodedBatch(batch.input_ids, batch.attention_mask, batch.target_mask | distinct)
+
+
+@dataclass(frozen=True)
+class QATemplate:
+    """How a question and its answer become one token sequence, as open-unlearning's
+    `template_args` say (and its `preprocess_chat_instance` does): the prompt is
+    `system_prompt + user_start + question + user_end + assistant_start`, the sequence is the
+    prompt followed by `answer_prefix + answer` and an end-of-text token (added where the
+    tokenizer does not end with one), both tokenized with the tokenizer's special tokens and cut
+    at `max_length` tokens; the targets are the sequence's tokens past the prompt's token count.
+    With `chat=True` the tokenizer's chat template wraps a user and an assistant turn instead
+    (`QATemplate.for_chat()`).
+
+    The default is the built-in model's training format, `question + " " + answer` with no tags
+    (the project's rows). open-unlearning's phi-1_5 template is
+    `QATemplate(user_start="Question: ", user_end="\\n", assistant_start="Answer: ", answer_prefix="")`.
+
+    Examples:
+        >>> QATemplate().prompt(None, "What is the capital of France?")
+        'What is the capital of France?'
+        >>> QATemplate(user_start="Question: ", user_end="\\n", assistant_start="Answer: ").prompt(None, "Why?")
+        'Question: Why?\\nAnswer: '
+    """
+
+    user_start: str = ""
+    user_end: str = ""
+    assistant_start: str = ""
+    answer_prefix: str = " "
+    chat: bool = False
+    system_prompt: str | None = None
+    date_string: str | None = None
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.chat and (self.user_start or self.user_end or self.assistant_start or self.answer_prefix):
+            raise ValueError("a chat template wraps the turns itself: leave user_start, user_end, assistant_start and "
+                             "answer_prefix empty (QATemplate.for_chat())")
+        if not self.chat and self.date_string is not None:
+            raise ValueError("date_string fills a chat template's date; it needs chat=True")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens, got {self.max_length!r}")
+
+    @classmethod
+    def for_chat(cls, system_prompt: str | None = None, *, date_string: str | None = None,
+                 max_length: int = 512) -> "QATemplate":
+        """The tokenizer's own chat template, with an optional system turn.
+
+        Examples:
+            >>> QATemplate.for_chat("You are helpful.").chat
+            True
+        """
+        return cls(answer_prefix="", chat=True, system_prompt=system_prompt, date_string=date_string,
+                   max_length=max_length)
+
+    def prompt(self, tokenizer: PreTrainedTokenizerBase | None, question: str) -> str:
+        """The text the model reads before the answer (with a chat template: rendered, special
+        tokens as text, to be tokenized without adding more)."""
+        if not self.chat:
+            return (self.system_prompt or "") + self.user_start + question + self.user_end + self.assistant_start
+        return _render_chat(tokenizer, self._turns(question, None), self.date_string)
+
+    def _turns(self, question: str, answer: str | None) -> list[dict[str, str]]:
+        turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        turns.append({"role": "user", "content": question})
+        if answer is not None:
+            turns.append({"role": "assistant", "content": answer})
+        return turns
+
+
+def encode_qa(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    template: QATemplate = QATemplate(),
+) -> EncodedBatch:
+    """Questions and answers as open-unlearning's `QADataset` encodes them for scoring: the answer's
+    tokens and the end-of-text token are the targets (see `QATemplate`), right-padded.
+
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> batch = encode_qa(tok, ["What is the capital of France?"], ["Paris"])
+        >>> [tok.decode(i) for i in batch.input_ids[batch.target_mask].tolist()]
+        [' Paris', '<|endoftext|>']
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"got {len(questions)} questions but {len(answers)} answers")
+    if not questions:
+        raise ValueError("nothing to encode: the list of questions is empty")
+    examples = []
+    for question, answer in zip(questions, answers):
+        if template.chat:
+            full = tokenizer(_render_chat(tokenizer, template._turns(question, answer), template.date_string,
+                                          generation=False), add_special_tokens=False)["input_ids"]
+            prompt = tokenizer(template.prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
+        else:
+            wrapped = template.prompt(tokenizer, question)
+            cut = dict(add_special_tokens=True, max_length=template.max_length, truncation=True)
+            full = tokenizer(wrapped + template.answer_prefix + answer, **cut)["input_ids"]
+            prompt = tokenizer(wrapped, **cut)["input_ids"]
+        if full[-1] != tokenizer.eos_token_id:
+            full = [*full, tokenizer.eos_token_id]
+        examples.append((full, len(prompt)))
+    return _pad(tokenizer, examples)
+
+
+def encode_completions(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row], *, max_length: int = 2048) -> EncodedBatch:
+    """Rows as open-unlearning's `CompletionDataset` encodes MUSE's verbmem (`insert_space`):
+    `input + " " + output` with special tokens, cut at `max_length` tokens past the input; the
+    targets are the tokens past the input's token count (at least the first), no end-of-text.
+
+    Examples:
+        >>> from causal_unlearn import load_model
+        >>> tok = load_model("olmo-tiny-bios").tokenizer
+        >>> batch = encode_completions(tok, [Row("a sc1", "Otto Russet lives in", "Houston.", "T")])
+        >>> tok.decode(batch.input_ids[batch.target_mask])
+        ' Houston.'
+    """
+    if not rows:
+        raise ValueError("nothing to encode: the list of rows is empty")
+    examples = []
+    for row in rows:
+        prefix = tokenizer(row.input, add_special_tokens=True)["input_ids"]
+        full = tokenizer(f"{row.input} {row.output}", add_special_tokens=True)["input_ids"][: len(prefix) + max_length]
+        examples.append((full, max(len(prefix), 1)))
+    return _pad(tokenizer, examples)
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, turns: list[dict], date_string: str | None,
+                 generation: bool = True) -> str:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("QATemplate(chat=True) needs a tokenizer with a chat template; this one has none "
+                         "(use the plain template, QATemplate(), or set tokenizer.chat_template)")
+    extra = {"date_string": date_string} if date_string is not None else {}
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation, **extra)
+
+
+def _pad(tokenizer: PreTrainedTokenizerBase, examples: list[tuple[list[int], int]]) -> EncodedBatch:
+    """Right-pad (token ids, number of leading non-target tokens) pairs into a batch."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    target_mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for b, (ids, skipped) in enumerate(examples):
+        input_ids[b, : len(ids)] = torch.tensor(ids)
+        attention_mask[b, : len(ids)] = 1
+        target_mask[b, skipped : len(ids)] = True
+    return EncodedBatch(input_ids, attention_mask, target_mask)

@@ -10,6 +10,7 @@ import random
 
 from causal_unlearn.data.probes import Probe
 from causal_unlearn.data.rows import Row
+from causal_unlearn.data.tofu import TofuRow
 
 GENERAL_KNOWLEDGE_TASK = "GeneralKnowledge"
 
@@ -99,3 +100,29 @@ def general_knowledge_probes(*, n_sums: int = 40, seed: int = 0) -> list[Probe]:
         for _, kind, subject, answer in _facts(n_sums, seed)
         for template in PHRASINGS[kind][1]
     ]
+
+
+def general_knowledge_tofu_rows(*, n_sums: int = 40, seed: int = 0, n_perturbed: int = 3) -> list[TofuRow]:
+    """The official general-knowledge questions in TOFU's world-facts format: the answer, its
+    held-out cloze sentence as `paraphrased_answer`, `n_perturbed` other answers of the same kind
+    (other capitals, symbols or sums; deterministic per `seed`), the held-out question as
+    `paraphrased_question`.
+
+    Examples:
+        >>> row = general_knowledge_tofu_rows()[0]
+        >>> row.question, row.answer, row.paraphrased_answer, len(row.perturbed_answer)
+        ('What is the capital of France?', 'Paris', 'The capital of France is Paris.', 3)
+    """
+    facts = _facts(n_sums, seed)
+    rows = []
+    for key, kind, subject, answer in facts:
+        trained, held_out = PHRASINGS[kind]
+        others = sorted({a for _, k, _, a in facts if k == kind and a != answer})
+        if len(others) < n_perturbed:
+            raise ValueError(f"{n_perturbed} perturbed answers need {n_perturbed + 1} distinct {kind} answers, "
+                             f"there are {len(others) + 1}")
+        perturbed = random.Random(f"{seed}-{key}-perturbed").sample(others, n_perturbed)
+        rows.append(TofuRow(question=trained[0].format(x=subject), answer=answer,
+                            paraphrased_answer=f"{held_out[1].format(x=subject)} {answer}.",
+                            perturbed_answer=tuple(perturbed), paraphrased_question=held_out[0].format(x=subject)))
+    return rows

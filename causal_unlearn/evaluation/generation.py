@@ -18,9 +18,11 @@ def greedy_generate(
     *,
     max_new_tokens: int = 256,
     batch_size: int = 32,
+    add_special_tokens: bool = True,
     progress: bool = True,
 ) -> list[str]:
     """Greedy continuations of `prompts` (the prompt itself not included), stopping at EOS.
+    `add_special_tokens=False` for prompts that already hold them as text (a rendered chat template).
 
     Examples:
         >>> from causal_unlearn import load_model
@@ -44,7 +46,8 @@ def greedy_generate(
     try:
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="generating", unit="batch", disable=not progress or len(batches) < 2):
-            batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True,
+                              add_special_tokens=add_special_tokens).to(device)
             generated = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
