@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 # Every name is imported on first use (PEP 562), so that `import causal_unlearn` and the command
 # line's --help load neither torch nor transformers, and `cu.viz` neither plotly nor ipywidgets.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "causal_unlearn.data": ("BiosWorld", "Probe", "Row", "SemEvalData", "TraceFact", "UnlearningTask", "load_semeval",
-                            "make_bios_world"),
+    "causal_unlearn.data": ("BiosWorld", "Probe", "Row", "SemEvalData", "TofuRow", "TraceFact", "UnlearningTask",
+                            "load_semeval", "load_tofu", "make_bios_world"),
     "causal_unlearn.models": ("ArchitectureMismatchError", "ArchitectureSpec", "LoadedModel",
                               "UnsupportedArchitectureError", "get_architecture", "load_model", "register_architecture",
                               "supported_architectures"),
@@ -35,8 +35,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                                   "UnlearningDivergedError", "UnlearningInterrupted", "select_components", "select_parameters",
                                   "shard_model",
                                   "unlearn"),
-    "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report",
-                                  "probe_recall", "rouge_l_recall"),
+    "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "forget_quality", "greedy_generate",
+                                  "knowledge_report", "model_utility", "probe_recall", "rouge_l_recall", "truth_ratio"),
     "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "AuditSkipWarning", "RelearnBudget", "audit",
                                 "compare_layer_sets", "control_layer_sets", "plan_audit"),
 }
