@@ -1,5 +1,6 @@
 """Unlearning: train only the localized layers to forget a forget set and keep a retain set."""
 
+from causal_unlearn.unlearning.adapters import LoRA
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.run import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, UnlearningRun
@@ -11,7 +12,7 @@ from causal_unlearn.unlearning.parameters import ParameterSelection, select_comp
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.unlearning.sharding import shard_model
 
-__all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
+__all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LoRA", "LossInputs", "NPO", "OBJECTIVES", "Objective",
            "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
            "UnlearningDivergedError", "UnlearningInterrupted", "UnlearningRun", "get_objective",
            "select_components", "select_parameters", "shard_model", "unlearn"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -16,6 +16,7 @@ from causal_unlearn.data.rows import REQUIRED_FIELDS, Row, row_kind
 from causal_unlearn.localization.components import Components
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.models.weights import editing
+from causal_unlearn.unlearning.adapters import Adapters, LoRA, adapted, describe, lora_targets
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.objectives import Objective, get_objective
 from causal_unlearn.unlearning.parameters import Modules, ParameterSelection, select_parameters
@@ -36,6 +37,7 @@ def unlearn(
     modules: Modules = "mlp",
     objective: str | Objective = "sha256",
     config: UnlearnConfig | None = None,
+    adapter: LoRA | None = None,
     callbacks: Sequence[UnlearnCallback] = (),
     progress: bool = True,
     **settings: Any,
@@ -43,7 +45,9 @@ def unlearn(
     """Make `model` forget the `forget` rows and keep the `retain` rows, training only the
     `modules` of `layers` (the paper's recipe; its hyper-parameters are the defaults). `layers`
     may instead be `Components` (from `localize_components`): only those heads' and neurons'
-    weights change, every other entry stays bit for bit as it was.
+    weights change, every other entry stays bit for bit as it was. With `adapter=LoRA(...)` only
+    low-rank adapters on the linear modules of those `modules` train, and the result holds them
+    merged into the weights (`result.adapter`: the adapters themselves).
 
     How it trains is an `UnlearnConfig` (`config=`), or its fields as keywords (`lr=1e-3`), which
     override the config's. Forget and retain rows are shuffled together; each row is
@@ -83,40 +87,56 @@ def unlearn(
         raise TypeError(f"callbacks must be UnlearnCallback instances (subclass causal_unlearn.UnlearnCallback), got "
                         f"{wrong[0]!r:.60}")
     processes = Processes.current()
+    where = {"components": layers.to_dict()} if isinstance(layers, Components) else {}
     objective = get_objective(objective)
     sharded = model.is_sharded
     if sharded and objective.runs_own_forwards:
         raise ValueError(f"the {objective.name} objective runs forwards of its own, as many as each process's rows "
                          "need, and a sharded model (shard_model) needs the same number on every process; train "
                          "it unsharded or choose another objective")
+    if adapter is not None and not isinstance(adapter, LoRA):
+        raise TypeError(f"adapter must be a LoRA(...) (causal_unlearn.LoRA), got a {type(adapter).__name__}")
+    if adapter is not None and isinstance(layers, Components):
+        raise ValueError("LoRA adapts whole linear modules and Components edit chosen heads' and neurons' entries; "
+                         "pass layers=components.layers with the adapter, or Components without it")
     objective.reset()
     selection = select_parameters(model, layers, modules)
+    if adapter is not None:  # checked before any training
+        where["adapter"] = describe(adapter, lora_targets(model, selection, adapter), model)
     objective.begin(model, forget, retain)
     rows = [(row, True) for row in forget] + [(row, False) for row in retain]
     steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / (config.grad_accum * processes.world))
     total_steps = steps_per_epoch * config.epochs
-    where = {"components": layers.to_dict()} if isinstance(layers, Components) else {}
     run_settings = dict(objective=objective.label, layers=selection.layers, modules=selection.modules, **where,
                         **dataclasses.asdict(config), processes=processes.world, n_forget=len(forget),
                         n_retain=len(retain), total_steps=total_steps)
     for callback in callbacks:
         callback.on_train_begin(run_settings)
-    with editing(model.model, selection.parameters, keep=True) as original:  # any error: the original weights back
-        run = UnlearningRun(model, selection, objective, config, rows, original,
-                            _encoder(model, retain, config.loss_on, config.max_length), processes=processes,
-                            settings=run_settings, callbacks=tuple(callbacks))
-        try:
-            with _checkpointing(model, config.gradient_checkpointing):
-                run.train(progress=progress)
-        except (UnlearningDivergedError, UnlearningInterrupted):
-            raise
-        except KeyboardInterrupt as interrupt:
-            raise run.interrupted() from interrupt
-        except BaseException as error:
-            error.add_note(f"unlearning stopped after {run.step} of {total_steps} optimizer steps; the model holds "
-                           "its original weights again")
-            raise
-    outcome = run.kept()
+    with adapted(model, selection, adapter) if adapter is not None else nullcontext() as adapters:
+        trained = selection if adapters is None else adapters.selection
+        with editing(model.model, trained.parameters, keep=True) as original:  # any error: the original weights back
+            run = UnlearningRun(model, trained, objective, config, rows, original,
+                                _encoder(model, retain, config.loss_on, config.max_length), processes=processes,
+                                settings=run_settings, callbacks=tuple(callbacks))
+            try:
+                with _checkpointing(model, config.gradient_checkpointing):
+                    run.train(progress=progress)
+            except (UnlearningDivergedError, UnlearningInterrupted) as error:
+                error.result = _merged(error.result, adapters)
+                raise
+            except KeyboardInterrupt as interrupt:
+                error = run.interrupted()
+                error.result = _merged(error.result, adapters)
+                raise error from interrupt
+            except BaseException as error:
+                error.add_note(f"unlearning stopped after {run.step} of {total_steps} optimizer steps; the model "
+                               "holds its original weights again")
+                raise
+        outcome = _merged(run.kept(), adapters)
+    if adapters is not None:  # the modules are the model's own again: the merged weights go in
+        outcome.apply()
+        selection = outcome.selection
+        original = outcome.original
     if config.select == "lowest_joint_loss" and outcome.selected_step == 0:
         warnings.warn(f"no evaluated step had a lower joint loss than the original weights ({run.best[0]:.4g} at "
                       "step 0), so the model keeps its original weights; try another lr or objective, or select='last'",
@@ -131,6 +151,16 @@ def unlearn(
 
 
 BLOWN_UP = 10.0  # an edit this many times a weight's own size leaves a model that no longer works
+
+
+def _merged(result: UnlearnResult, adapters: Adapters | None) -> UnlearnResult:
+    """A run's result with its adapters merged into the weights they adapt (reverted: the model
+    holds its original weights until the adapters are out); without adapters, as it is."""
+    if adapters is None:
+        return result
+    return dataclasses.replace(result, selection=adapters.base, original=adapters.original,
+                               edited=adapters.merged(result.edited), adapter=adapters.state_dict(result.edited),
+                               is_reverted=True)
 
 
 def _warn_if_blown_up(selection: ParameterSelection, original: dict[str, Tensor], lr: float) -> None:

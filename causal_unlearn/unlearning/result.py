@@ -12,6 +12,7 @@ from torch import Tensor
 
 from causal_unlearn.figures import Plottable
 from causal_unlearn.models.loader import LoadedModel
+from causal_unlearn.unlearning.adapters import ADAPTER_FOLDER, save_adapter
 from causal_unlearn.unlearning.objectives import Objective
 from causal_unlearn.unlearning.parameters import ParameterSelection
 from causal_unlearn.unlearning.processes import Processes
@@ -27,6 +28,10 @@ class UnlearnResult(Plottable):
     `evaluations` one per evaluation (the same terms on the evaluation rows, plus the forget and
     retain answer-token accuracy and `joint_loss`); `selected_step` is the step whose weights
     the model holds.
+
+    A run with low-rank adapters (`adapter=LoRA(...)`) holds them merged: `original` and
+    `edited` are the adapted modules' weights without and with W + B @ A * scaling, and
+    `adapter` the trained A and B themselves, named as peft names them.
     """
 
     model: LoadedModel
@@ -40,6 +45,7 @@ class UnlearnResult(Plottable):
     original: dict[str, Tensor] = field(repr=False)
     edited: dict[str, Tensor] = field(repr=False)
     is_reverted: bool = False
+    adapter: dict[str, Tensor] | None = field(default=None, repr=False)
 
     @property
     def deltas(self) -> dict[str, Tensor]:
@@ -89,7 +95,9 @@ class UnlearnResult(Plottable):
     def save_pretrained(self, folder: str | Path) -> Path:
         """Save the edited model and tokenizer (loadable with `load_model(folder)`), and
         `unlearning.json` with the settings, the trained parameters and the history. A sharded
-        model (`shard_model`) is gathered whole: every process calls this, and rank 0 writes."""
+        model (`shard_model`) is gathered whole: every process calls this, and rank 0 writes.
+        A run with adapters also writes them, unmerged, in peft's format to `folder/adapter`
+        (`peft.PeftModel.from_pretrained(original_model, folder / "adapter")`)."""
         folder = Path(folder)
         reverted = self.is_reverted
         self.apply()
@@ -107,14 +115,18 @@ class UnlearnResult(Plottable):
             modules=self.selection.modules, parameters=self.selection.names, trainable=self.selection.count,
             selected_step=self.selected_step, seconds=self.seconds, history=self.history, evaluations=self.evaluations,
         )
+        if self.adapter is not None:
+            record["trainable"] = self.settings["adapter"]["parameters"]
+            save_adapter(folder / ADAPTER_FOLDER, self.adapter, self.settings["adapter"])
         (folder / "unlearning.json").write_text(json.dumps(record, indent=1, default=str))
         return folder
 
     def __repr__(self) -> str:
         last = self.evaluations[-1] if self.evaluations else self.history[-1] if self.history else {}
         shown = ", ".join(f"{k}={v:.3g}" for k, v in last.items() if k not in ("step", "epoch"))
+        lora = f", adapter=LoRA(rank={self.settings['adapter']['rank']})" if self.adapter is not None else ""
         return (f"UnlearnResult(objective={self.objective.label!r}, layers={self.selection.layers}, "
-                f"modules={self.selection.modules!r}, steps={len(self.history)}, selected_step={self.selected_step}, "
+                f"modules={self.selection.modules!r}{lora}, steps={len(self.history)}, selected_step={self.selected_step}, "
                 f"seconds={self.seconds:.1f}, last: {shown})")
 
 
