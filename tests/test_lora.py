@@ -143,3 +143,27 @@ def test_bad_settings_are_refused_before_training(builtin, world):
     with pytest.raises(TypeError, match="adapter must be a LoRA"):
         cu.unlearn(lm, layers=[0], adapter={"rank": 8}, **rows)
     assert tree(lm) == modules and all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
+
+
+def test_gpt2_conv1d_gets_the_transposed_product():
+    """GPT-2's Conv1D stores its weight as in x out: its change is (B @ A)^T * scaling."""
+    from tiny_models import tiny_model, tiny_tokenizer
+
+    lm = cu.load_model(tiny_model("gpt2"), tiny_tokenizer())
+    before, modules = weights(lm), tree(lm)
+    forget = [cu.Row(f"p{i}qa0", "Ann Teal was born in", "Denver", "Task2") for i in range(2)]
+    retain = [cu.Row(f"q{i}qa0", "What is the capital of France?", "Paris", "Task2") for i in range(2)]
+    result = cu.unlearn(lm, forget, retain, layers=[1], modules="all", objective="grad_diff",
+                        adapter=cu.LoRA(rank=2, alpha=4.0), **{**QUICK, "lr": 1e-2})
+    assert sorted(result.edited) == [f"transformer.h.1.{m}.weight" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                                             "mlp.c_proj")]
+    assert result.settings["adapter"]["fan_in_fan_out"] and tree(lm) == modules
+    for name, p in lm.model.named_parameters():
+        if name not in result.edited:
+            assert torch.equal(p, before[name]), name  # the layer norms of the block too
+            continue
+        module = name.removesuffix(".weight")
+        a, b = (result.adapter[f"{module}.lora_{x}.weight"].double() for x in "AB")
+        expected = (b @ a).T * 2.0
+        assert expected.abs().max() > 1e-5
+        torch.testing.assert_close(p.detach().double() - before[name].double(), expected, atol=1e-6, rtol=0)
