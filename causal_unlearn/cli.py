@@ -75,15 +75,16 @@ def unlearn_command(args: argparse.Namespace) -> int:
         print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: "
               f"{recipe}")
     result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
-    if args.shard or Processes.current().is_main:  # sharded, every process gathers its shards; rank 0 writes
+    processes = Processes.current()
+    if args.shard or processes.is_main:  # sharded, every process gathers its shards; rank 0 writes
         folder = result.save_pretrained(args.out)
-    if not Processes.current().is_main:
-        return 0
-    from causal_unlearn.viz.unlearning import plot_unlearning
+    if processes.is_main:
+        from causal_unlearn.viz.unlearning import plot_unlearning
 
-    plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
-    print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
-          f"curves in {folder / 'unlearning.html'})")
+        plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
+        print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
+              f"curves in {folder / 'unlearning.html'})")
+    processes.close()
     return 0
 
 

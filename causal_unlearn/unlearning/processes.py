@@ -46,6 +46,18 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def close(self) -> None:
+        """End a multi-process run cleanly: wait for every process, then take the process group
+        down (each process calls it last; a process that exits while another still works, with
+        the group alive, can abort the launch).
+
+        Examples:
+            >>> Processes.current().close()  # alone, nothing to close
+        """
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def share(self, items: Sequence, *, pad: bool = False) -> list:
         """This process's share of `items` (every `world`-th, from its rank); with `pad`, filled
         with None to the length of the largest share, so that every process gets as many."""
