@@ -33,8 +33,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "causal_unlearn.unlearning": ("Objective", "ParameterSelection", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
                                   "UnlearningDivergedError", "UnlearningInterrupted", "select_parameters", "shard_model",
                                   "unlearn"),
-    "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "greedy_generate", "knowledge_report",
-                                  "probe_recall", "rouge_l_recall"),
+    "causal_unlearn.evaluation": ("MIAConfig", "MIAResult", "SemEvalScores", "evaluate", "exact_match",
+                                  "greedy_generate", "knowledge_report", "membership_inference", "probe_recall",
+                                  "rouge_l_recall"),
     "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "AuditSkipWarning", "RelearnBudget", "audit",
                                 "compare_layer_sets", "control_layer_sets", "plan_audit"),
 }
