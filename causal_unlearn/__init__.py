@@ -35,8 +35,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                                   "UnlearningDivergedError", "UnlearningInterrupted", "select_components", "select_parameters",
                                   "shard_model",
                                   "unlearn"),
-    "causal_unlearn.evaluation": ("SemEvalScores", "evaluate", "exact_match", "forget_quality", "greedy_generate",
-                                  "knowledge_report", "model_utility", "probe_recall", "rouge_l_recall", "truth_ratio"),
+    "causal_unlearn.evaluation": ("MIAConfig", "MIAResult", "SemEvalScores", "evaluate", "exact_match", "forget_quality",
+                                  "greedy_generate", "knowledge_report", "membership_inference", "model_utility",
+                                  "probe_recall", "rouge_l_recall", "truth_ratio"),
     "causal_unlearn.auditing": ("AuditConfig", "AuditResult", "AuditSkipWarning", "RelearnBudget", "audit",
                                 "compare_layer_sets", "control_layer_sets", "plan_audit"),
 }

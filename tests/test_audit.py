@@ -309,7 +309,7 @@ def test_audit_of_your_own_task_runs_what_it_supports(builtin, own_task):
     draws something."""
     plan = cu.plan_audit(own_task)
     assert plan.decode_attributes == ("email domain",)
-    assert list(plan.skipped) == ["retrace", "head_projection", "probability_delta", "bio_openings"]
+    assert list(plan.skipped) == ["retrace", "head_projection", "probability_delta", "bio_openings", "membership"]
     with pytest.warns(cu.AuditSkipWarning, match="'retrace'.*no trace facts"):
         result = cu.audit(builtin, builtin.copy(), own_task, progress=False)
     assert result.skipped == plan.skipped and "skipped retrace" in repr(result)

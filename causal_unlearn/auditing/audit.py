@@ -12,6 +12,7 @@ the edited model, per split (forget, retain, holdout) and attribute:
     head_projection    the answer among the logit lens' top B at some layer (lens_ranks; Patil et al. 2024)
     probability_delta  the answer among the top B risers between consecutive layers' lens (lens_ranks)
     bio_openings       greedy recall after the bios' own text, cut right before each answer (bio_openings)
+    membership  the six membership-inference attacks' AUC, members against non-members (membership_inference)
 
 Holdout subjects are people the model never knew: their numbers are what "forgotten" looks like.
 """
@@ -32,13 +33,14 @@ from causal_unlearn.auditing.whitebox import LensRanks, lens_ranks
 from causal_unlearn.data.bios import UnlearningTask
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.data.probes import Probe
+from causal_unlearn.evaluation.mia import MIAConfig, membership_inference
 from causal_unlearn.localization.verify import compare_traces
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning
 from causal_unlearn.tracing.trace import trace_facts
 
 CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace", "head_projection", "probability_delta",
-          "bio_openings")
+          "bio_openings", "membership")
 LENS_CHECKS = ("head_projection", "probability_delta")
 SPLITS = ("forget", "retain", "holdout")
 
@@ -57,7 +59,9 @@ class AuditConfig:
     asks the first of each, since every choice costs a forward pass. `lens_top` is the B of the
     whitebox attacks (the answer's first token among the top B tokens at some layer counts as
     extracted); `opening_tokens` is how many tokens the model may generate after a bio opening,
-    whose answer comes next (an address is 16 tokens on the built-in tokenizer)."""
+    whose answer comes next (an address is 16 tokens on the built-in tokenizer). `membership`
+    sets the membership-inference attacks (which, Min-K's k, batch size, a retain model's AUC for
+    privleak) run on the task's members (its forget rows) and non-members (never-seen rows)."""
 
     checks: tuple[str, ...] | None = None
     probes_per_form: int | None = None
@@ -69,6 +73,7 @@ class AuditConfig:
     seed: int = 0
     lens_top: int = 1
     opening_tokens: int = 24
+    membership: MIAConfig = field(default_factory=MIAConfig)
 
     def __post_init__(self) -> None:
         if self.checks is not None:
@@ -84,6 +89,8 @@ class AuditConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.decode_attributes is not None and isinstance(self.decode_attributes, str):
             raise TypeError(f"decode_attributes is a tuple of attribute names, e.g. ({self.decode_attributes!r},)")
+        if not isinstance(self.membership, MIAConfig):
+            raise TypeError(f"membership is a causal_unlearn.MIAConfig, got a {type(self.membership).__name__}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,10 @@ def _unsupported(check: str, task: UnlearningTask, probes: list[Probe], attribut
     if check == "bio_openings" and not _task_openings(task, None):
         return ("the task has no bio openings (Probe(..., form='opening'): a training text cut right before the "
                 "answer; world.unlearning_task() carries them)")
+    if check == "membership" and not (task.members and task.nonmembers):
+        missing = "non-member" if task.members else "member"
+        return (f"the task has no {missing} rows (UnlearningTask(members=[...], nonmembers=[...]): the forget rows "
+                "and rows the model never saw, which the attacks tell apart)")
     return None
 
 
@@ -175,6 +186,7 @@ def audit(
     config: AuditConfig = AuditConfig(),
     layers: Sequence[int] = (),
     baseline: AuditResult | None = None,
+    reference_model: LoadedModel | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: None,
 ) -> AuditResult:
@@ -182,7 +194,8 @@ def audit(
     beside the original) with the task's probes, labels and facts. Neither model is changed.
     `layers` marks the edited layers in the re-trace. `baseline`, an earlier audit of the same
     original with the same task and settings, supplies the original's numbers (auditing many
-    edits of one model measures it once).
+    edits of one model measures it once). `reference_model` is the membership check's reference
+    attack's (without it that attack is skipped, with the reason in `AuditResult.skipped`).
 
     Examples:
         >>> import dataclasses, causal_unlearn as cu
@@ -201,11 +214,14 @@ def audit(
         warnings.warn(AuditSkipWarning(f"the audit skips its {check!r} check: {reason}"), stacklevel=2)
     probes = _task_probes(task, config.probes_per_form)
     settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes),
-                "n_openings": len(_task_openings(task, config.probes_per_form)), "n_lens_facts": len(_lens_facts(task))}
+                "n_openings": len(_task_openings(task, config.probes_per_form)), "n_lens_facts": len(_lens_facts(task)),
+                "n_members": len(task.members), "n_nonmembers": len(task.nonmembers),
+                "reference_model": None if reference_model is None else reference_model.name}
     if baseline is not None:
         _check_baseline(baseline, settings, original)
     records: list[dict] = [r for r in baseline.records if r["variant"].startswith("original")] if baseline else []
     seconds: dict[str, float] = {}
+    skipped = dict(plan.skipped)
     comparison, ranks = None, None
     models = {"edited": edited} if baseline else {"original": original, "edited": edited}
     for check in config.checks:
@@ -218,11 +234,20 @@ def audit(
             ranks = ranks or {variant: lens_ranks(model, _lens_facts(task), progress=progress)
                               for variant, model in models.items()}
             records += _lens_records(check, ranks, _lens_facts(task), config.lens_top)
+        elif check == "membership":
+            results = {variant: membership_inference(model, task.members, task.nonmembers, config=config.membership,
+                                                     reference_model=reference_model, progress=progress)
+                       for variant, model in models.items()}
+            records += _membership_records(results, len(task.members) + len(task.nonmembers),
+                                           config.membership.privleak_attack)
+            for attack, reason in next(iter(results.values())).skipped.items():
+                log(f"audit: membership: skipping the {attack} attack: {reason}")
+                skipped[f"membership: {attack}"] = reason
         else:
             records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
         seconds[check] = time.perf_counter() - started
     settings.update(layers=list(layers), original=original.name, edited=edited.name)
-    return AuditResult(records, settings, comparison, seconds, skipped=plan.skipped)
+    return AuditResult(records, settings, comparison, seconds, skipped=skipped)
 
 
 def _check_baseline(baseline: AuditResult, settings: dict, original: LoadedModel) -> None:
@@ -334,6 +359,17 @@ def _lens_records(check: str, ranks: dict[str, LensRanks], facts: list[TraceFact
             records += mean_records(check, f"top-{top} rise", variant, groups, ranked.probability_delta(top))
             records += mean_records(check, f"top-{top} rise or fall", variant, groups,
                                     ranked.probability_delta(top, falls=True))
+    return records
+
+
+def _membership_records(results: dict, n: int, privleak_attack: str) -> list[dict]:
+    """Each attack's AUC (members: the forget rows, against the never-seen non-members) and privleak."""
+    records = []
+    for variant, result in results.items():
+        common = dict(check="membership", split="forget", attribute="all", variant=variant, layer=None, n=n)
+        records += [dict(common, measure=f"{attack} AUC", value=value) for attack, value in result.aucs.items()]
+        if result.privleak is not None:
+            records.append(dict(common, measure=f"privleak ({privleak_attack}), %", value=result.privleak))
     return records
 
 

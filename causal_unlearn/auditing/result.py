@@ -21,7 +21,8 @@ class AuditResult(Plottable):
 
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
     draws them, `comparison` holds the re-trace (or None when it was not run; its headline numbers
-    are also rows of the table), `skipped` says which checks the task could not support and why.
+    are also rows of the table), `skipped` says which checks the task could not support and why
+    (and, as "membership: reference", a membership attack that could not run).
 
     Examples:
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
@@ -102,6 +103,11 @@ class AuditResult(Plottable):
                 out[name] = self.value(*key)
             except KeyError:
                 continue
+        for record in self.records:
+            if (record["check"], record["variant"]) == ("membership", "edited"):
+                measure = record["measure"]
+                out["privleak" if measure.startswith("privleak") else f"mia_{measure.removesuffix(' AUC')}_auc"] = \
+                    record["value"]
         for attribute in self.decoded_attributes:
             out[f"decoding_{attribute}_forget"] = self.value("decoding", "accuracy", "forget", "edited", attribute)
         if self.comparison is not None:
