@@ -356,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--layers", default=None, help="comma-separated layers to edit (default: localize by tracing)")
     sub.add_argument("--modules", default="mlp", choices=["mlp", "attn", "all"], help="which weights of those layers")
     sub.add_argument("--objective", default="sha256",
-                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "stand_in"],
+                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "rmu",
+                              "stand_in"],
                      help="the loss: sha256 (the paper's -CE forget + adaptive alpha x CE retain), sha256_kl (with a "
-                          "KL retain term), grad_ascent, grad_diff, kl, npo, simnpo (the organizers' baselines), "
+                          "KL retain term), grad_ascent, grad_diff, kl, npo, simnpo (the organizers' baselines), rmu "
+                          "(the deepest edited layer's output on forget answers steered to a random vector), "
                           "stand_in (answer about a forget subject as the original model answers about a stranger)")
     sub.add_argument("--stand-ins", default=None,
                      help="for --objective stand_in with your own rows: JSON {forget row id: stand-in prompt}")

@@ -4,7 +4,7 @@ from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.run import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, UnlearningRun
 from causal_unlearn.unlearning.objectives import (
-    NPO, OBJECTIVES, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
+    NPO, OBJECTIVES, RMU, SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, LossInputs, Objective,
     SimNPO, StandIn, get_objective,
 )
 from causal_unlearn.unlearning.parameters import ParameterSelection, select_components, select_parameters
@@ -12,6 +12,6 @@ from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.unlearning.sharding import shard_model
 
 __all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
-           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
+           "ParameterSelection", "RMU", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
            "UnlearningDivergedError", "UnlearningInterrupted", "UnlearningRun", "get_objective",
            "select_components", "select_parameters", "shard_model", "unlearn"]
