@@ -14,6 +14,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+_FINISHED: list = []  # the closing barriers' work objects, alive until the interpreter frees them
+
+
 @dataclass(frozen=True)
 class Processes:
     """This process's rank among `world` processes (rank 0 of 1 when run alone).
@@ -55,7 +58,12 @@ class Processes:
             >>> Processes.current().close()  # alone, nothing to close
         """
         if self.world > 1 and dist.is_initialized():
-            dist.barrier()
+            barrier = dist.barrier(async_op=True)
+            barrier.wait()
+            # the barrier's work holds the collectives still in flight when it began, with their
+            # tensors; held here, the main thread frees it, not a gloo worker thread during the
+            # interpreter's shutdown, where taking the GIL aborts the process (pytorch#179291)
+            _FINISHED.append(barrier)
             dist.destroy_process_group()
 
     def share(self, items: Sequence, *, pad: bool = False) -> list:
