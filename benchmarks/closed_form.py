@@ -10,6 +10,11 @@ knowledge included) and the retain people's bios as covariance text. For each se
 p(answer) at the traced prompts (forget and retain people), the official scores
 (`cu.evaluate` on `world.unlearning_task()`), held-out probe recall (`world.probes`) per split,
 and the time of the edit. The first row is the original model.
+
+    python benchmarks/closed_form.py --ceiling 0
+
+prints instead what the site allows at all: p(answer) per attribute when the hidden state after
+block 0 at the subject's last token is replaced by the stand-in's in the same prompt (no edit).
 """
 
 from __future__ import annotations
@@ -52,6 +57,25 @@ def measure(lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.UnlearningTask, ma
     )
 
 
+@torch.no_grad()
+def site_ceiling(lm: cu.LoadedModel, world: cu.BiosWorld, layer: int) -> dict[str, float]:
+    """Mean p(answer) per attribute with the subject's last-token state after block `layer`
+    replaced by the stand-in's (the stand-in's name swapped into the same prompt)."""
+    from causal_unlearn.models.hooks import patch, record
+    from causal_unlearn.tracing.tokens import subject_token_range
+
+    names, point, found = world.stand_in_names(), lm.architecture.block_output(layer), {}
+    for fact in world.facts_to_trace("forget"):
+        stand_in = names[fact.subject]
+        other = fact.prompt.replace(fact.subject, stand_in)
+        with record(lm.model, [point]) as seen:
+            lm.model(lm.to_tokens(other))
+        state = seen[point][0, subject_token_range(lm, other, stand_in)[1] - 1]
+        with patch(lm.model, point, state, position=subject_token_range(lm, fact.prompt, fact.subject)[1] - 1):
+            found.setdefault(fact.attribute, []).append(answer_probability(lm, [fact]))
+    return {attribute: sum(ps) / len(ps) for attribute, ps in found.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="stand_in,max_entropy")
@@ -60,9 +84,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="of the official scores (the grid's 64)")
     parser.add_argument("--no-original", action="store_true", help="leave out the original model's row")
     parser.add_argument("--out", default=None, help="also write the table as CSV")
+    parser.add_argument("--ceiling", type=int, default=None, help="only measure the site's ceiling at this layer")
     args = parser.parse_args()
     torch.manual_seed(0)
     lm, world = cu.load_model("olmo-tiny-bios", device="cpu"), cu.make_bios_world()
+    if args.ceiling is not None:
+        ceiling = site_ceiling(lm, world, args.ceiling)
+        print({k: round(v, 3) for k, v in ceiling.items()}, "mean", round(sum(ceiling.values()) / len(ceiling), 3))
+        return
     task = world.unlearning_task()
     facts = world.facts_to_trace("forget")
     text = [*task.retain, *world.documents("retain")]

@@ -49,7 +49,7 @@ def states(lm, prompts_and_subjects, layer: int, z_layer: int):
     for prompt, subject in prompts_and_subjects:
         seen = {}
         down = lm.model.model.layers[layer].mlp.down_proj
-        handle = down.register_forward_pre_hook(lambda module, args: seen.update(key=args[0]))
+        handle = down.register_forward_pre_hook(lambda module, args, seen=seen: seen.update(key=args[0]))
         output = lm.model(**lm.tokenizer(prompt, return_tensors="pt"), output_hidden_states=True)
         handle.remove()
         position = subject_last(lm.tokenizer, prompt, subject)
@@ -143,7 +143,7 @@ def test_other_keys_move_no_more_than_the_least_squares_objective_allows(setup64
 
 
 def test_revert_and_apply_are_bit_exact(setup):
-    lm, world, facts, text = setup
+    lm, _, facts, text = setup
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     result = delete_facts(lm, facts, [0, 2], covariance_text=text, steps=2, progress=False)
     edited = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
@@ -191,7 +191,7 @@ def test_the_forget_answers_drop_and_the_retain_answers_stay(setup, target):
 
 
 def test_bad_input_is_refused(setup):
-    lm, world, facts, text = setup
+    lm, _, facts, text = setup
     run = lambda facts=facts, layers=(0,), **kw: delete_facts(lm, facts, layers, covariance_text=kw.pop(  # noqa: E731
         "covariance_text", text), progress=False, **kw)
     with pytest.raises(ValueError, match="no facts to delete"):

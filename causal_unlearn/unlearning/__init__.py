@@ -11,7 +11,7 @@ from causal_unlearn.unlearning.parameters import ParameterSelection, select_para
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.unlearning.sharding import shard_model
 
-__all__ = ["DeletionConfig", "GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
-           "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
-           "UnlearningDivergedError", "UnlearningInterrupted", "delete_facts", "get_objective",
-           "select_parameters", "shard_model", "unlearn"]
+__all__ = ["DeletionConfig", "GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO",
+           "OBJECTIVES", "Objective", "ParameterSelection", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback",
+           "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted", "delete_facts",
+           "get_objective", "select_parameters", "shard_model", "unlearn"]

@@ -2,33 +2,32 @@
 projections, with a target that deletes a fact instead of rewriting it.
 
 An MLP's down (output) projection W maps a key k, its input (for a gated MLP act(gate(x)) *
-up(x)), to the value W k it adds to the residual stream. For the forget subjects, at each edited
-layer l (MEMIT, Meng et al. 2023):
+up(x)), to the value W k it adds to the residual stream. For the facts to delete, at each edited
+layer l in order (MEMIT, Meng et al. 2023):
 
     Delta W_l = R_l K_l^T (lambda C_l + K_l K_l^T)^-1
 
-- K_l: one key per subject (columns): the key at the subject's last token, averaged over that
-  subject's prompts;
-- C_l = E[k k^T] over every token of the covariance text: the keys whose values are kept;
-  `lambda` (`mom2_weight`) weighs keeping them against reaching the targets;
+- K_l: one key per fact (columns): the key at the subject's last token of the fact's prompt;
+- C_l = E[k k^T] over every token of the covariance text (with the unedited weights, as MEMIT's
+  cached statistics): the keys whose values are kept; `lambda` (`mom2_weight`) weighs keeping
+  them against reaching the targets;
 - R_l = (z - h) / (layers not yet edited, this one included): z is the target hidden state at the
   last edited layer L at the subject's last token, h the current one (after the edits of the
   layers before l). This is the least-squares solution of
   min ||Delta W K - R||^2 + lambda E_text ||Delta W k||^2.
 
-The target z (one per subject) deletes:
+The target z deletes:
 - "stand_in": the hidden state the model has at layer L for someone it never saw, the subject's
-  name swapped for a stand-in's (`BiosWorld.stand_in_names`) in the same prompts;
-- "max_entropy": h + delta, delta found by a few Adam steps (MEMIT's `compute_z`, with Patil et
-  al.'s deletion objective, arXiv 2309.17410) so that the next-token distribution over every
-  answer token of the subject's prompts has the largest entropy, with MEMIT's weight decay and
-  norm bound on delta.
+  name swapped for a stand-in's (`BiosWorld.stand_in_names`) in the same prompt;
+- "max_entropy": h + delta, one delta per subject found by a few Adam steps (MEMIT's
+  `compute_z`, with Patil et al.'s deletion objective, arXiv 2309.17410) so that the next-token
+  distribution at every answer token of the subject's prompts has the largest entropy, with
+  MEMIT's weight decay and norm bound on delta.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -46,7 +45,7 @@ from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.tokens import subject_token_range
 from causal_unlearn.tracing.trace import _as_fact
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms
-from causal_unlearn.unlearning.parameters import ParameterSelection, check_layers, select_parameters
+from causal_unlearn.unlearning.parameters import check_layers, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.validation import finite, integer
 
@@ -138,8 +137,9 @@ def delete_facts(
     token, keeping the keys of `covariance_text` (strings or rows: retain rows, bios, general
     text; several times more tokens than the MLP has hidden units) as they were.
 
-    Facts are grouped by subject: one key and one target per subject. With `target="stand_in"`,
-    `stand_ins` maps each subject to a name the model never saw (`world.stand_in_names()`).
+    Each fact gives a key (its prompt's) and a target; the max-entropy shift is one per subject,
+    over all the subject's prompts. With `target="stand_in"`, `stand_ins` maps each subject to a
+    name the model never saw (`world.stand_in_names()`).
     `config` is a `DeletionConfig`, or its fields as keywords (`target="stand_in"`).
 
     The model is edited in place and the same `UnlearnResult` as `unlearn`'s comes back
@@ -313,7 +313,7 @@ def _encode(lm: LoadedModel, facts: Sequence[TraceFact]) -> _Encoded:
     sequences, subject_positions, prompt_lengths = [], [], []
     for index, fact in enumerate(facts):
         try:
-            start, end = subject_token_range(lm, fact.prompt, fact.subject)
+            end = subject_token_range(lm, fact.prompt, fact.subject)[1]
         except ValueError as error:
             raise ValueError(f"fact {index}: {error}") from None
         prompt = lm.tokenizer(fact.prompt)["input_ids"]
@@ -381,7 +381,8 @@ def _states_at_subject(lm: LoadedModel, batch: _Encoded, points: Sequence[str | 
     with torch.no_grad(), edit(lm.model, {point: keep(point) for point in points}):
         for start in range(0, len(batch.input_ids), batch_size):
             current[:] = [batch.rows(start, start + batch_size)]
-            lm.model(input_ids=current[0].input_ids.to(lm.device), attention_mask=current[0].attention_mask.to(lm.device))
+            rows = current[0]
+            lm.model(input_ids=rows.input_ids.to(lm.device), attention_mask=rows.attention_mask.to(lm.device))
     return {point: torch.cat(states) for point, states in found.items()}
 
 
@@ -413,22 +414,21 @@ def _max_entropy_delta(lm: LoadedModel, batch: _Encoded, group: Tensor, current:
     optimizer = torch.optim.Adam([delta], lr=config.lr)
     # each subject's answer positions weigh 1 / their number, so every subject counts once
     per_subject = torch.zeros(n).index_add_(0, group, batch.predicts_answer.sum(1).float())
-    rows_of: list[_Encoded] = []
     for _ in tqdm(range(config.steps), desc="max-entropy targets", unit="step", disable=not progress):
         gradient = torch.zeros_like(delta)
         for start in range(0, len(batch.input_ids), config.batch_size):
             rows = batch.rows(start, start + config.batch_size)
             subject = group[start:start + config.batch_size].to(device)
-            rows_of[:] = [rows]
 
-            def shift(state: Tensor) -> Tensor:
+            def shift(state: Tensor, rows: _Encoded = rows, subject: Tensor = subject) -> Tensor:
                 state = state.clone()
                 index = torch.arange(state.shape[0], device=state.device)
                 state[index, rows.subject_position.to(state.device)] += delta[subject].to(state.dtype)
                 return state
 
             with edit(lm.model, {hidden: shift}):
-                logits = lm.model(input_ids=rows.input_ids.to(device), attention_mask=rows.attention_mask.to(device)).logits
+                logits = lm.model(input_ids=rows.input_ids.to(device),
+                                  attention_mask=rows.attention_mask.to(device)).logits
             mask = rows.predicts_answer.to(device)
             log_p = logits[mask].float().log_softmax(-1)
             entropy = -(log_p.exp() * log_p).sum(-1)
