@@ -1,5 +1,6 @@
 """Unlearning: train only the localized layers to forget a forget set and keep a retain set."""
 
+from causal_unlearn.unlearning.closed_form import DeletionConfig, delete_facts
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.loop import unlearn
 from causal_unlearn.unlearning.run import UnlearnCallback, UnlearningDivergedError, UnlearningInterrupted, UnlearningRun
@@ -11,7 +12,8 @@ from causal_unlearn.unlearning.parameters import ParameterSelection, select_comp
 from causal_unlearn.unlearning.result import UnlearnResult
 from causal_unlearn.unlearning.sharding import shard_model
 
-__all__ = ["GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO", "OBJECTIVES", "Objective",
-           "ParameterSelection", "RMU", "SHA256", "SHA256KL", "SimNPO", "StandIn", "UnlearnCallback", "UnlearnConfig", "UnlearnResult",
-           "UnlearningDivergedError", "UnlearningInterrupted", "UnlearningRun", "get_objective",
-           "select_components", "select_parameters", "shard_model", "unlearn"]
+__all__ = ["DeletionConfig", "GradientAscent", "GradientDifference", "KLMinimization", "LossInputs", "NPO",
+           "OBJECTIVES", "Objective", "ParameterSelection", "RMU", "SHA256", "SHA256KL", "SimNPO", "StandIn",
+           "UnlearnCallback", "UnlearnConfig", "UnlearnResult", "UnlearningDivergedError", "UnlearningInterrupted",
+           "UnlearningRun", "delete_facts", "get_objective", "select_components", "select_parameters", "shard_model",
+           "unlearn"]
