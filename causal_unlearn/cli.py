@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("audit", audit_command, "audit an edited model: held-out probes, relearning, quantization, ...",
                   "Compare the edited model with the original (--model) on held-out probes: greedy recall, "
                   "multiple-choice ranks, recall after brief relearning on half the forget rows and on retain "
-                  "rows, after int8 quantization and a bf16 round trip, a linear read-out of labelled attributes "
+                  "rows, after int8 quantization, a bf16 round trip and 4-bit NF4 weights (bitsandbytes), a linear read-out of labelled attributes "
                   "at the subject, the forget facts re-traced, the logit-lens attacks (head projection, "
                   "probability delta), recall after the bios' own openings and membership inference (forget "
                   "rows against never-seen rows). Without --probes, the built-in "

@@ -193,8 +193,8 @@ def test_audit_end_to_end(builtin, small_task):
     decoding = audit.to_dataframe().query("check == 'decoding' and measure == 'accuracy'")
     assert sorted(set(decoding.layer)) == list(range(builtin.n_layers))
     table = audit.table()
-    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, relearned", "original, relearned",
-            "original, relearned on retain"} <= set(table.columns)
+    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, nf4", "edited, relearned",
+            "original, relearned", "original, relearned on retain"} <= set(table.columns)
     summary = audit.summary()
     assert summary["probe_recall_forget"] == value("probes", "recall", "forget", "edited")
     # the whitebox attacks ran too, on the trace facts (the fixture has no lens facts) and the openings

@@ -6,7 +6,8 @@ the edited model, per split (forget, retain, holdout) and attribute:
     probes      greedy recall on held-out phrasings                  (generation_recall)
     choice      rank of the true answer among candidates             (choice_ranks)
     relearning  fine-tune briefly on half the forget rows, or on retain rows, then recall (relearned)
-    precision   int8 dynamic quantization, bf16 round trip, then recall (int8_dynamic, round_trip)
+    precision   int8 dynamic quantization, bf16 round trip, 4-bit NF4 weights, then recall
+                                                                     (int8_dynamic, round_trip, nf4_weights)
     decoding    linear read-out of categorical attributes at the subject's last token (subject_states)
     retrace     the forget facts traced again                        (compare_traces)
     head_projection    the answer among the logit lens' top B at some layer (lens_ranks; Patil et al. 2024)
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
-from causal_unlearn.auditing.precision import int8_dynamic, round_trip
+from causal_unlearn.auditing.precision import int8_dynamic, nf4_missing, nf4_weights, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
 from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
 from causal_unlearn.auditing.result import AuditResult, mean_records
@@ -42,6 +43,8 @@ from causal_unlearn.tracing.trace import trace_facts
 CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace", "head_projection", "probability_delta",
           "bio_openings", "membership")
 LENS_CHECKS = ("head_projection", "probability_delta")
+# the lower-precision copies of the edited model the precision check asks, by variant name
+PRECISIONS = {"edited, int8": int8_dynamic, "edited, bf16": round_trip, "edited, nf4": nf4_weights}
 SPLITS = ("forget", "retain", "holdout")
 
 
@@ -96,7 +99,8 @@ class AuditConfig:
 @dataclass(frozen=True)
 class AuditPlan:
     """What an audit of this task runs: its checks, the attributes it decodes, and why it skips
-    the others (check -> reason)."""
+    the others (check -> reason; "precision: nf4" where bitsandbytes is missing: the precision
+    check then asks the int8 and bf16 copies only)."""
 
     checks: tuple[str, ...]
     decode_attributes: tuple[str, ...]
@@ -111,8 +115,8 @@ def plan_audit(task: UnlearningTask, config: AuditConfig = AuditConfig()) -> Aud
     Examples:
         >>> import dataclasses, causal_unlearn as cu
         >>> task = dataclasses.replace(cu.make_bios_world().unlearning_task(), facts=[])
-        >>> cu.plan_audit(task).skipped
-        {'retrace': 'the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))'}
+        >>> cu.plan_audit(task).skipped["retrace"]
+        'the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))'
     """
     probes = _task_probes(task, config.probes_per_form)
     wanted = CHECKS if config.checks is None else config.checks
@@ -126,6 +130,8 @@ def plan_audit(task: UnlearningTask, config: AuditConfig = AuditConfig()) -> Aud
         if reason:
             reasons[check] = reason
     checks = tuple(c for c in wanted if c not in reasons)
+    if "precision" in checks and nf4_missing():  # int8 and bf16 still run
+        reasons["precision: nf4"] = nf4_missing()
     return AuditPlan(checks, attributes if "decoding" in checks else (), reasons)
 
 
@@ -305,7 +311,9 @@ def _relearning_check(models, task, probes, config, progress) -> list[dict]:
 def _precision_check(models, task, probes, config, progress) -> list[dict]:
     asked = [p for p in probes if p.split in ("forget", "retain")]
     records = []
-    for variant, make in (("edited, int8", int8_dynamic), ("edited, bf16", round_trip)):
+    for variant, make in PRECISIONS.items():
+        if make is nf4_weights and nf4_missing():  # the plan noted it
+            continue
         copy = make(models["edited"])
         records += mean_records("precision", "recall", variant, asked,
                                 generation_recall(copy, asked, max_new_tokens=config.max_new_tokens, progress=progress))

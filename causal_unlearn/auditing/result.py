@@ -22,7 +22,8 @@ class AuditResult(Plottable):
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
     draws them, `comparison` holds the re-trace (or None when it was not run; its headline numbers
     are also rows of the table), `skipped` says which checks the task could not support and why
-    (and, as "membership: reference", a membership attack that could not run).
+    (and, as "membership: reference", a membership attack that could not run; as "precision: nf4",
+    the 4-bit copy where bitsandbytes is missing).
 
     Examples:
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
@@ -89,6 +90,7 @@ class AuditResult(Plottable):
             "relearn_benign": ("relearning", "recall", "forget", "edited, relearned on retain"),
             "int8_recall_forget": ("precision", "recall", "forget", "edited, int8"),
             "bf16_recall_forget": ("precision", "recall", "forget", "edited, bf16"),
+            "nf4_recall_forget": ("precision", "recall", "forget", "edited, nf4"),
         }
         for name, check in (("head_projection_forget", "head_projection"), ("probability_delta_forget",
                                                                             "probability_delta")):

@@ -12,6 +12,7 @@ from causal_unlearn.viz.style import OKABE_ITO, Column, paper_layout
 
 VARIANT_COLORS = {
     "original": "#999999", "edited": OKABE_ITO[0], "edited, int8": OKABE_ITO[1], "edited, bf16": OKABE_ITO[5],
+    "edited, nf4": OKABE_ITO[2],
     "edited, relearned": OKABE_ITO[3], "edited, relearned on retain": OKABE_ITO[4],
     "original, relearned": "#666666", "original, relearned on retain": "#CCCCCC",
 }
@@ -30,8 +31,8 @@ CHANCE = dict(color="grey", dash="dot", width=1)
 
 def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute: str | None = None,
                column: Column | None = None, title: str | None = None) -> go.Figure:
-    """A panel per check the audit ran: greedy recall of held-out probes per split (with the int8
-    and bf16 copies), multiple-choice top-1 (dotted: each split's chance), forget recall after
+    """A panel per check the audit ran: greedy recall of held-out probes per split (with the int8,
+    bf16 and 4-bit NF4 copies), multiple-choice top-1 (dotted: each split's chance), forget recall after
     the relearning attacks, the whitebox attacks per split (head projection and probability delta
     at B = `AuditConfig.lens_top`, recall after the bios' openings; holdout people were never
     known, so their bars are the chance level), the per-layer accuracy of a linear read-out of
