@@ -120,6 +120,15 @@ def test_rmu_terms_on_several_rows_are_the_per_row_token_mean(builtin, edited_ca
     assert abs(broadcast - forget_loss) > 1e-3 * forget_loss  # rows of different lengths: the two differ
 
 
+def test_rmu_with_their_token_mean_equals_their_code_on_several_rows(builtin, edited_case):
+    """token_mean="open_unlearning": their code's number, broadcast included, on batches of several rows."""
+    edited, _, _, forget, retain = edited_case
+    terms = _our_terms(edited_case, RMU(steering_coeff=30.0, alpha=0.7, seed=5, token_mean="open_unlearning"))
+    forget_loss, retain_loss = _their_terms(builtin, edited, forget, retain, 4, 30.0, 5, as_commented=False)
+    assert float(terms["forget_mse"]) == pytest.approx(forget_loss, rel=1e-5)
+    assert float(terms["retain_mse"]) == pytest.approx(retain_loss, rel=1e-5)
+
+
 def test_rmu_nll_retain_equals_their_nll_retain(builtin, edited_case):
     """retain_loss_type NLL: GradDiff's retain loss, the model's own loss on labels (answer tokens)."""
     edited, _, _, forget, retain = edited_case
@@ -177,6 +186,7 @@ def test_rmu_steers_the_deepest_trained_layer_by_default(builtin, world):
     (dict(layer=-1), ValueError, "RMU's layer must be an integer >= 0"),
     (dict(layer=2.5), TypeError, "RMU's layer must be an integer"),
     (dict(seed="0"), TypeError, "seed must be an integer"),
+    (dict(token_mean="mean"), ValueError, "unknown token_mean 'mean'"),
 ])
 def test_rmu_refuses_bad_settings(settings, error, message):
     with pytest.raises(error, match=message):

@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 
 import torch
@@ -322,7 +323,8 @@ class RMU(Objective):
     (`loss_on`; the answer tokens by default), as open-unlearning reads its labels. Their code
     divides a [batch] tensor by a [batch, 1] one, so on batches of several rows it averages
     mean(token sums) x mean(1 / token counts) instead of the per-row mean its comments describe;
-    here it is the per-row mean (the same number on one row a batch, their WMDP setting). u is drawn
+    here it is the per-row mean (the same number on one row a batch, their WMDP setting), and
+    `token_mean="open_unlearning"` reproduces their number on any batch. u is drawn
     once from `seed`, uniform in [0, 1)^d_model and scaled to unit norm (`torch.rand`, as
     open-unlearning and the WMDP code draw it). `retain_loss="nll"` replaces the retain term by
     the retain answers' cross-entropy (open-unlearning's `retain_loss_type: NLL`; no original
@@ -342,7 +344,8 @@ class RMU(Objective):
     name = "rmu"
 
     def __init__(self, layer: int | None = None, *, steering_coeff: float = 2.0, alpha: float = 1.0,
-                 retain_loss: Literal["embed_diff", "nll"] = "embed_diff", seed: int = 0):
+                 retain_loss: Literal["embed_diff", "nll"] = "embed_diff", seed: int = 0,
+                 token_mean: Literal["per_row", "open_unlearning"] = "per_row"):
         self.layer = None if layer is None else integer("RMU's layer", layer, minimum=0)
         self.steering_coeff = finite("steering_coeff", steering_coeff, above=0)
         self.alpha = finite("alpha", alpha, at_least=0)
@@ -350,6 +353,10 @@ class RMU(Objective):
             raise ValueError(f"unknown retain_loss {retain_loss!r}; use 'embed_diff' (the retain rows' states kept at "
                              "the original model's, open-unlearning's default) or 'nll' (their cross-entropy)")
         self.retain_loss = retain_loss
+        if token_mean not in ("per_row", "open_unlearning"):
+            raise ValueError(f"unknown token_mean {token_mean!r}; use 'per_row' or 'open_unlearning' (their code's "
+                             "mean(token sums) x mean(1 / token counts), for numbers comparable with theirs)")
+        self.token_mean = token_mean
         self.seed = integer("seed", seed)
         self.reset()
 
@@ -373,6 +380,7 @@ class RMU(Objective):
         changed += [f"c {self.steering_coeff:g}"] if self.steering_coeff != default.steering_coeff else []
         changed += [f"alpha {self.alpha:g}"] if self.alpha != default.alpha else []
         changed += [f"retain {self.retain_loss}"] if self.retain_loss != default.retain_loss else []
+        changed += [f"token mean {self.token_mean}"] if self.token_mean != default.token_mean else []
         return f"{self.name} ({', '.join(changed)})" if changed else self.name
 
     def steering_vector(self, d_model: int) -> Float[Tensor, " d_model"]:
@@ -408,11 +416,12 @@ class RMU(Objective):
         state = inputs.state(self._address).float()  # the losses in fp32, whatever the forward's dtype
         forget, mask = inputs.rows("forget"), inputs.batch.target_mask
         target = self._vector.to(state.device).expand_as(state[forget])
-        terms = {"forget_mse": _activation_mse(state[forget], target, mask[forget])}
+        distance = partial(_activation_mse, per_row=self.token_mean == "per_row")
+        terms = {"forget_mse": distance(state[forget], target, mask[forget])}
         if self.retain_loss == "embed_diff":
             original = inputs.state(self._address, reference=True).float()
             retain = ~forget
-            terms["retain_mse"] = _activation_mse(state[retain], original[retain], mask[retain])
+            terms["retain_mse"] = distance(state[retain], original[retain], mask[retain])
             retain_term = terms["retain_mse"]
         else:
             retain_term = inputs.mean_nll("retain")
@@ -421,13 +430,15 @@ class RMU(Objective):
 
 
 def _activation_mse(states: Float[Tensor, "row pos d_model"], target: Float[Tensor, "row pos d_model"],
-                    mask: Bool[Tensor, "row pos"]) -> Float[Tensor, ""]:
+                    mask: Bool[Tensor, "row pos"], *, per_row: bool = True) -> Float[Tensor, ""]:
     """open-unlearning's RMU distance: per token the mean over d_model of the squared difference,
-    averaged over each row's masked tokens, then over rows (0 for no rows); row by row where their
-    code's division broadcasts across rows (see `RMU`)."""
+    averaged over each row's masked tokens, then over rows (0 for no rows); row by row, or
+    (`per_row=False`) as their code's division broadcasts across rows (see `RMU`)."""
     squared = F.mse_loss(states, target, reduction="none").mean(-1)
-    per_row = (squared * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # a row with no tokens adds 0, not NaN
-    return _mean(per_row)
+    sums, counts = (squared * mask).sum(-1), mask.sum(-1).clamp(min=1)  # a row with no tokens adds 0, not NaN
+    if not per_row:
+        return _mean(sums) * _mean(1 / counts)
+    return _mean(sums / counts)
 
 
 class StandIn(Objective):
