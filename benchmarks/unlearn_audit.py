@@ -2,8 +2,8 @@
 
 Each objective on the traced layers and on control layer sets of the same size ("other band",
 "random (seed s)", "all"), over shuffling seeds, with the built-in recipe; each edit scored the
-official way and audited (`cu.audit`: held-out probes, multiple choice, relearning, int8/bf16,
-linear read-out). One CSV row per run, written as it finishes; then the means per objective and
+official way and audited (`cu.audit`: held-out probes, multiple choice, relearning, int8/bf16/
+4-bit NF4, linear read-out). One CSV row per run, written as it finishes; then the means per objective and
 layer set, and per run whether it meets the targets of the audit issue:
 
     official forget QA <= 0.05, retain QA >= 0.90, GK held out >= 0.90, MIA >= 0.80,
@@ -12,7 +12,7 @@ layer set, and per run whether it meets the targets of the audit issue:
     brings back <= 0.20 of the other half.
 
     python benchmarks/unlearn_audit.py --objectives stand_in --seeds 0,1,2 --out results/audit_stand_in.csv
-        [--layer-sets traced,other band,random,all] [--layers 0,7]
+        [--layer-sets traced,other band,random,all] [--layers 0,7] [--checks probes,precision]
 
 To keep runs short the audit asks the first question and the first cloze prompt of each person
 and attribute (600 probes per split instead of 1,800; `--all-probes` for every one); the
@@ -47,6 +47,10 @@ COLUMNS = {  # CSV column -> (check, measure, split, variant, attribute)
     "relearn retain": ("relearning", "recall", "forget", "edited, relearned on retain", "all"),
     "int8 forget": ("precision", "recall", "forget", "edited, int8", "all"),
     "bf16 forget": ("precision", "recall", "forget", "edited, bf16", "all"),
+    "nf4 forget": ("precision", "recall", "forget", "edited, nf4", "all"),
+    "int8 retain": ("precision", "recall", "retain", "edited, int8", "all"),
+    "bf16 retain": ("precision", "recall", "retain", "edited, bf16", "all"),
+    "nf4 retain": ("precision", "recall", "retain", "edited, nf4", "all"),
     "decode city forget": ("decoding", "accuracy", "forget", "edited", "city"),
 }
 OFFICIAL = {"Task2/forget_knowledge": "forget QA", "Task2/retain_knowledge": "retain QA", "utility": "GK held out",
@@ -80,17 +84,20 @@ def main() -> None:
     parser.add_argument("--layers", default=None, help="the traced layers (default: trace and localize)")
     parser.add_argument("--out", default="results/unlearn_audit.csv")
     parser.add_argument("--all-probes", action="store_true", help="audit with every probe (3x slower)")
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help="comma-separated audit checks (the others' columns are empty; 'meets all' needs them all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     lm, world = cu.load_model("olmo-tiny-bios", device="cpu"), cu.make_bios_world()
     task = world.unlearning_task()
-    config = cu.AuditConfig(checks=CHECKS, probes_per_form=None if args.all_probes else 1)
+    config = cu.AuditConfig(checks=tuple(args.checks.split(",")), probes_per_form=None if args.all_probes else 1)
     started = time.perf_counter()
     traced = [int(x) for x in args.layers.split(",")] if args.layers else localize_forget_facts(lm, world)
     scores_before = cu.evaluate(lm, **task.scoring(), max_new_tokens=64, progress=False).to_dict()
     baseline = cu.audit(lm, lm.copy(), task, config=config, progress=False)
     original = {**{OFFICIAL[k]: scores_before[k] for k in OFFICIAL}, **audit_row(baseline, "original")}
-    original["city chance"] = baseline.value("choice", "chance", "forget", "original", attribute="city")
+    original["city chance"] = (baseline.value("choice", "chance", "forget", "original", attribute="city")
+                               if "choice" in config.checks else float("nan"))
     print(f"original: {json.dumps({k: round(v, 3) for k, v in original.items()})}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

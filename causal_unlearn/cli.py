@@ -75,15 +75,16 @@ def unlearn_command(args: argparse.Namespace) -> int:
         print(f"unlearning {len(forget)} forget rows ({len(retain)} retain) on the {args.modules} of layers {layers}: "
               f"{recipe}")
     result = unlearn(lm, forget, retain, layers=layers, modules=args.modules, objective=objective, seed=args.seed, **recipe)
-    if args.shard or Processes.current().is_main:  # sharded, every process gathers its shards; rank 0 writes
+    processes = Processes.current()
+    if args.shard or processes.is_main:  # sharded, every process gathers its shards; rank 0 writes
         folder = result.save_pretrained(args.out)
-    if not Processes.current().is_main:
-        return 0
-    from causal_unlearn.viz.unlearning import plot_unlearning
+    if processes.is_main:
+        from causal_unlearn.viz.unlearning import plot_unlearning
 
-    plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
-    print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
-          f"curves in {folder / 'unlearning.html'})")
+        plot_unlearning(result).write_html(folder / "unlearning.html", include_plotlyjs=True)
+        print(f"{result!r}\nsaved the edited model to {folder} (load it with load_model({str(folder)!r}); "
+              f"curves in {folder / 'unlearning.html'})")
+    processes.close()
     return 0
 
 
@@ -116,7 +117,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
         scoring = {split: _rows(args, split) if getattr(args, split) else None for split in splits}
     else:
         scoring = {split: _rows(args, split) for split in splits}
-    scores = evaluate(lm, **scoring, max_new_tokens=args.max_new_tokens).to_dict()
+    if args.membership and not (scoring["members"] and scoring["nonmembers"]):
+        raise SystemExit("error: --membership runs the attacks on --members and --nonmembers; give both")
+    membership = None
+    if args.membership:
+        from causal_unlearn.evaluation.mia import MIAConfig
+
+        membership = MIAConfig()
+    scores = evaluate(lm, **scoring, membership=membership, max_new_tokens=args.max_new_tokens).to_dict()
     width = max(map(len, scores))
     for name, value in scores.items():
         print(f"  {name:<{width}}  {'n/a' if value is None else f'{value:.4f}'}")
@@ -157,9 +165,10 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def _audit_task(args: argparse.Namespace):
-    """The user's own task from --probes (and --forget, --retain, --labels, --facts), or the
-    built-in world's."""
-    own = {name: getattr(args, name) for name in ("forget", "retain", "labels", "facts") if getattr(args, name)}
+    """The user's own task from --probes (and --forget, --retain, --nonmembers, --labels, --facts),
+    or the built-in world's."""
+    own = {name: getattr(args, name) for name in ("forget", "retain", "nonmembers", "labels", "facts")
+           if getattr(args, name)}
     if not args.probes:
         if own:
             raise ValueError(f"--{', --'.join(own)} describe your own task; give its --probes too (a .jsonl of "
@@ -171,11 +180,15 @@ def _audit_task(args: argparse.Namespace):
     from causal_unlearn.data.files import read_jsonl
     from causal_unlearn.data.probes import read_probes
 
+    if args.nonmembers and not args.forget:
+        raise ValueError("--nonmembers are what the membership check tells the forget rows from; give --forget too")
     labels = json.loads(Path(args.labels).read_text()) if args.labels else {}
     if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
         raise ValueError(f"--labels {args.labels}: expected a JSON object {{subject: {{attribute: value}}}}")
     return UnlearningTask(forget=_rows(args, "forget") if args.forget else [],
-                          retain=_rows(args, "retain") if args.retain else [], members=[], nonmembers=[], utility=[],
+                          retain=_rows(args, "retain") if args.retain else [],
+                          members=_rows(args, "forget") if args.nonmembers else [],
+                          nonmembers=_rows(args, "nonmembers") if args.nonmembers else [], utility=[],
                           probes=read_probes(args.probes), labels=labels,
                           facts=read_jsonl(args.facts, TraceFact, "trace fact (prompt, subject, answer)") if args.facts else [])
 
@@ -343,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--layers", default=None, help="comma-separated layers to edit (default: localize by tracing)")
     sub.add_argument("--modules", default="mlp", choices=["mlp", "attn", "all"], help="which weights of those layers")
     sub.add_argument("--objective", default="sha256",
-                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "stand_in"],
+                     choices=["sha256", "sha256_kl", "grad_ascent", "grad_diff", "kl", "npo", "simnpo", "rmu",
+                              "stand_in"],
                      help="the loss: sha256 (the paper's -CE forget + adaptive alpha x CE retain), sha256_kl (with a "
-                          "KL retain term), grad_ascent, grad_diff, kl, npo, simnpo (the organizers' baselines), "
+                          "KL retain term), grad_ascent, grad_diff, kl, npo, simnpo (the organizers' baselines), rmu "
+                          "(the deepest edited layer's output on forget answers steered to a random vector), "
                           "stand_in (answer about a forget subject as the original model answers about a stranger)")
     sub.add_argument("--stand-ins", default=None,
                      help="for --objective stand_in with your own rows: JSON {forget row id: stand-in prompt}")
@@ -369,26 +384,32 @@ def build_parser() -> argparse.ArgumentParser:
                   "the parts they allow (MIA needs --members and --nonmembers, utility --utility).")
     for split in ("forget", "retain", "members", "nonmembers", "utility"):
         sub.add_argument(f"--{split}", default=None, help=f"{split} rows file")
+    sub.add_argument("--membership", action="store_true", help="also the membership-inference attacks' AUCs on the "
+                     "members and non-members (loss, zlib, gradnorm, min_k, min_k_plus_plus; more than doubles "
+                     "the time)")
     sub.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per row (SemEval uses 256)")
     sub.add_argument("--out", default=None, help="also write the scores as JSON")
 
     sub = command("audit", audit_command, "audit an edited model: held-out probes, relearning, quantization, ...",
                   "Compare the edited model with the original (--model) on held-out probes: greedy recall, "
                   "multiple-choice ranks, recall after brief relearning on half the forget rows and on retain "
-                  "rows, after int8 quantization and a bf16 round trip, a linear read-out of labelled attributes "
+                  "rows, after int8 quantization, a bf16 round trip and 4-bit NF4 weights (bitsandbytes), a linear read-out of labelled attributes "
                   "at the subject, the forget facts re-traced, the logit-lens attacks (head projection, "
-                  "probability delta) and recall after the bios' own openings. Without --probes, the built-in "
+                  "probability delta), recall after the bios' own openings and membership inference (forget "
+                  "rows against never-seen rows). Without --probes, the built-in "
                   "world's task; with them, your own (checks your files cannot support are skipped with a note). "
                   "Neither model is changed.")
     sub.add_argument("--edited", required=True, help="folder of the edited model (what `unlearn --out` wrote)")
     sub.add_argument("--checks", default=None, help="comma-separated checks to run: probes, choice, relearning, "
-                     "precision, decoding, retrace, head_projection, probability_delta, bio_openings (default: "
-                     "every check the task supports)")
+                     "precision, decoding, retrace, head_projection, probability_delta, bio_openings, membership "
+                     "(default: every check the task supports)")
     sub.add_argument("--probes", default=None, help="your own probes: .jsonl, one per line with prompt, answers "
                      "(a list), attribute, form (question, cloze or opening: a training text cut before the answer, "
                      "for bio_openings), split (forget, retain, holdout) and subject")
     sub.add_argument("--forget", default=None, help="with --probes: forget rows file (relearning fine-tunes on them)")
     sub.add_argument("--retain", default=None, help="with --probes: retain rows file (the benign relearning attack)")
+    sub.add_argument("--nonmembers", default=None, help="with --probes and --forget: rows file of texts the model "
+                     "never saw; the membership check tells the forget rows from them")
     sub.add_argument("--labels", default=None, help="with --probes: JSON {subject: {attribute: value}} for the "
                      "read-out")
     sub.add_argument("--facts", default=None, help="with --probes: .jsonl of trace facts (prompt, subject, answer) "

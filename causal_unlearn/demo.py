@@ -72,7 +72,7 @@ def run_demo(
 ) -> DemoResult:
     """Trace the built-in world's forget facts, localize the MLP layers that carry them, unlearn
     the forget set there with the `stand_in` objective (the built-in recipe), score before and after the official
-    way, audit the edit (`cu.audit`: held-out probes, multiple choice, relearning, int8 and bf16,
+    way, audit the edit (`cu.audit`: held-out probes, multiple choice, relearning, int8, bf16 and 4-bit,
     a linear read-out, and the forgotten city facts re-traced), and write `out/` with
     `report.html`, `scores.json`, `audit.csv` and the figures as PDF. The audit asks one
     question and one cloze prompt per person and attribute (`audit_config` to change it). The model is restored at the end (its edited copy is in `out/model`).
@@ -190,7 +190,8 @@ def _audit_caption(audited: AuditResult) -> str:
         parts.append(f"after {audited.settings['relearn']} on half the forget people's rows, the other half's "
                      f"recall is {s['relearn_forget_half']:.3f}")
     if "int8_recall_forget" in s:
-        parts.append(f"int8: {s['int8_recall_forget']:.3f}, bf16: {s['bf16_recall_forget']:.3f}")
+        nf4 = f", 4-bit NF4: {s['nf4_recall_forget']:.3f}" if "nf4_recall_forget" in s else ""
+        parts.append(f"int8: {s['int8_recall_forget']:.3f}, bf16: {s['bf16_recall_forget']:.3f}{nf4}")
     for key, check, what in (("head_projection_forget", "head_projection", "the logit lens finds"),
                              ("bio_openings_forget", "bio_openings", "the bios' own openings bring back")):
         if key in s:

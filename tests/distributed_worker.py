@@ -8,6 +8,7 @@ import sys
 import torch
 
 import causal_unlearn as cu
+from causal_unlearn.unlearning.processes import Processes
 
 
 def main(out: str, objective: str, grad_accum: int, shard: bool = False, n_retain: int = 28) -> None:
@@ -25,12 +26,14 @@ def main(out: str, objective: str, grad_accum: int, shard: bool = False, n_retai
                         lr=2e-3, batch_size=4, grad_accum=grad_accum, eval_every=2, max_grad_norm=1.0, progress=False)
     if shard:
         result.save_pretrained(out + ".model")  # every process gathers; rank 0 writes
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return
-    torch.save(dict(edited=None if shard else result.edited, history=result.history, evaluations=result.evaluations,
-                    selected_step=result.selected_step, settings=result.settings, refusals=refusals,
-                    frozen={} if shard else {n: p for n, p in lm.model.named_parameters() if n not in result.edited}),
-               out)
+    processes = Processes.current()
+    if processes.is_main:
+        torch.save(dict(edited=None if shard else result.edited, history=result.history,
+                        evaluations=result.evaluations, selected_step=result.selected_step, settings=result.settings,
+                        refusals=refusals,
+                        frozen={} if shard else {n: p for n, p in lm.model.named_parameters() if n not in result.edited}),
+                   out)
+    processes.close()
 
 
 def refusal(call) -> str:

@@ -193,8 +193,8 @@ def test_audit_end_to_end(builtin, small_task):
     decoding = audit.to_dataframe().query("check == 'decoding' and measure == 'accuracy'")
     assert sorted(set(decoding.layer)) == list(range(builtin.n_layers))
     table = audit.table()
-    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, relearned", "original, relearned",
-            "original, relearned on retain"} <= set(table.columns)
+    assert {"original", "edited", "edited, int8", "edited, bf16", "edited, nf4", "edited, relearned",
+            "original, relearned", "original, relearned on retain"} <= set(table.columns)
     summary = audit.summary()
     assert summary["probe_recall_forget"] == value("probes", "recall", "forget", "edited")
     # the whitebox attacks ran too, on the trace facts (the fixture has no lens facts) and the openings
@@ -309,7 +309,7 @@ def test_audit_of_your_own_task_runs_what_it_supports(builtin, own_task):
     draws something."""
     plan = cu.plan_audit(own_task)
     assert plan.decode_attributes == ("email domain",)
-    assert list(plan.skipped) == ["retrace", "head_projection", "probability_delta", "bio_openings"]
+    assert list(plan.skipped) == ["retrace", "head_projection", "probability_delta", "bio_openings", "membership"]
     with pytest.warns(cu.AuditSkipWarning, match="'retrace'.*no trace facts"):
         result = cu.audit(builtin, builtin.copy(), own_task, progress=False)
     assert result.skipped == plan.skipped and "skipped retrace" in repr(result)

@@ -107,8 +107,8 @@ def test_audit_command_with_your_own_probes_rows_labels_and_facts(tmp_path, buil
     task = world.unlearning_task()
     probes = [p for p in task.probes if p.subject in names and p.attribute == "phone"]
     (tmp_path / "probes.jsonl").write_text("\n".join(json.dumps(p.to_dict()) for p in probes))
-    for split in ("forget", "retain"):
-        rows = [r for r in getattr(task, split) if any(p.name in r.text for p in people[split])]
+    for split, rows in (("forget", task.forget), ("retain", task.retain), ("holdout", task.nonmembers)):
+        rows = [r for r in rows if any(p.name in r.text for p in people[split])]
         (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r.to_dict()) for r in rows))
     (tmp_path / "labels.json").write_text(json.dumps({p.name: {"gender": "f" if p.female else "m"}
                                                       for group in people.values() for p in group}))
@@ -116,14 +116,19 @@ def test_audit_command_with_your_own_probes_rows_labels_and_facts(tmp_path, buil
     builtin.tokenizer.save_pretrained(tmp_path / "edited")
     base = ["audit", "--edited", str(tmp_path / "edited"), "--device", "cpu", "--probes-per-form", "1"]
     own = ["--probes", str(tmp_path / "probes.jsonl"), "--forget", str(tmp_path / "forget.jsonl"),
-           "--retain", str(tmp_path / "retain.jsonl"), "--labels", str(tmp_path / "labels.json")]
+           "--retain", str(tmp_path / "retain.jsonl"), "--labels", str(tmp_path / "labels.json"),
+           "--nonmembers", str(tmp_path / "holdout.jsonl")]
     assert main([*base, *own, "--relearn-steps", "2", "--out", str(tmp_path / "audit")]) == 0
     printed = capsys.readouterr().out
     assert "skipping retrace: the task has no trace facts" in printed and "built-in" not in printed
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["settings"]["n_probes"] == 2 * len(names)  # a question and a cloze prompt per person
     # the file carries the people's bio openings too (probes of form "opening"): their own check asks them
-    assert summary["settings"]["checks"] == ["probes", "choice", "relearning", "precision", "decoding", "bio_openings"]
+    assert summary["settings"]["checks"] == ["probes", "choice", "relearning", "precision", "decoding", "bio_openings",
+                                             "membership"]
+    # the forget rows are the members, the holdout people's rows the non-members
+    assert (summary["settings"]["n_members"], summary["settings"]["n_nonmembers"]) == (24, 12)
+    assert summary["summary"]["mia_loss_auc"] > 0.8  # the model was trained on the forget rows
     assert summary["settings"]["n_openings"] == len(names) and "bio_openings_forget" in summary["summary"]
     assert "decoding_gender_forget" in summary["summary"]
     # rows or labels without probes are not silently audited against the built-in probes

@@ -34,6 +34,8 @@ PROVIDED_BY = {
 # imported inside a function under `except ImportError`, declared as an optional extra: module -> extra
 OPTIONAL = {
     "datasets": "hub-data",  # data/tofu.py: load_tofu / load_muse from the hub, with a clear error without it
+    # auditing/precision.py: nf4_weights, with a clear error without it (the audit then skips the 4-bit copy)
+    "bitsandbytes": "bitsandbytes",
 }
 # declared, never imported by name
 NEEDED_UNIMPORTED = {

@@ -169,11 +169,11 @@ def test_a_batch_without_forget_rows_contributes_zero_forget_loss():
 def test_get_objective():
     assert {name: type(get_objective(name)).__name__ for name in cu.unlearning.OBJECTIVES} == {
         "sha256": "SHA256", "sha256_kl": "SHA256KL", "grad_ascent": "GradientAscent", "grad_diff": "GradientDifference",
-        "kl": "KLMinimization", "npo": "NPO", "simnpo": "SimNPO"}
+        "kl": "KLMinimization", "npo": "NPO", "simnpo": "SimNPO", "rmu": "RMU"}
     custom = SHA256(alpha_max=2.8)
     assert get_objective(custom) is custom
-    with pytest.raises(ValueError, match="unknown objective 'rmu'"):
-        get_objective("rmu")
+    with pytest.raises(ValueError, match="unknown objective 'dpo'"):
+        get_objective("dpo")
 
 
 # ---------------------------------------------------------------- the loop

@@ -6,12 +6,14 @@ the edited model, per split (forget, retain, holdout) and attribute:
     probes      greedy recall on held-out phrasings                  (generation_recall)
     choice      rank of the true answer among candidates             (choice_ranks)
     relearning  fine-tune briefly on half the forget rows, or on retain rows, then recall (relearned)
-    precision   int8 dynamic quantization, bf16 round trip, then recall (int8_dynamic, round_trip)
+    precision   int8 dynamic quantization, bf16 round trip, 4-bit NF4 weights, then recall
+                                                                     (int8_dynamic, round_trip, nf4_weights)
     decoding    linear read-out of categorical attributes at the subject's last token (subject_states)
     retrace     the forget facts traced again                        (compare_traces)
     head_projection    the answer among the logit lens' top B at some layer (lens_ranks; Patil et al. 2024)
     probability_delta  the answer among the top B risers between consecutive layers' lens (lens_ranks)
     bio_openings       greedy recall after the bios' own text, cut right before each answer (bio_openings)
+    membership  the six membership-inference attacks' AUC, members against non-members (membership_inference)
 
 Holdout subjects are people the model never knew: their numbers are what "forgotten" looks like.
 """
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from causal_unlearn.auditing.decoding import decoding_accuracy, subject_states
-from causal_unlearn.auditing.precision import int8_dynamic, round_trip
+from causal_unlearn.auditing.precision import int8_dynamic, nf4_missing, nf4_weights, round_trip
 from causal_unlearn.auditing.probing import answer_pool, choice_ranks, generation_recall
 from causal_unlearn.auditing.relearning import RelearnBudget, relearned, rows_about
 from causal_unlearn.auditing.result import AuditResult, mean_records
@@ -32,14 +34,17 @@ from causal_unlearn.auditing.whitebox import LensRanks, lens_ranks
 from causal_unlearn.data.bios import UnlearningTask
 from causal_unlearn.data.facts import TraceFact
 from causal_unlearn.data.probes import Probe
+from causal_unlearn.evaluation.mia import MIAConfig, membership_inference
 from causal_unlearn.localization.verify import compare_traces
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.tracing.tokens import MultiTokenAnswerWarning
 from causal_unlearn.tracing.trace import trace_facts
 
 CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "retrace", "head_projection", "probability_delta",
-          "bio_openings")
+          "bio_openings", "membership")
 LENS_CHECKS = ("head_projection", "probability_delta")
+# the lower-precision copies of the edited model the precision check asks, by variant name
+PRECISIONS = {"edited, int8": int8_dynamic, "edited, bf16": round_trip, "edited, nf4": nf4_weights}
 SPLITS = ("forget", "retain", "holdout")
 
 
@@ -57,7 +62,9 @@ class AuditConfig:
     asks the first of each, since every choice costs a forward pass. `lens_top` is the B of the
     whitebox attacks (the answer's first token among the top B tokens at some layer counts as
     extracted); `opening_tokens` is how many tokens the model may generate after a bio opening,
-    whose answer comes next (an address is 16 tokens on the built-in tokenizer)."""
+    whose answer comes next (an address is 16 tokens on the built-in tokenizer). `membership`
+    sets the membership-inference attacks (which, Min-K's k, batch size, a retain model's AUC for
+    privleak) run on the task's members (its forget rows) and non-members (never-seen rows)."""
 
     checks: tuple[str, ...] | None = None
     probes_per_form: int | None = None
@@ -69,6 +76,7 @@ class AuditConfig:
     seed: int = 0
     lens_top: int = 1
     opening_tokens: int = 24
+    membership: MIAConfig = field(default_factory=MIAConfig)
 
     def __post_init__(self) -> None:
         if self.checks is not None:
@@ -84,12 +92,15 @@ class AuditConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.decode_attributes is not None and isinstance(self.decode_attributes, str):
             raise TypeError(f"decode_attributes is a tuple of attribute names, e.g. ({self.decode_attributes!r},)")
+        if not isinstance(self.membership, MIAConfig):
+            raise TypeError(f"membership is a causal_unlearn.MIAConfig, got a {type(self.membership).__name__}")
 
 
 @dataclass(frozen=True)
 class AuditPlan:
     """What an audit of this task runs: its checks, the attributes it decodes, and why it skips
-    the others (check -> reason)."""
+    the others (check -> reason; "precision: nf4" where bitsandbytes is missing: the precision
+    check then asks the int8 and bf16 copies only)."""
 
     checks: tuple[str, ...]
     decode_attributes: tuple[str, ...]
@@ -104,8 +115,8 @@ def plan_audit(task: UnlearningTask, config: AuditConfig = AuditConfig()) -> Aud
     Examples:
         >>> import dataclasses, causal_unlearn as cu
         >>> task = dataclasses.replace(cu.make_bios_world().unlearning_task(), facts=[])
-        >>> cu.plan_audit(task).skipped
-        {'retrace': 'the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))'}
+        >>> cu.plan_audit(task).skipped["retrace"]
+        'the task has no trace facts (UnlearningTask(facts=[TraceFact(...)]))'
     """
     probes = _task_probes(task, config.probes_per_form)
     wanted = CHECKS if config.checks is None else config.checks
@@ -119,6 +130,8 @@ def plan_audit(task: UnlearningTask, config: AuditConfig = AuditConfig()) -> Aud
         if reason:
             reasons[check] = reason
     checks = tuple(c for c in wanted if c not in reasons)
+    if "precision" in checks and nf4_missing():  # int8 and bf16 still run
+        reasons["precision: nf4"] = nf4_missing()
     return AuditPlan(checks, attributes if "decoding" in checks else (), reasons)
 
 
@@ -145,6 +158,10 @@ def _unsupported(check: str, task: UnlearningTask, probes: list[Probe], attribut
     if check == "bio_openings" and not _task_openings(task, None):
         return ("the task has no bio openings (Probe(..., form='opening'): a training text cut right before the "
                 "answer; world.unlearning_task() carries them)")
+    if check == "membership" and not (task.members and task.nonmembers):
+        missing = "non-member" if task.members else "member"
+        return (f"the task has no {missing} rows (UnlearningTask(members=[...], nonmembers=[...]): the forget rows "
+                "and rows the model never saw, which the attacks tell apart)")
     return None
 
 
@@ -175,6 +192,7 @@ def audit(
     config: AuditConfig = AuditConfig(),
     layers: Sequence[int] = (),
     baseline: AuditResult | None = None,
+    reference_model: LoadedModel | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: None,
 ) -> AuditResult:
@@ -182,7 +200,8 @@ def audit(
     beside the original) with the task's probes, labels and facts. Neither model is changed.
     `layers` marks the edited layers in the re-trace. `baseline`, an earlier audit of the same
     original with the same task and settings, supplies the original's numbers (auditing many
-    edits of one model measures it once).
+    edits of one model measures it once). `reference_model` is the membership check's reference
+    attack's (without it that attack is skipped, with the reason in `AuditResult.skipped`).
 
     Examples:
         >>> import dataclasses, causal_unlearn as cu
@@ -201,11 +220,14 @@ def audit(
         warnings.warn(AuditSkipWarning(f"the audit skips its {check!r} check: {reason}"), stacklevel=2)
     probes = _task_probes(task, config.probes_per_form)
     settings = {**asdict(config), "relearn": config.relearn.describe(), "n_probes": len(probes),
-                "n_openings": len(_task_openings(task, config.probes_per_form)), "n_lens_facts": len(_lens_facts(task))}
+                "n_openings": len(_task_openings(task, config.probes_per_form)), "n_lens_facts": len(_lens_facts(task)),
+                "n_members": len(task.members), "n_nonmembers": len(task.nonmembers),
+                "reference_model": None if reference_model is None else reference_model.name}
     if baseline is not None:
         _check_baseline(baseline, settings, original)
     records: list[dict] = [r for r in baseline.records if r["variant"].startswith("original")] if baseline else []
     seconds: dict[str, float] = {}
+    skipped = dict(plan.skipped)
     comparison, ranks = None, None
     models = {"edited": edited} if baseline else {"original": original, "edited": edited}
     for check in config.checks:
@@ -218,11 +240,20 @@ def audit(
             ranks = ranks or {variant: lens_ranks(model, _lens_facts(task), progress=progress)
                               for variant, model in models.items()}
             records += _lens_records(check, ranks, _lens_facts(task), config.lens_top)
+        elif check == "membership":
+            results = {variant: membership_inference(model, task.members, task.nonmembers, config=config.membership,
+                                                     reference_model=reference_model, progress=progress)
+                       for variant, model in models.items()}
+            records += _membership_records(results, len(task.members) + len(task.nonmembers),
+                                           config.membership.privleak_attack)
+            for attack, reason in next(iter(results.values())).skipped.items():
+                log(f"audit: membership: skipping the {attack} attack: {reason}")
+                skipped[f"membership: {attack}"] = reason
         else:
             records += CHECK_FUNCTIONS[check](models, task, probes, config, progress)
         seconds[check] = time.perf_counter() - started
     settings.update(layers=list(layers), original=original.name, edited=edited.name)
-    return AuditResult(records, settings, comparison, seconds, skipped=plan.skipped)
+    return AuditResult(records, settings, comparison, seconds, skipped=skipped)
 
 
 def _check_baseline(baseline: AuditResult, settings: dict, original: LoadedModel) -> None:
@@ -280,7 +311,9 @@ def _relearning_check(models, task, probes, config, progress) -> list[dict]:
 def _precision_check(models, task, probes, config, progress) -> list[dict]:
     asked = [p for p in probes if p.split in ("forget", "retain")]
     records = []
-    for variant, make in (("edited, int8", int8_dynamic), ("edited, bf16", round_trip)):
+    for variant, make in PRECISIONS.items():
+        if make is nf4_weights and nf4_missing():  # the plan noted it
+            continue
         copy = make(models["edited"])
         records += mean_records("precision", "recall", variant, asked,
                                 generation_recall(copy, asked, max_new_tokens=config.max_new_tokens, progress=progress))
@@ -334,6 +367,17 @@ def _lens_records(check: str, ranks: dict[str, LensRanks], facts: list[TraceFact
             records += mean_records(check, f"top-{top} rise", variant, groups, ranked.probability_delta(top))
             records += mean_records(check, f"top-{top} rise or fall", variant, groups,
                                     ranked.probability_delta(top, falls=True))
+    return records
+
+
+def _membership_records(results: dict, n: int, privleak_attack: str) -> list[dict]:
+    """Each attack's AUC (members: the forget rows, against the never-seen non-members) and privleak."""
+    records = []
+    for variant, result in results.items():
+        common = dict(check="membership", split="forget", attribute="all", variant=variant, layer=None, n=n)
+        records += [dict(common, measure=f"{attack} AUC", value=value) for attack, value in result.aucs.items()]
+        if result.privleak is not None:
+            records.append(dict(common, measure=f"privleak ({privleak_attack}), %", value=result.privleak))
     return records
 
 

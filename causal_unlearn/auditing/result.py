@@ -21,7 +21,9 @@ class AuditResult(Plottable):
 
     `table()` puts the variants side by side, `summary()` gives the headline numbers, `plot()`
     draws them, `comparison` holds the re-trace (or None when it was not run; its headline numbers
-    are also rows of the table), `skipped` says which checks the task could not support and why.
+    are also rows of the table), `skipped` says which checks the task could not support and why
+    (and, as "membership: reference", a membership attack that could not run; as "precision: nf4",
+    the 4-bit copy where bitsandbytes is missing).
 
     Examples:
         >>> records = [dict(check="probes", measure="recall", split="forget", attribute="all", variant=v,
@@ -88,6 +90,7 @@ class AuditResult(Plottable):
             "relearn_benign": ("relearning", "recall", "forget", "edited, relearned on retain"),
             "int8_recall_forget": ("precision", "recall", "forget", "edited, int8"),
             "bf16_recall_forget": ("precision", "recall", "forget", "edited, bf16"),
+            "nf4_recall_forget": ("precision", "recall", "forget", "edited, nf4"),
         }
         for name, check in (("head_projection_forget", "head_projection"), ("probability_delta_forget",
                                                                             "probability_delta")):
@@ -102,6 +105,11 @@ class AuditResult(Plottable):
                 out[name] = self.value(*key)
             except KeyError:
                 continue
+        for record in self.records:
+            if (record["check"], record["variant"]) == ("membership", "edited"):
+                measure = record["measure"]
+                out["privleak" if measure.startswith("privleak") else f"mia_{measure.removesuffix(' AUC')}_auc"] = \
+                    record["value"]
         for attribute in self.decoded_attributes:
             out[f"decoding_{attribute}_forget"] = self.value("decoding", "accuracy", "forget", "edited", attribute)
         if self.comparison is not None:

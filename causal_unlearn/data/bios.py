@@ -424,6 +424,19 @@ class BiosWorld:
             >>> prompt.startswith("What is the birth date of"), world.people_in("forget")[0].name in prompt
             (True, False)
         """
+        return stand_in_prompts(self.rows(split), self.stand_in_names(split, seed=seed))
+
+    def stand_in_names(self, split: Split = "forget", *, seed: int = 1) -> dict[str, str]:
+        """Each person's name -> the never-seen name of the same sex that `stand_ins` puts in its
+        place (for closed-form deletion's `target="stand_in"`, which swaps names in trace facts).
+
+        Examples:
+            >>> world = make_bios_world(n_forget=1, n_retain=1, n_holdout=1)
+            >>> person = world.people_in("forget")[0]
+            >>> stand_in = world.stand_in_names()[person.name]
+            >>> stand_in in world.stand_ins()[world.forget[1].id], stand_in in {p.name for p in world.people}
+            (True, False)
+        """
         rng = random.Random(seed)
         taken = {person.name for person in self.people}
         pool = [(f"{first} {last}", female) for first, last, female in _all_names() if f"{first} {last}" not in taken]
@@ -434,7 +447,7 @@ class BiosWorld:
             if index is None:
                 raise ValueError(f"the name lists have no unused name left for {person.name}'s stand-in")
             replacements[person.name] = pool.pop(index)[0]
-        return stand_in_prompts(self.rows(split), replacements)
+        return replacements
 
     def save(self, folder: str | Path) -> Path:
         """Write forget/retain/holdout/general_knowledge.jsonl, trace_facts.jsonl and probes.jsonl."""

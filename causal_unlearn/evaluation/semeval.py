@@ -14,6 +14,7 @@ from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.generation import greedy_generate
 from causal_unlearn.evaluation.likelihood import mean_token_nll
 from causal_unlearn.evaluation.metrics import exact_match, score_generation
+from causal_unlearn.evaluation.mia import MIAConfig, MIAResult, membership_inference
 from causal_unlearn.models.loader import LoadedModel, require_loaded
 
 Utility = Union[Sequence[Row], float, Callable[[LoadedModel], float], None]
@@ -28,7 +29,9 @@ class SemEvalScores:
     sentence completion, exact match for QA). `task_aggregate` is the harmonic mean of, for every
     task, retain regurgitation, retain knowledge, 1 - forget regurgitation and 1 - forget
     knowledge (one zero makes it zero). `final` is the mean of aggregate, MIA score and utility,
-    and is None unless all three were computed.
+    and is None unless all three were computed. `membership` holds the six attacks' AUCs (and
+    per-text scores) where `evaluate(membership=MIAConfig())` asked for them; they sit beside
+    the official `mia_auc` / `mia_score`, which they leave as they are.
     """
 
     task_scores: dict[str, dict[str, float]]
@@ -37,6 +40,7 @@ class SemEvalScores:
     mia_score: float | None = None
     utility: float | None = None
     row_scores: dict[str, float] = field(default_factory=dict, repr=False)
+    membership: MIAResult | None = None
 
     @property
     def final(self) -> float | None:
@@ -45,12 +49,17 @@ class SemEvalScores:
         return fmean([self.task_aggregate, self.mia_score, self.utility])
 
     def to_dict(self) -> dict[str, float | None]:
-        """Flat scores: `<task>/<split>_<measure>`, then the aggregates (what a results table holds)."""
+        """Flat scores: `<task>/<split>_<measure>`, then the aggregates (what a results table holds),
+        then, where they were measured, each attack's AUC as `mia_auc/<attack>` and `privleak`."""
         flat: dict[str, float | None] = {
             f"{task}/{name}": value for task, scores in self.task_scores.items() for name, value in scores.items()
         }
         flat.update(task_aggregate=self.task_aggregate, mia_auc=self.mia_auc, mia_score=self.mia_score,
                     utility=self.utility, final=self.final)
+        if self.membership is not None:
+            flat.update({f"mia_auc/{attack}": value for attack, value in self.membership.aucs.items()})
+            if self.membership.privleak is not None:
+                flat["privleak"] = self.membership.privleak
         return flat
 
 
@@ -98,6 +107,8 @@ def evaluate(
     members: Sequence[Row | str] | None = None,
     nonmembers: Sequence[Row | str] | None = None,
     utility: Utility = None,
+    membership: MIAConfig | None = None,
+    reference_model: LoadedModel | None = None,
     max_new_tokens: int = 256,
     batch_size: int = 32,
     progress: bool = True,
@@ -107,7 +118,10 @@ def evaluate(
 
     `members` / `nonmembers` (rows or plain documents) give the MIA score; `utility` is QA rows
     whose exact-match accuracy is the utility (our stand-in for MMLU), a number you computed, or
-    a function of the model.
+    a function of the model. `membership=MIAConfig()` also runs the six membership-inference
+    attacks on the members and non-members (`scores.membership`; the `reference` attack against
+    `reference_model` where one is given); off by default, since gradnorm takes a backward pass
+    per text.
 
     Examples:
         >>> import causal_unlearn as cu
@@ -116,6 +130,11 @@ def evaluate(
         ...                      nonmembers=world.holdout[:12], utility=world.general_knowledge[:10], progress=False)
         >>> scores.task_scores["Task2"]["forget_knowledge"], scores.task_aggregate, scores.mia_auc > 0.8, scores.utility
         (1.0, 0.0, True, 1.0)
+        >>> attacks = cu.MIAConfig(attacks=("loss", "min_k"))
+        >>> scores = cu.evaluate(lm, world.forget[:6], world.retain[:6], members=world.forget[:6],
+        ...                      nonmembers=world.holdout[:6], membership=attacks, progress=False)
+        >>> sorted(scores.membership.aucs), scores.to_dict()["mia_auc/min_k"] > 0.8
+        (['loss', 'min_k'], True)
     """
     require_loaded(model, "evaluate")
     _require_rows("forget", forget)
@@ -124,6 +143,11 @@ def evaluate(
         raise ValueError("membership inference needs both members and nonmembers")
     if members is not None and (not members or not nonmembers):
         raise ValueError(f"MIA needs members and non-members, got {len(members)} and {len(nonmembers)}")
+    if membership is not None and members is None:
+        raise ValueError("membership=MIAConfig(...) runs the attacks on members and non-members; pass members= and "
+                         "nonmembers= (e.g. task.scoring(): the forget rows and rows the model never saw)")
+    if reference_model is not None and membership is None:
+        raise ValueError("reference_model= is the reference attack's; it runs with membership=MIAConfig()")
     utility_rows = list(utility) if isinstance(utility, Sequence) else []
     generations = greedy_generate(model, [r.input for r in [*forget, *retain, *utility_rows]],
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
@@ -135,6 +159,9 @@ def evaluate(
             for docs in (members, nonmembers)
         ]
         scores.mia_auc, scores.mia_score = mia_score(*nll)
+    if membership is not None:
+        scores.membership = membership_inference(model, members, nonmembers, config=membership,
+                                                 reference_model=reference_model, progress=progress)
     utility_generations = generations[len(forget) + len(retain) :]
     scores.utility = _utility(model, utility, [exact_match(g, r.output) for g, r in zip(utility_generations, utility_rows)])
     return scores

@@ -103,7 +103,7 @@ def unlearn(
     selection = select_parameters(model, layers, modules)
     if adapter is not None:  # checked before any training
         where["adapter"] = describe(adapter, lora_targets(model, selection, adapter), model)
-    objective.begin(model, forget, retain)
+    objective.begin(model, forget, retain, layers=selection.layers)
     rows = [(row, True) for row in forget] + [(row, False) for row in retain]
     steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / (config.grad_accum * processes.world))
     total_steps = steps_per_epoch * config.epochs

@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor
 from causal_unlearn.data.encoding import EncodedBatch, encode_rows
 from causal_unlearn.data.rows import Row
 from causal_unlearn.evaluation.likelihood import sequence_nll
+from causal_unlearn.validation import finite, integer
 
 if TYPE_CHECKING:
     from causal_unlearn.models.loader import LoadedModel
@@ -31,8 +33,9 @@ Terms = dict[str, Tensor]
 @dataclass
 class LossInputs:
     """One batch as an objective sees it: the edited model's logits, which rows are forget rows,
-    the rows it was encoded from (`source_rows`), and (computed only if asked for) the original
-    model's logits on the same batch or, through `original_logits`, on any other."""
+    the rows it was encoded from (`source_rows`), (computed only if asked for) the original
+    model's logits on the same batch or, through `original_logits`, on any other, and the states
+    the objective `reads` (`state`)."""
 
     logits: Float[Tensor, "batch pos vocab"]
     batch: EncodedBatch
@@ -42,6 +45,8 @@ class LossInputs:
     reference_logits_fn: Callable[[], Float[Tensor, "batch pos vocab"]] | None = None
     source_rows: Sequence[Row] = ()
     original_logits_fn: Callable[[EncodedBatch], Float[Tensor, "batch pos vocab"]] | None = None
+    states: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
+    reference_states: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def rows(self, split: Split) -> Bool[Tensor, " batch"]:
@@ -74,6 +79,17 @@ class LossInputs:
         if "reference" not in self._cache:
             self._cache["reference"] = self.reference_logits_fn()
         return self._cache["reference"]
+
+    def state(self, address: str, *, reference: bool = False) -> Float[Tensor, "batch pos d_model"]:
+        """The output of the module at `address` in this batch's forward of the edited model (with
+        its gradient) or, with `reference=True`, of the original model (recorded where the
+        objective `needs_reference`)."""
+        states = self.reference_states if reference else self.states
+        if address not in states:
+            raise RuntimeError(f"no {'original' if reference else 'edited'} model state was recorded at {address!r}: "
+                               "an objective lists the module addresses it reads in `reads` (and sets "
+                               "`needs_reference` for the original model's)")
+        return states[address]
 
     def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
         """The original model's logits (no gradient) on another batch."""
@@ -109,9 +125,17 @@ class Objective:
     def reset(self) -> None:
         """Forget the state of a previous run (called when a run starts)."""
 
-    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row]) -> None:
-        """Check the run's rows and keep what the objective needs (called after `reset`, before
-        the first step, with the original weights in place)."""
+    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row],
+              layers: Sequence[int] = ()) -> None:
+        """Check the run's rows and trained `layers` and keep what the objective needs (called
+        after `reset`, before the first step, with the original weights in place)."""
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Module addresses whose outputs the loop records in every forward of the edited model
+        (with gradient) and, where `needs_reference`, of the original model: `LossInputs.state`.
+        Known after `begin`."""
+        return ()
 
     def start_epoch(self, epoch: int) -> None:
         pass
@@ -284,6 +308,139 @@ class SimNPO(Objective):
                 "forget_ce": inputs.mean_nll("forget"), "retain_ce": retain_ce}
 
 
+class RMU(Objective):
+    """Representation misdirection for unlearning (RMU; Li et al. 2024, the WMDP paper), as
+    open-unlearning computes it. At the output of decoder layer `layer` (the residual stream
+    after it; default: the deepest trained layer), with h the edited model's state there,
+    h_0 the original model's, u a fixed random unit vector and c = `steering_coeff`:
+
+        forget = mean over forget rows of the mean over their answer tokens of mean_d (h - c u)^2
+        retain = the same mean over retain rows of mean_d (h - h_0)^2
+        L = forget + alpha * retain
+
+    The forget term points every forget answer's state at one meaningless direction; the retain
+    term keeps the retain rows' states where they were. The tokens are those the loss reads
+    (`loss_on`; the answer tokens by default), as open-unlearning reads its labels. Their code
+    divides a [batch] tensor by a [batch, 1] one, so on batches of several rows it averages
+    mean(token sums) x mean(1 / token counts) instead of the per-row mean its comments describe;
+    here it is the per-row mean (the same number on one row a batch, their WMDP setting), and
+    `token_mean="open_unlearning"` reproduces their number on any batch. u is drawn
+    once from `seed`, uniform in [0, 1)^d_model and scaled to unit norm (`torch.rand`, as
+    open-unlearning and the WMDP code draw it). `retain_loss="nll"` replaces the retain term by
+    the retain answers' cross-entropy (open-unlearning's `retain_loss_type: NLL`; no original
+    model needed). The defaults are open-unlearning's (c = 2, alpha = 1, their WMDP
+    experiment); c is worth setting relative to the norm of h (docs/unlearning.md).
+
+    The steered layer must be at or above every trained layer: weights above it cannot move it.
+
+    Examples:
+        >>> objective = RMU(steering_coeff=80.0, alpha=10.0)
+        >>> objective.name, objective.label, objective.needs_reference
+        ('rmu', 'rmu (c 80, alpha 10)', True)
+        >>> round(float(objective.steering_vector(128).norm()), 4)
+        80.0
+    """
+
+    name = "rmu"
+
+    def __init__(self, layer: int | None = None, *, steering_coeff: float = 2.0, alpha: float = 1.0,
+                 retain_loss: Literal["embed_diff", "nll"] = "embed_diff", seed: int = 0,
+                 token_mean: Literal["per_row", "open_unlearning"] = "per_row"):
+        self.layer = None if layer is None else integer("RMU's layer", layer, minimum=0)
+        self.steering_coeff = finite("steering_coeff", steering_coeff, above=0)
+        self.alpha = finite("alpha", alpha, at_least=0)
+        if retain_loss not in ("embed_diff", "nll"):
+            raise ValueError(f"unknown retain_loss {retain_loss!r}; use 'embed_diff' (the retain rows' states kept at "
+                             "the original model's, open-unlearning's default) or 'nll' (their cross-entropy)")
+        self.retain_loss = retain_loss
+        if token_mean not in ("per_row", "open_unlearning"):
+            raise ValueError(f"unknown token_mean {token_mean!r}; use 'per_row' or 'open_unlearning' (their code's "
+                             "mean(token sums) x mean(1 / token counts), for numbers comparable with theirs)")
+        self.token_mean = token_mean
+        self.seed = integer("seed", seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self._address: str | None = None
+        self._vector: Tensor | None = None
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.retain_loss == "embed_diff"
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return () if self._address is None else (self._address,)
+
+    @property
+    def label(self) -> str:
+        """`rmu`, with the settings that differ from the defaults (`rmu (c 80, alpha 10)`)."""
+        default = type(self)()
+        changed = [f"layer {self.layer}"] if self.layer is not None else []
+        changed += [f"c {self.steering_coeff:g}"] if self.steering_coeff != default.steering_coeff else []
+        changed += [f"alpha {self.alpha:g}"] if self.alpha != default.alpha else []
+        changed += [f"retain {self.retain_loss}"] if self.retain_loss != default.retain_loss else []
+        changed += [f"token mean {self.token_mean}"] if self.token_mean != default.token_mean else []
+        return f"{self.name} ({', '.join(changed)})" if changed else self.name
+
+    def steering_vector(self, d_model: int) -> Float[Tensor, " d_model"]:
+        """c u: u uniform in [0, 1)^d_model, drawn from `seed`, scaled to unit norm (float32, CPU).
+
+        Examples:
+            >>> torch.equal(RMU(seed=3).steering_vector(4), RMU(seed=3).steering_vector(4))
+            True
+        """
+        vector = torch.rand(integer("d_model", d_model, minimum=1), generator=torch.Generator().manual_seed(self.seed))
+        return vector / vector.norm() * self.steering_coeff
+
+    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row],
+              layers: Sequence[int] = ()) -> None:
+        layers = list(layers)
+        if self.layer is None and not layers:
+            raise ValueError("RMU steers the output of the deepest trained layer, and no trained layers were given; "
+                             "run it through unlearn(..., layers=...) or name one: RMU(layer=...)")
+        layer = max(layers) if self.layer is None else self.layer
+        if layer >= model.n_layers:
+            raise ValueError(f"RMU's layer {layer} is out of range: this model has layers 0..{model.n_layers - 1}")
+        above = [trained for trained in layers if trained > layer]
+        if above:
+            raise ValueError(f"RMU steers the output of layer {layer}, but trained layer(s) {above} lie above it and "
+                             f"cannot move it; steer a layer at or above every trained one (RMU(layer={max(layers)}), "
+                             f"or leave layer unset for the deepest) or train only layers up to {layer}")
+        self._address = model.architecture.block_output(layer)
+        self._vector = self.steering_vector(model.d_model)
+
+    def __call__(self, inputs: LossInputs) -> Terms:
+        if self._address is None or self._vector is None:
+            raise RuntimeError("RMU.begin was not called; run it through unlearn()")
+        state = inputs.state(self._address).float()  # the losses in fp32, whatever the forward's dtype
+        forget, mask = inputs.rows("forget"), inputs.batch.target_mask
+        target = self._vector.to(state.device).expand_as(state[forget])
+        distance = partial(_activation_mse, per_row=self.token_mean == "per_row")
+        terms = {"forget_mse": distance(state[forget], target, mask[forget])}
+        if self.retain_loss == "embed_diff":
+            original = inputs.state(self._address, reference=True).float()
+            retain = ~forget
+            terms["retain_mse"] = distance(state[retain], original[retain], mask[retain])
+            retain_term = terms["retain_mse"]
+        else:
+            retain_term = inputs.mean_nll("retain")
+        terms["forget_ce"], terms["retain_ce"] = inputs.mean_nll("forget"), inputs.mean_nll("retain")
+        return {"loss": terms["forget_mse"] + self.alpha * retain_term, **terms}
+
+
+def _activation_mse(states: Float[Tensor, "row pos d_model"], target: Float[Tensor, "row pos d_model"],
+                    mask: Bool[Tensor, "row pos"], *, per_row: bool = True) -> Float[Tensor, ""]:
+    """open-unlearning's RMU distance: per token the mean over d_model of the squared difference,
+    averaged over each row's masked tokens, then over rows (0 for no rows); row by row, or
+    (`per_row=False`) as their code's division broadcasts across rows (see `RMU`)."""
+    squared = F.mse_loss(states, target, reduction="none").mean(-1)
+    sums, counts = (squared * mask).sum(-1), mask.sum(-1).clamp(min=1)  # a row with no tokens adds 0, not NaN
+    if not per_row:
+        return _mean(sums) * _mean(1 / counts)
+    return _mean(sums / counts)
+
+
 class StandIn(Objective):
     """Make the model answer about each forget subject as the original model answers about a
     stranger, and no further.
@@ -334,7 +491,8 @@ class StandIn(Objective):
         self._cached_bytes = 0
         self._tokenizer = None
 
-    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row]) -> None:
+    def begin(self, model: "LoadedModel", forget: Sequence[Row], retain: Sequence[Row],
+              layers: Sequence[int] = ()) -> None:
         missing = [row.id for row in forget if row.id not in self.prompts]
         if missing:
             raise ValueError(f"{len(missing)} forget row(s) have no stand-in prompt (first: {missing[0]!r}); "
@@ -407,7 +565,7 @@ def _mean(values: Tensor) -> Tensor:
 
 # by name, the objectives that need no data of their own (StandIn needs its prompts)
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, NPO, SimNPO)
+    cls.name: cls for cls in (SHA256, SHA256KL, GradientAscent, GradientDifference, KLMinimization, NPO, SimNPO, RMU)
 }
 
 

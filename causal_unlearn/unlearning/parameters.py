@@ -16,8 +16,8 @@ from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.patching.sites import HEAD, NEURON
 from causal_unlearn.validation import integer
 
-Modules = Literal["mlp", "attn", "all"]
-MODULES: tuple[str, ...] = ("mlp", "attn", "all")
+Modules = Literal["mlp", "attn", "all", "mlp_down"]
+MODULES: tuple[str, ...] = ("mlp", "attn", "all", "mlp_down")
 
 
 @dataclass
@@ -104,13 +104,16 @@ def _layer_index(layer) -> int:
 
 
 def select_parameters(model: LoadedModel, layers: Iterable[int], modules: Modules = "mlp") -> ParameterSelection:
-    """The parameters of `modules` ("mlp", "attn", or "all" = the whole block, norms included)
-    in `layers`; everything else (embeddings, unembedding, other layers) stays frozen.
+    """The parameters of `modules` ("mlp", "attn", "all" = the whole block, norms included, or
+    "mlp_down" = the MLP's down/output projection alone, what closed-form editing changes) in
+    `layers`; everything else (embeddings, unembedding, other layers) stays frozen.
 
     Examples:
         >>> import causal_unlearn as cu
         >>> cu.select_parameters(cu.load_model("olmo-tiny-bios"), [7], modules="attn").names[0]
         'model.layers.7.self_attn.q_proj.weight'
+        >>> cu.select_parameters(cu.load_model("olmo-tiny-bios"), [0], modules="mlp_down").names
+        ['model.layers.0.mlp.down_proj.weight']
     """
     if isinstance(layers, Components):
         return select_components(model, layers)
@@ -118,7 +121,8 @@ def select_parameters(model: LoadedModel, layers: Iterable[int], modules: Module
         raise ValueError(f"unknown modules {modules!r}; use one of {MODULES}")
     layers = check_layers(getattr(layers, "layers", layers), model.n_layers)
     spec = model.architecture
-    path = {"mlp": spec.mlp_module, "attn": spec.attn_module, "all": spec.block_output}[modules]
+    path = {"mlp": spec.mlp_module, "attn": spec.attn_module, "all": spec.block_output,
+            "mlp_down": lambda layer: spec.path("mlp_down_projection_path").format(layer=layer)}[modules]
     parameters = {
         f"{path(layer)}.{name}": p for layer in layers for name, p in model.module(path(layer)).named_parameters()
     }

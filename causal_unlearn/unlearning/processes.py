@@ -14,6 +14,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+_FINISHED: list = []  # the closing barriers' work objects, alive until the interpreter frees them
+
+
 @dataclass(frozen=True)
 class Processes:
     """This process's rank among `world` processes (rank 0 of 1 when run alone).
@@ -45,6 +48,23 @@ class Processes:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def close(self) -> None:
+        """End a multi-process run cleanly: wait for every process, then take the process group
+        down (each process calls it last; a process that exits while another still works, with
+        the group alive, can abort the launch).
+
+        Examples:
+            >>> Processes.current().close()  # alone, nothing to close
+        """
+        if self.world > 1 and dist.is_initialized():
+            barrier = dist.barrier(async_op=True)
+            barrier.wait()
+            # the barrier's work holds the collectives still in flight when it began, with their
+            # tensors; held here, the main thread frees it, not a gloo worker thread during the
+            # interpreter's shutdown, where taking the GIL aborts the process (pytorch#179291)
+            _FINISHED.append(barrier)
+            dist.destroy_process_group()
 
     def share(self, items: Sequence, *, pad: bool = False) -> list:
         """This process's share of `items` (every `world`-th, from its rank); with `pad`, filled

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from causal_unlearn.data.encoding import EncodedBatch
 from causal_unlearn.data.rows import Row
+from causal_unlearn.models.hooks import edit
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.config import UnlearnConfig
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms
@@ -227,17 +228,27 @@ class _Forward:
         self.mixed = mixed_precision == "bf16"
         self.autocast = partial(torch.autocast, device_type=model.device.type, dtype=torch.bfloat16, enabled=self.mixed)
 
-    def logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
-        with self.autocast():
+    def logits(self, batch: EncodedBatch, states: dict[str, Tensor] | None = None) -> Float[Tensor, "batch pos vocab"]:
+        """The model's logits; into `states`, if given, the outputs of the modules the objective
+        `reads` (keeping their gradient)."""
+        def keep(address: str) -> Callable[[Tensor], None]:
+            def store(state: Tensor) -> None:
+                states[address] = state.clone()  # a block may add into its output in place later
+
+            return store
+
+        reads = self.objective.reads if states is not None else ()
+        with self.autocast(), edit(self.model.model, {address: keep(address) for address in reads}):
             logits = self.model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return logits.float() if self.mixed else logits  # the losses in fp32, not in bf16
 
     @torch.no_grad()
-    def original_logits(self, batch: EncodedBatch) -> Float[Tensor, "batch pos vocab"]:
+    def original_logits(self, batch: EncodedBatch,
+                        states: dict[str, Tensor] | None = None) -> Float[Tensor, "batch pos vocab"]:
         """(Between a forward and its backward this is safe: the edited weights are back before
         autograd reads them.)"""
         with _weights(self.model, self.selection, self.original, sharded=self.sharded):
-            return self.logits(batch)
+            return self.logits(batch, states)
 
     def idle(self, rows: list[tuple[Row, bool]], *, training: bool) -> None:
         """The forwards (and backward) of a micro-batch without any effect, for a sharded model:
@@ -253,11 +264,14 @@ class _Forward:
     def terms(self, rows: list[tuple[Row, bool]], epoch: int, *, training: bool) -> tuple[Terms, LossInputs]:
         is_forget = torch.tensor([is_forget for _, is_forget in rows], device=self.model.device)
         batch = self.encode([row for row, _ in rows], is_forget).to(self.model.device)
-        reference = self.original_logits(batch) if self.objective.needs_reference else None
+        states: dict[str, Tensor] = {}
+        reference_states: dict[str, Tensor] = {}
+        reference = self.original_logits(batch, reference_states) if self.objective.needs_reference else None
         with torch.set_grad_enabled(training):
-            inputs = LossInputs(self.logits(batch), batch, is_forget, epoch, training,
+            inputs = LossInputs(self.logits(batch, states), batch, is_forget, epoch, training,
                                 reference_logits_fn=None if reference is None else lambda: reference,
-                                source_rows=[row for row, _ in rows], original_logits_fn=self.original_logits)
+                                source_rows=[row for row, _ in rows], original_logits_fn=self.original_logits,
+                                states=states, reference_states=reference_states)
             return self.objective(inputs), inputs
 
 

@@ -1,6 +1,6 @@
 """The audit at a glance: recall asked other ways, after relearning and quantization, what a
-linear read-out still finds, the re-trace, and the whitebox attacks (the logit lens, the bios' own
-openings). A panel per check the audit ran, none for the rest."""
+linear read-out still finds, the re-trace, the whitebox attacks (the logit lens, the bios' own
+openings) and the membership-inference attacks. A panel per check the audit ran, none for the rest."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from causal_unlearn.viz.style import OKABE_ITO, Column, paper_layout
 
 VARIANT_COLORS = {
     "original": "#999999", "edited": OKABE_ITO[0], "edited, int8": OKABE_ITO[1], "edited, bf16": OKABE_ITO[5],
+    "edited, nf4": OKABE_ITO[2],
     "edited, relearned": OKABE_ITO[3], "edited, relearned on retain": OKABE_ITO[4],
     "original, relearned": "#666666", "original, relearned on retain": "#CCCCCC",
 }
@@ -30,13 +31,14 @@ CHANCE = dict(color="grey", dash="dot", width=1)
 
 def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute: str | None = None,
                column: Column | None = None, title: str | None = None) -> go.Figure:
-    """A panel per check the audit ran: greedy recall of held-out probes per split (with the int8
-    and bf16 copies), multiple-choice top-1 (dotted: each split's chance), forget recall after
+    """A panel per check the audit ran: greedy recall of held-out probes per split (with the int8,
+    bf16 and 4-bit NF4 copies), multiple-choice top-1 (dotted: each split's chance), forget recall after
     the relearning attacks, the whitebox attacks per split (head projection and probability delta
     at B = `AuditConfig.lens_top`, recall after the bios' openings; holdout people were never
     known, so their bars are the chance level), the per-layer accuracy of a linear read-out of
     `decode_attribute` (default: the first decoded) on forget subjects (dotted: chance), and the
-    forget facts' per-layer MLP effect re-traced before and after.
+    forget facts' per-layer MLP effect re-traced before and after, and each membership attack's
+    AUC of telling the forget rows from never-seen ones (dotted: 0.5, cannot tell them apart).
 
     Examples:
         >>> from causal_unlearn.auditing.result import AuditResult
@@ -49,6 +51,8 @@ def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute:
     frame = result.to_dataframe()
     decode_attribute = decode_attribute or next(iter(result.decoded_attributes), None)
     panels = [check for check, (checks, _, _) in BAR_PANELS.items() if frame.check.isin(checks).any()]
+    if (frame.check == "membership").any():
+        panels.append("membership")
     if decode_attribute in result.decoded_attributes:
         panels.append("decoding")
     elif decode_attribute is not None and result.decoded_attributes:
@@ -58,8 +62,9 @@ def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute:
     if not panels:
         raise ValueError("the audit has no measurements to draw")
     titles = [BAR_PANELS[p][2].format(measure=_measure(result, p)) if p in BAR_PANELS else
-              f"read-out of {decode_attribute} (forget)" if p == "decoding" else "re-traced: MLP effect (forget)"
-              for p in panels]
+              f"read-out of {decode_attribute} (forget)" if p == "decoding" else
+              "membership inference: AUC<br>(forget vs never seen; 0.5: chance)" if p == "membership" else
+              "re-traced: MLP effect (forget)" for p in panels]
     n_rows, n_cols = -(-len(panels) // PER_ROW), min(len(panels), PER_ROW)
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.07,
                         vertical_spacing=0.22 if n_rows > 1 else None)
@@ -70,6 +75,8 @@ def plot_audit(result: AuditResult, *, attribute: str = "all", decode_attribute:
             _decoding_panel(fig, frame, decode_attribute, shown, at)
         elif panel == "retrace":
             _retrace_panel(fig, result, shown, at)
+        elif panel == "membership":
+            _membership_panel(fig, frame, shown, at)
         else:
             _bar_panel(fig, frame, result, panel, attribute, shown, at)
     fig.update_layout(barmode="group", height=400 * n_rows, width=300 * n_cols + 100,
@@ -113,6 +120,17 @@ def _decoding_panel(fig: go.Figure, frame, attribute: str, shown: set[str], at: 
     fig.add_hline(y=float(chance.max()), line=CHANCE, **at)
     fig.update_xaxes(title_text="layer", dtick=1, **at)
     fig.update_yaxes(range=[0, 1.02], **at)
+
+
+def _membership_panel(fig: go.Figure, frame, shown: set[str], at: dict) -> None:
+    rows = frame[(frame.check == "membership") & frame.measure.str.endswith(" AUC")]
+    attacks = list(dict.fromkeys(rows.measure.str.removesuffix(" AUC")))
+    for variant, group in rows.groupby("variant", sort=False):
+        fig.add_trace(_trace(go.Bar, variant, shown, x=group.measure.str.removesuffix(" AUC"), y=group.value,
+                             hovertemplate=f"{variant}<br>%{{x}}: AUC %{{y:.3f}}<extra></extra>"), **at)
+    fig.update_xaxes(categoryorder="array", categoryarray=attacks, tickangle=-45, **at)
+    fig.update_yaxes(range=[0, 1.02], **at)
+    fig.add_hline(y=0.5, line=CHANCE, **at)
 
 
 def _retrace_panel(fig: go.Figure, result: AuditResult, shown: set[str], at: dict) -> None:
