@@ -19,10 +19,8 @@ import pandas as pd
 
 import causal_unlearn as cu
 from causal_unlearn.evaluation.mia import ATTACKS
-from causal_unlearn.unlearning import StandIn
-from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE
 
-LAYERS = [0, 7]
+from whitebox_attacks import demo_edit
 
 
 def main() -> None:
@@ -33,16 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
     task = world.unlearning_task()
-    if args.edited:
-        edited = cu.load_model(args.edited)
-    else:
-        result = cu.unlearn(lm, task.forget, task.retain, layers=LAYERS, objective=StandIn(world.stand_ins()),
-                            progress=False, **BUILTIN_RECIPE)
-        edited = result.edited_model()
-        result.revert()
-    if args.save:
-        edited.model.save_pretrained(args.save)
-        edited.tokenizer.save_pretrained(args.save)
+    edited = demo_edit(lm, world, args.edited, args.save)
     rows = []
     for variant, model, other in (("original", lm, edited), ("edited", edited, lm)):
         for attack in ATTACKS:

@@ -27,6 +27,23 @@ LAYERS = [0, 7]
 CHECKS = ("head_projection", "probability_delta", "bio_openings")
 
 
+def demo_edit(lm: cu.LoadedModel, world: cu.BiosWorld, saved: str | None, save: str | None) -> cu.LoadedModel:
+    """The demo's edit (`stand_in` on the MLPs of layers 0 and 7, the built-in recipe) as a copy,
+    `lm` left as it was; read from the folder `saved` instead where given, written to `save`."""
+    if saved:
+        edited = cu.load_model(saved)
+    else:
+        task = world.unlearning_task()
+        result = cu.unlearn(lm, task.forget, task.retain, layers=LAYERS, objective=StandIn(world.stand_ins()),
+                            progress=False, **BUILTIN_RECIPE)
+        edited = result.edited_model()
+        result.revert()
+    if save:
+        edited.model.save_pretrained(save)
+        edited.tokenizer.save_pretrained(save)
+    return edited
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="CSV of every measurement")
@@ -37,17 +54,8 @@ def main() -> None:
     lm, world = cu.load_model("olmo-tiny-bios"), cu.make_bios_world()
     task = world.unlearning_task()
     started = time.perf_counter()
-    if args.edited:
-        edited = cu.load_model(args.edited)
-    else:
-        result = cu.unlearn(lm, task.forget, task.retain, layers=LAYERS, objective=StandIn(world.stand_ins()),
-                            progress=False, **BUILTIN_RECIPE)
-        edited = result.edited_model()
-        result.revert()
+    edited = demo_edit(lm, world, args.edited, args.save)
     unlearned = time.perf_counter() - started
-    if args.save:
-        edited.model.save_pretrained(args.save)
-        edited.tokenizer.save_pretrained(args.save)
     audit = cu.audit(lm, edited, task, config=cu.AuditConfig(checks=tuple(args.checks.split(","))), layers=LAYERS,
                      progress=False)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):

@@ -7,6 +7,7 @@ ValueError, as Python's own functions do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import operator
@@ -84,3 +85,23 @@ def choice(name: str, value: Any, options: Iterable[Any]) -> Any:
     if value is not None and value not in options:
         raise ValueError(f"unknown {name} {value!r}; use one of {options} (or None for all)")
     return value
+
+
+def replaced(settings: Any, what: str, changes: dict[str, Any]) -> Any:
+    """A copy of the settings dataclass with `changes`; an unknown name is refused, listing the
+    known ones (`what` names the settings in the message).
+
+    Examples:
+        >>> import causal_unlearn as cu
+        >>> replaced(cu.UnlearnConfig(), "unlearning", {"lr": 1e-3}).lr
+        0.001
+        >>> replaced(cu.UnlearnConfig(), "unlearning", {"learning_rate": 1e-3})
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown unlearning setting(s) ['learning_rate']; UnlearnConfig has ['epochs', 'lr', 'batch_size', 'grad_accum', 'eval_every', 'select', 'weight_decay', 'max_grad_norm', 'loss_on', 'max_length', 'mixed_precision', 'gradient_checkpointing', 'seed']
+    """
+    names = [f.name for f in dataclasses.fields(settings)]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        raise TypeError(f"unknown {what} setting(s) {unknown}; {type(settings).__name__} has {names}")
+    return dataclasses.replace(settings, **changes)

@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import causal_unlearn as cu
 from causal_unlearn.data.encoding import encode_rows

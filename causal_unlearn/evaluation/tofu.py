@@ -31,7 +31,7 @@ from causal_unlearn.data.encoding import EncodedBatch, QATemplate, encode_comple
 from causal_unlearn.data.rows import Row
 from causal_unlearn.data.tofu import TofuRow
 from causal_unlearn.evaluation.generation import greedy_generate
-from causal_unlearn.evaluation.likelihood import target_logprobs
+from causal_unlearn.evaluation.likelihood import sequence_nll
 from causal_unlearn.evaluation.metrics import rouge_l_recall
 from causal_unlearn.models.loader import LoadedModel, require_loaded
 
@@ -324,9 +324,8 @@ def _mean_nll(lm: LoadedModel, questions: list[str], answers: list[str], templat
               progress: bool) -> np.ndarray:
     values: list[float] = []
     for batch in _batches(lm, questions, answers, template, batch_size, progress):
-        lp = target_logprobs(_logits(lm, batch), batch.input_ids)
-        mask = batch.target_mask
-        values += (-(lp * mask).sum(-1) / mask.sum(-1)).double().cpu().tolist()
+        total, count = sequence_nll(_logits(lm, batch), batch)
+        values += (total / count).double().cpu().tolist()
     return np.array(values, dtype=np.float64)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from causal_unlearn.models import weights
+from causal_unlearn.models.weights import editing
 from causal_unlearn.models.loader import LoadedModel
 from causal_unlearn.unlearning.parameters import ParameterSelection, _width
 from causal_unlearn.validation import finite, integer
@@ -141,27 +142,23 @@ def adapted(model: LoadedModel, selection: ParameterSelection, lora: LoRA) -> It
     targets = lora_targets(model, selection, lora)
     hf = model.model
     modules = {path: model.module(path) for path in targets}
-    flags = {p: p.requires_grad for p in hf.parameters()}
     attributes = set(vars(hf))
     base = ParameterSelection(selection.layers, selection.modules,
                               {f"{path}.weight": module.weight for path, module in modules.items()}, selection.total)
-    original = base.snapshot()
-    try:
-        inject_adapter_in_model(peft_config(describe(lora, targets, model)), hf, adapter_name=ADAPTER_NAME)
-        layers = {path: model.module(path) for path in targets}
-        trained = {f"{path}.{name}": p for path, layer in layers.items()
-                   for name, p in layer.named_parameters() if f".{ADAPTER_NAME}." in f".{name}"}
-        yield Adapters(model, layers, ParameterSelection(selection.layers, f"lora:{selection.modules}", trained,
-                                                         selection.total), base, original)
-    finally:
-        for path, module in modules.items():
-            parent, _, child = path.rpartition(".")
-            setattr(model.module(parent), child, module)
-        for name in set(vars(hf)) - attributes:  # peft's `peft_config`
-            delattr(hf, name)
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        weights.load(base.parameters, original)  # nothing here writes them; should anything, they are back
+    with editing(hf, base.parameters) as original:  # the base weights and every flag back, by any way out
+        try:
+            inject_adapter_in_model(peft_config(describe(lora, targets, model)), hf, adapter_name=ADAPTER_NAME)
+            layers = {path: model.module(path) for path in targets}
+            trained = {f"{path}.{name}": p for path, layer in layers.items()
+                       for name, p in layer.named_parameters() if f".{ADAPTER_NAME}." in f".{name}"}
+            yield Adapters(model, layers, ParameterSelection(selection.layers, f"lora:{selection.modules}", trained,
+                                                             selection.total), base, original)
+        finally:
+            for path, module in modules.items():
+                parent, _, child = path.rpartition(".")
+                setattr(model.module(parent), child, module)
+            for name in set(vars(hf)) - attributes:  # peft's `peft_config`
+                delattr(hf, name)
 
 
 def describe(lora: LoRA, targets: list[str], model: LoadedModel) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from causal_unlearn.tracing.trace import _as_fact
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms
 from causal_unlearn.unlearning.parameters import check_layers, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
-from causal_unlearn.validation import finite, integer
+from causal_unlearn.validation import finite, integer, replaced
 
 Target = Literal["max_entropy", "stand_in"]
 TARGETS: tuple[str, ...] = ("max_entropy", "stand_in")
@@ -97,11 +97,7 @@ class DeletionConfig:
 
     def replace(self, **changes: Any) -> DeletionConfig:
         """A copy with `changes`; an unknown name is refused, listing the known ones."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise TypeError(f"unknown deletion setting(s) {unknown}; DeletionConfig has "
-                            f"{[f.name for f in dataclasses.fields(self)]}")
-        return dataclasses.replace(self, **changes)
+        return replaced(self, "deletion", changes)
 
 
 class ClosedFormDeletion(Objective):

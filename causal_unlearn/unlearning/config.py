@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from causal_unlearn.validation import finite, integer
+from causal_unlearn.validation import finite, integer, replaced
 
 Select = Literal["lowest_joint_loss", "last"]
 LossOn = Literal["output", "text", "distinct"]
@@ -75,11 +74,7 @@ class UnlearnConfig:
 
     def replace(self, **changes: Any) -> UnlearnConfig:
         """A copy with `changes`; an unknown name is refused, listing the known ones."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise TypeError(f"unknown unlearning setting(s) {unknown}; UnlearnConfig has "
-                            f"{[f.name for f in dataclasses.fields(self)]}")
-        return dataclasses.replace(self, **changes)
+        return replaced(self, "unlearning", changes)
 
 
 def _positive(name: str, value: Any, alternative: str = "") -> int:
