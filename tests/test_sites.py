@@ -32,6 +32,21 @@ def test_every_site_equals_the_naive_reference(model_type, sliding):
     torch.testing.assert_close(result.scores["down_in"], everything.scores[everything.kinds[0]], atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])  # a gated MLP and GPT-2's Conv1D
+def test_each_neuron_cell_equals_the_naive_reference(model_type):
+    """The neuron site's cell (token, layer, n) restores hidden unit n alone: the naive trace of
+    that one neuron, one forward per cell."""
+    lm = cu.load_model(tiny_model(model_type), tiny_tokenizer())
+    result = trace(lm, PROMPT, SUBJECT, answer=ANSWER, samples=2, noise=0.5, kinds=("neuron",), progress=False)
+    assert result.scores["neuron"].shape == (len(result.tokens), lm.n_layers, cu.patching.NEURON.n_units(lm))
+    for neuron in (0, 17, cu.patching.NEURON.n_units(lm) - 1):
+        single = trace(lm, PROMPT, SUBJECT, answer=ANSWER, samples=2, noise=0.5, kinds=(cu.MLPNeurons([neuron]),),
+                       progress=False)
+        assert_matches_naive(lm, single, kinds=[f"mlp_neurons[{neuron}]"], neurons=[neuron])
+        torch.testing.assert_close(result.scores["neuron"][..., neuron], single.scores[f"mlp_neurons[{neuron}]"],
+                                   atol=TOL, rtol=0)
+
+
 def test_every_head_together_is_the_attention_output_at_window_one(builtin, world):
     """Restoring all heads of a layer at a token restores the attention output there: the
     head site summed over its units' features is the attn site with window 1."""
