@@ -1,29 +1,46 @@
-"""Does localization make forgetting more robust, or only better on the official format?
+"""Does localization make forgetting more robust, or only better on the official format? And does
+editing the fact (neurons, heads, adapters, a closed-form update) keep the retain people better
+than editing whole layers?
 
-Each objective on the traced layers and on control layer sets of the same size ("other band",
+Each method on the traced layers and on control layer sets of the same size ("other band",
 "random (seed s)", "all"), over shuffling seeds, with the built-in recipe; each edit scored the
 official way and audited (`cu.audit`: held-out probes, multiple choice, relearning, int8/bf16/
-4-bit NF4, linear read-out). One CSV row per run, written as it finishes; then the means per objective and
-layer set, and per run whether it meets the targets of the audit issue:
+4-bit NF4, linear read-out, the bios' own openings, the logit lens and the probability delta).
+One CSV row per run, written as it finishes; then the means per method and layer set, and per
+run whether it meets the targets of the audit issue ("meets all"):
 
     official forget QA <= 0.05, retain QA >= 0.90, GK held out >= 0.90, MIA >= 0.80,
     held-out forget recall <= 0.10, forget city multiple choice within 0.05 of chance,
     held-out retain recall within 0.05 of the original's, relearning on half the forget rows
-    brings back <= 0.20 of the other half.
+    brings back <= 0.20 of the other half;
 
-    python benchmarks/unlearn_audit.py --objectives stand_in --seeds 0,1,2 --out results/audit_stand_in.csv
+and those of the fact-editing issue ("meets 33"):
+
+    held-out forget recall <= 0.10, bio-opening forget recall <= 0.10, relearning <= 0.20, the logit
+    lens' top-1 rate on forget people within 0.10 of the holdout people's, held-out retain recall
+    within 0.05 of the original's, official retain QA >= 0.95.
+
+    python benchmarks/unlearn_audit.py --methods stand_in --seeds 0,1,2 --out results/audit_stand_in.csv
         [--layer-sets traced,other band,random,all] [--layers 0,7] [--checks probes,precision]
+        [--unit-effects forget.pt --retain-unit-effects retain.pt]   # for "stand_in neurons 64" etc.
+
+Methods are objective names (as in `unlearn_seeds.py`, whole MLPs), "OBJECTIVE neurons K [specific]",
+"OBJECTIVE heads K [specific]", "OBJECTIVE lora R" and "closed-form" (see `edit`). The unit effect
+files are `cu.average_effects` of `cu.trace_facts(lm, world.facts_to_trace(split), kinds=("neuron",
+"head"), method="attribution")`, saved with `torch.save`.
 
 To keep runs short the audit asks the first question and the first cloze prompt of each person
 and attribute (600 probes per split instead of 1,800; `--all-probes` for every one); the
 original model is audited once and reused (`baseline=`). One run took 4–12 minutes on one thread
-(two runs side by side on 2 cores, half unlearning and half the audit; research log). Objective names as in `unlearn_seeds.py`.
+(two runs side by side on 2 cores, half unlearning and half the audit; research log).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -36,7 +53,8 @@ from causal_unlearn.unlearning.recipes import BUILTIN_RECIPE
 from unlearn_grid import localize_forget_facts, markdown
 from unlearn_seeds import objective_for
 
-CHECKS = ("probes", "choice", "relearning", "precision", "decoding")
+CHECKS = ("probes", "choice", "relearning", "precision", "decoding", "bio_openings", "head_projection",
+          "probability_delta")
 COLUMNS = {  # CSV column -> (check, measure, split, variant, attribute)
     "probe recall forget": ("probes", "recall", "forget", "edited", "all"),
     "probe recall retain": ("probes", "recall", "retain", "edited", "all"),
@@ -52,6 +70,12 @@ COLUMNS = {  # CSV column -> (check, measure, split, variant, attribute)
     "bf16 retain": ("precision", "recall", "retain", "edited, bf16", "all"),
     "nf4 retain": ("precision", "recall", "retain", "edited, nf4", "all"),
     "decode city forget": ("decoding", "accuracy", "forget", "edited", "city"),
+    "opening recall forget": ("bio_openings", "recall", "forget", "edited", "all"),
+    "opening recall retain": ("bio_openings", "recall", "retain", "edited", "all"),
+    "lens forget": ("head_projection", "top-1", "forget", "edited", "all"),
+    "lens retain": ("head_projection", "top-1", "retain", "edited", "all"),
+    "lens holdout": ("head_projection", "top-1", "holdout", "edited", "all"),
+    "delta forget": ("probability_delta", "top-1 rise", "forget", "edited", "all"),
 }
 OFFICIAL = {"Task2/forget_knowledge": "forget QA", "Task2/retain_knowledge": "retain QA", "utility": "GK held out",
             "mia_score": "MIA", "final": "final"}
@@ -76,9 +100,73 @@ def meets_targets(row: dict, original: dict) -> bool:
                 and row["relearn half"] <= 0.20)
 
 
+def meets_fact_targets(row: dict, original: dict) -> bool:
+    """The target of the fact-editing issue (33): forgotten by held-out probes, the bios' own openings,
+    relearning and the logit lens (within 0.10 of people never known), retain people kept."""
+    return bool(row["probe recall forget"] <= 0.10 and row["opening recall forget"] <= 0.10
+                and row["relearn half"] <= 0.20 and row["lens forget"] <= row["lens holdout"] + 0.10
+                and row["probe recall retain"] >= original["probe recall retain"] - 0.05
+                and row["retain QA"] >= 0.95)
+
+
+FINER = re.compile(r"^(?P<objective>.+) (?P<kind>neurons|heads|lora) (?P<size>\d+)(?P<specific> specific)?$")
+CLOSED_FORM = "closed-form"
+LORA_LR = 5e-3  # between the two learning rates the LoRA table measured (1.5e-3 forgot too little, 1.5e-2 cost GK)
+
+
+def unit_ranking(unit_effects: dict[str, cu.AveragedEffects], specific: bool) -> cu.AveragedEffects:
+    """The forget facts' mean effects per unit, or with `specific` those less the retain facts'."""
+    wanted = ["forget", "retain"] if specific else ["forget"]
+    if missing := [split for split in wanted if split not in unit_effects]:
+        flags = {"forget": "--unit-effects", "retain": "--retain-unit-effects"}
+        raise SystemExit(f"this finer edit needs {' and '.join(flags[split] for split in missing)}")
+    forget = unit_effects["forget"]
+    if not specific:
+        return forget
+    retain = unit_effects["retain"]
+    return dataclasses.replace(forget, mean={kind: mean - retain.mean[kind] for kind, mean in forget.mean.items()})
+
+
+def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.UnlearningTask, layers: list[int],
+         seed: int, unit_effects: dict[str, cu.AveragedEffects]) -> tuple[cu.UnlearnResult, list[int] | cu.Components]:
+    """Apply `method` to the layer set (returns the result and what it edited):
+
+    - an objective name: train the whole MLPs of `layers` (the built-in recipe);
+    - "OBJECTIVE neurons K" / "OBJECTIVE heads K": only the K neurons / heads of `layers` with the
+      largest traced effect at the last subject token (`--unit-effects`); with " specific" appended,
+      the largest effect on forget facts less that on retain facts (`--retain-unit-effects`);
+    - "OBJECTIVE lora R": rank-R adapters on the MLPs of `layers`, lr LORA_LR;
+    - "closed-form": `delete_facts` of the 350 forget facts, stand-in target, lambda 300, on `layers`
+      less the final layer (which it refuses).
+    """
+    if method == CLOSED_FORM:
+        kept = [layer for layer in layers if layer < lm.n_layers - 1]
+        result = cu.delete_facts(lm, world.facts_to_trace("forget"), kept,
+                                 covariance_text=[*task.retain, *world.documents("retain")], target="stand_in",
+                                 stand_ins=world.stand_in_names(seed=seed + 1), mom2_weight=300.0, progress=False)
+        return result, kept
+    finer = FINER.match(method)
+    name = finer["objective"] if finer else method
+    settings = {**BUILTIN_RECIPE, "seed": seed}
+    where: list[int] | cu.Components = layers
+    if finer and finer["kind"] == "lora":
+        settings.update(adapter=cu.LoRA(rank=int(finer["size"]), alpha=2.0 * int(finer["size"])), lr=LORA_LR)
+    elif finer:
+        where = cu.localize_components(unit_ranking(unit_effects, specific=bool(finer["specific"])),
+                                       kind=finer["kind"][:-1], top_k=int(finer["size"]), layers=layers)
+    result = cu.unlearn(lm, task.forget, task.retain, layers=where, objective=objective_for(name, world, seed),
+                        progress=False, **settings)
+    return result, where
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objectives", default="stand_in", help="comma-separated")
+    parser.add_argument("--methods", "--objectives", default="stand_in",
+                        help="comma-separated: objective names, 'OBJECTIVE neurons|heads K', 'OBJECTIVE lora R', "
+                             f"{CLOSED_FORM!r} (see edit())")
+    parser.add_argument("--unit-effects", default=None,
+                        help="torch file of cu.average_effects over neuron and head traces of the forget facts")
+    parser.add_argument("--retain-unit-effects", default=None, help="the same for the retain facts")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated shuffling seeds")
     parser.add_argument("--layer-sets", default="traced,other band,random,all", help="comma-separated")
     parser.add_argument("--layers", default=None, help="the traced layers (default: trace and localize)")
@@ -102,30 +190,35 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in args.objectives.split(","):
+    unit_effects = {split: torch.load(path, weights_only=False)
+                    for split, path in (("forget", args.unit_effects), ("retain", args.retain_unit_effects)) if path}
+    for name in args.methods.split(","):
         for seed in [int(x) for x in args.seeds.split(",")]:
             sets = cu.control_layer_sets(traced, lm.n_layers, seeds=(seed,))
             sets = {k: v for k, v in sets.items() if k.split(" (")[0] in args.layer_sets.split(",")}
             for layer_set, layers in sets.items():
-                result = cu.unlearn(lm, task.forget, task.retain, layers=layers, objective=objective_for(name, world, seed),
-                                    progress=False, **{**BUILTIN_RECIPE, "seed": seed})
+                result, edited_where = edit(name, lm, world, task, layers, seed, unit_effects)
                 edited = result.edited_model()
                 result.revert()
                 scores = cu.evaluate(edited, **task.scoring(), max_new_tokens=64, progress=False).to_dict()
                 audit = cu.audit(lm, edited, task, config=config, baseline=baseline, progress=False)
-                row = dict(objective=name, layer_set=layer_set.split(" (")[0], layers=str(layers), seed=seed,
+                row = dict(method=name, layer_set=layer_set.split(" (")[0], layers=str(layers), seed=seed,
                            **{OFFICIAL[k]: scores[k] for k in OFFICIAL}, **audit_row(audit),
-                           **{"city chance": original["city chance"], "unlearn s": result.seconds,
+                           **{"city chance": original["city chance"], "edit s": result.seconds,
                               "audit s": sum(audit.seconds.values())})
                 row["meets all"] = meets_targets(row, original)
+                row["meets 33"] = meets_fact_targets(row, original)
+                row["edited"] = json.dumps(edited_where.to_dict() if isinstance(edited_where, cu.Components)
+                                           else edited_where)
                 rows.append(row)
                 pd.DataFrame(rows).to_csv(out, index=False)
                 print(markdown(pd.DataFrame(rows[-1:]), header=len(rows) == 1), flush=True)
                 del edited
     frame = pd.DataFrame(rows)
-    numbers = [c for c in frame.columns if c not in ("objective", "layer_set", "layers", "seed", "meets all")]
-    summary = frame.groupby(["objective", "layer_set"], sort=False).agg(
-        {**{c: "mean" for c in numbers}, "meets all": "sum", "seed": "count"}).reset_index()
+    numbers = [c for c in frame.columns if c not in ("method", "layer_set", "layers", "seed", "meets all", "meets 33",
+                                                     "edited")]
+    summary = frame.groupby(["method", "layer_set"], sort=False).agg(
+        {**{c: "mean" for c in numbers}, "meets all": "sum", "meets 33": "sum", "seed": "count"}).reset_index()
     print("\nmeans over seeds (meets all: runs meeting every target; seed: runs)\n")
     print(markdown(summary))
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

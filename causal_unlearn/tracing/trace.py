@@ -176,7 +176,7 @@ def trace_facts(
         1
     """
     lm = require_loaded(model, "trace_facts")
-    facts = [_as_fact(index, f) for index, f in enumerate(facts)]
+    facts = as_facts(facts)
     if not facts:
         raise ValueError("no facts to trace")
     facts_per_batch = integer("facts_per_batch", facts_per_batch, minimum=1)
@@ -211,6 +211,17 @@ def trace_facts(
         warnings.warn(f"{unknown} of {len(results)} facts are not known (the model's clean top-1 is not the answer; "
                       "their result.known is False); require_known=True drops them", UnknownFactWarning, stacklevel=2)
     return results
+
+
+def as_facts(facts: Iterable[TraceFact | tuple[str, str, str]]) -> list[TraceFact]:
+    """Facts given as `TraceFact`s or (prompt, subject, answer) triples, as `TraceFact`s; a bad one
+    is named by its index.
+
+    Examples:
+        >>> as_facts([("Paris is in", "Paris", " France")])[0].subject
+        'Paris'
+    """
+    return [_as_fact(index, fact) for index, fact in enumerate(facts)]
 
 
 def _as_fact(index: int, fact) -> TraceFact:

@@ -44,7 +44,7 @@ from causal_unlearn.models.hooks import HookPoint, edit
 from causal_unlearn.models.weights import editing
 from causal_unlearn.models.loader import LoadedModel, require_loaded
 from causal_unlearn.tracing.tokens import subject_token_range
-from causal_unlearn.tracing.trace import _as_fact
+from causal_unlearn.tracing.trace import as_facts
 from causal_unlearn.unlearning.objectives import LossInputs, Objective, Terms
 from causal_unlearn.unlearning.parameters import check_layers, select_parameters
 from causal_unlearn.unlearning.result import UnlearnResult
@@ -161,7 +161,7 @@ def delete_facts(
     if config is not None and not isinstance(config, DeletionConfig):
         raise TypeError(f"config must be a DeletionConfig, got a {type(config).__name__}")
     config = (config or DeletionConfig()).replace(**settings)
-    facts = [_as_fact(index, fact) for index, fact in enumerate(facts)]
+    facts = as_facts(facts)
     if not facts:
         raise ValueError("no facts to delete; pass TraceFacts, e.g. world.facts_to_trace('forget')")
     layers = check_layers(getattr(layers, "layers", layers), lm.n_layers)
