@@ -346,9 +346,8 @@ def _token_matches(lm: LoadedModel, rows: list, answer: str, question: str, temp
 
 def _row_batches(lm, rows, answer, question, template, batch_size, progress):
     if all(isinstance(r, Row) for r in rows):
-        starts = range(0, len(rows), batch_size)
-        for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2):
-            yield encode_completions(lm.tokenizer, rows[start : start + batch_size]).to(lm.device)
+        for part in _slices(len(rows), batch_size, progress):
+            yield encode_completions(lm.tokenizer, rows[part]).to(lm.device)
     elif any(isinstance(r, Row) for r in rows):
         raise TypeError("pass TofuRows or MUSE verbmem Rows, not both in one list")
     else:
@@ -357,10 +356,15 @@ def _row_batches(lm, rows, answer, question, template, batch_size, progress):
 
 def _batches(lm: LoadedModel, questions: list[str], answers: list[str], template: QATemplate, batch_size: int,
              progress: bool):
-    starts = range(0, len(questions), batch_size)
+    for part in _slices(len(questions), batch_size, progress):
+        yield encode_qa(lm.tokenizer, questions[part], answers[part], template).to(lm.device)
+
+
+def _slices(n: int, batch_size: int, progress: bool):
+    """Consecutive slices of `batch_size` over `n` items, with a bar when there are several."""
+    starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2):
-        end = start + batch_size
-        yield encode_qa(lm.tokenizer, questions[start:end], answers[start:end], template).to(lm.device)
+        yield slice(start, start + batch_size)
 
 
 def _logits(lm: LoadedModel, batch: EncodedBatch) -> torch.Tensor:
