@@ -22,12 +22,11 @@ and those of the fact-editing issue ("meets 33"):
 
     python benchmarks/unlearn_audit.py --methods stand_in --seeds 0,1,2 --out results/audit_stand_in.csv
         [--layer-sets traced,other band,random,all] [--layers 0,7] [--checks probes,precision]
-        [--unit-effects forget.pt --retain-unit-effects retain.pt]   # for "stand_in neurons 64" etc.
+        [--unit-effects results/unit_effects] [--epochs 5]
 
 Methods are objective names (as in `unlearn_seeds.py`, whole MLPs), "OBJECTIVE neurons K [specific]",
-"OBJECTIVE heads K [specific]", "OBJECTIVE lora R" and "closed-form" (see `edit`). The unit effect
-files are `cu.average_effects` of `cu.trace_facts(lm, world.facts_to_trace(split), kinds=("neuron",
-"head"), method="attribution")`, saved with `torch.save`.
+"OBJECTIVE heads K [specific]", "OBJECTIVE lora R" and "closed-form" (see `edit`); the neurons and
+heads come from an attribution trace of the 350 forget (and retain) facts (`UnitEffects`).
 
 To keep runs short the audit asks the first question and the first cloze prompt of each person
 and attribute (600 probes per split instead of 1,800; `--all-probes` for every one); the
@@ -114,27 +113,50 @@ CLOSED_FORM = "closed-form"
 LORA_LR = 5e-3  # between the two learning rates the LoRA table measured (1.5e-3 forgot too little, 1.5e-2 cost GK)
 
 
-def unit_ranking(unit_effects: dict[str, cu.AveragedEffects], specific: bool) -> cu.AveragedEffects:
-    """The forget facts' mean effects per unit, or with `specific` those less the retain facts'."""
-    wanted = ["forget", "retain"] if specific else ["forget"]
-    if missing := [split for split in wanted if split not in unit_effects]:
-        flags = {"forget": "--unit-effects", "retain": "--retain-unit-effects"}
-        raise SystemExit(f"this finer edit needs {' and '.join(flags[split] for split in missing)}")
-    forget = unit_effects["forget"]
-    if not specific:
-        return forget
-    retain = unit_effects["retain"]
-    return dataclasses.replace(forget, mean={kind: mean - retain.mean[kind] for kind, mean in forget.mean.items()})
+class UnitEffects:
+    """Mean neuron and head effects of each split's facts (`cu.average_effects` of an attribution
+    trace: about 70 s a split on one thread), traced once with the noise of a fresh process
+    (`torch.manual_seed(0)`) and kept in `folder` (forget.pt, retain.pt) when one is given."""
+
+    def __init__(self, lm: cu.LoadedModel, world: cu.BiosWorld, folder: str | None):
+        self.lm, self.world, self.folder, self.effects = lm, world, Path(folder) if folder else None, {}
+
+    def __getitem__(self, split: str) -> cu.AveragedEffects:
+        if split in self.effects:
+            return self.effects[split]
+        path = self.folder / f"{split}.pt" if self.folder else None
+        if path and path.exists():
+            self.effects[split] = torch.load(path, weights_only=False)
+            return self.effects[split]
+        rng = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        traces = cu.trace_facts(self.lm, self.world.facts_to_trace(split), kinds=("neuron", "head"),
+                                method="attribution", progress=False)
+        torch.random.set_rng_state(rng)
+        self.effects[split] = cu.average_effects(traces)
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.effects[split], path)
+        return self.effects[split]
+
+    def ranking(self, specific: bool) -> cu.AveragedEffects:
+        """The forget facts' mean effects per unit, or with `specific` those less the retain facts'."""
+        forget = self["forget"]
+        if not specific:
+            return forget
+        return dataclasses.replace(forget, mean={kind: mean - self["retain"].mean[kind]
+                                                 for kind, mean in forget.mean.items()})
 
 
-def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.UnlearningTask, layers: list[int],
-         seed: int, unit_effects: dict[str, cu.AveragedEffects]) -> tuple[cu.UnlearnResult, list[int] | cu.Components]:
+def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.UnlearningTask, layers: list[int], seed: int,
+         unit_effects: UnitEffects,
+         epochs: int | None = None) -> tuple[cu.UnlearnResult, list[int] | cu.Components]:
     """Apply `method` to the layer set (returns the result and what it edited):
 
     - an objective name: train the whole MLPs of `layers` (the built-in recipe);
     - "OBJECTIVE neurons K" / "OBJECTIVE heads K": only the K neurons / heads of `layers` with the
-      largest traced effect at the last subject token (`--unit-effects`); with " specific" appended,
-      the largest effect on forget facts less that on retain facts (`--retain-unit-effects`);
+      largest traced effect at the last subject token (`UnitEffects`); with " specific" appended,
+      the largest effect on forget facts less that on retain facts;
     - "OBJECTIVE lora R": rank-R adapters on the MLPs of `layers`, lr LORA_LR;
     - "closed-form": `delete_facts` of the 350 forget facts, stand-in target, lambda 300, on `layers`
       less the final layer (which it refuses).
@@ -147,12 +169,12 @@ def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.Unlearni
         return result, kept
     finer = FINER.match(method)
     name = finer["objective"] if finer else method
-    settings = {**BUILTIN_RECIPE, "seed": seed}
+    settings = {**BUILTIN_RECIPE, "seed": seed, **({"epochs": epochs} if epochs else {})}
     where: list[int] | cu.Components = layers
     if finer and finer["kind"] == "lora":
         settings.update(adapter=cu.LoRA(rank=int(finer["size"]), alpha=2.0 * int(finer["size"])), lr=LORA_LR)
     elif finer:
-        where = cu.localize_components(unit_ranking(unit_effects, specific=bool(finer["specific"])),
+        where = cu.localize_components(unit_effects.ranking(bool(finer["specific"])),
                                        kind=finer["kind"][:-1], top_k=int(finer["size"]), layers=layers)
     result = cu.unlearn(lm, task.forget, task.retain, layers=where, objective=objective_for(name, world, seed),
                         progress=False, **settings)
@@ -165,8 +187,8 @@ def main() -> None:
                         help="comma-separated: objective names, 'OBJECTIVE neurons|heads K', 'OBJECTIVE lora R', "
                              f"{CLOSED_FORM!r} (see edit())")
     parser.add_argument("--unit-effects", default=None,
-                        help="torch file of cu.average_effects over neuron and head traces of the forget facts")
-    parser.add_argument("--retain-unit-effects", default=None, help="the same for the retain facts")
+                        help="a folder to keep the neuron and head traces of finer edits in (traced when absent)")
+    parser.add_argument("--epochs", type=int, default=None, help="instead of the built-in recipe's 10 (trained edits)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated shuffling seeds")
     parser.add_argument("--layer-sets", default="traced,other band,random,all", help="comma-separated")
     parser.add_argument("--layers", default=None, help="the traced layers (default: trace and localize)")
@@ -190,19 +212,19 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    unit_effects = {split: torch.load(path, weights_only=False)
-                    for split, path in (("forget", args.unit_effects), ("retain", args.retain_unit_effects)) if path}
+    unit_effects = UnitEffects(lm, world, args.unit_effects)
     for name in args.methods.split(","):
         for seed in [int(x) for x in args.seeds.split(",")]:
             sets = cu.control_layer_sets(traced, lm.n_layers, seeds=(seed,))
             sets = {k: v for k, v in sets.items() if k.split(" (")[0] in args.layer_sets.split(",")}
             for layer_set, layers in sets.items():
-                result, edited_where = edit(name, lm, world, task, layers, seed, unit_effects)
+                result, edited_where = edit(name, lm, world, task, layers, seed, unit_effects, args.epochs)
                 edited = result.edited_model()
                 result.revert()
                 scores = cu.evaluate(edited, **task.scoring(), max_new_tokens=64, progress=False).to_dict()
                 audit = cu.audit(lm, edited, task, config=config, baseline=baseline, progress=False)
-                row = dict(method=name, layer_set=layer_set.split(" (")[0], layers=str(layers), seed=seed,
+                row = dict(method=name + (f" ({args.epochs} epochs)" if args.epochs else ""),
+                           layer_set=layer_set.split(" (")[0], layers=str(layers), seed=seed,
                            **{OFFICIAL[k]: scores[k] for k in OFFICIAL}, **audit_row(audit),
                            **{"city chance": original["city chance"], "edit s": result.seconds,
                               "audit s": sum(audit.seconds.values())})
