@@ -24,8 +24,8 @@ and those of the fact-editing issue ("meets 33"):
         [--layer-sets traced,other band,random,all] [--layers 0,7] [--checks probes,precision]
         [--unit-effects results/unit_effects] [--epochs 5]
 
-Methods are objective names (as in `unlearn_seeds.py`, whole MLPs), "OBJECTIVE neurons K [specific]",
-"OBJECTIVE heads K [specific]", "OBJECTIVE lora R" and "closed-form" (see `edit`); the neurons and
+Methods are objective names (as in `unlearn_seeds.py`, whole MLPs), "OBJECTIVE neurons K [specific | per site]",
+"OBJECTIVE heads K [...]", "OBJECTIVE lora R" and "closed-form" (see `edit`); the neurons and
 heads come from an attribution trace of the 350 forget (and retain) facts (`UnitEffects`).
 
 To keep runs short the audit asks the first question and the first cloze prompt of each person
@@ -108,7 +108,7 @@ def meets_fact_targets(row: dict, original: dict) -> bool:
                 and row["retain QA"] >= 0.95)
 
 
-FINER = re.compile(r"^(?P<objective>.+) (?P<kind>neurons|heads|lora) (?P<size>\d+)(?P<specific> specific)?$")
+FINER = re.compile(r"^(?P<objective>.+) (?P<kind>neurons|heads|lora) (?P<size>\d+)(?P<how> specific| per site)?$")
 CLOSED_FORM = "closed-form"
 LORA_LR = 5e-3  # between the two learning rates the LoRA table measured (1.5e-3 forgot too little, 1.5e-2 cost GK)
 
@@ -148,6 +148,17 @@ class UnitEffects:
                                                  for kind, mean in forget.mean.items()})
 
 
+def per_site(effects: cu.AveragedEffects, kind: str, top_k: int, layers: list[int]) -> cu.Components:
+    """The `top_k` units of each layer, each in the token group where its units' summed effect is largest."""
+    parts = {}
+    for layer in layers:
+        sums = effects.mean[kind][:, layer].flatten(1).nan_to_num().sum(-1)
+        group = effects.groups[int(sums.argmax())]
+        parts.update(getattr(cu.localize_components(effects, kind=kind, top_k=top_k, token_group=group, layers=[layer]),
+                             f"{kind}s"))
+    return cu.Components(**{f"{kind}s": parts})
+
+
 def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.UnlearningTask, layers: list[int], seed: int,
          unit_effects: UnitEffects,
          epochs: int | None = None) -> tuple[cu.UnlearnResult, list[int] | cu.Components]:
@@ -156,7 +167,8 @@ def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.Unlearni
     - an objective name: train the whole MLPs of `layers` (the built-in recipe);
     - "OBJECTIVE neurons K" / "OBJECTIVE heads K": only the K neurons / heads of `layers` with the
       largest traced effect at the last subject token (`UnitEffects`); with " specific" appended,
-      the largest effect on forget facts less that on retain facts;
+      the largest effect on forget facts less that on retain facts; with " per site", K of each
+      layer, in the token group where that layer's units matter most (layer 7: the last token);
     - "OBJECTIVE lora R": rank-R adapters on the MLPs of `layers`, lr LORA_LR;
     - "closed-form": `delete_facts` of the 350 forget facts, stand-in target, lambda 300, on `layers`
       less the final layer (which it refuses).
@@ -173,8 +185,10 @@ def edit(method: str, lm: cu.LoadedModel, world: cu.BiosWorld, task: cu.Unlearni
     where: list[int] | cu.Components = layers
     if finer and finer["kind"] == "lora":
         settings.update(adapter=cu.LoRA(rank=int(finer["size"]), alpha=2.0 * int(finer["size"])), lr=LORA_LR)
+    elif finer and finer["how"] == " per site":
+        where = per_site(unit_effects["forget"], finer["kind"][:-1], int(finer["size"]), layers)
     elif finer:
-        where = cu.localize_components(unit_effects.ranking(bool(finer["specific"])),
+        where = cu.localize_components(unit_effects.ranking(finer["how"] == " specific"),
                                        kind=finer["kind"][:-1], top_k=int(finer["size"]), layers=layers)
     result = cu.unlearn(lm, task.forget, task.retain, layers=where, objective=objective_for(name, world, seed),
                         progress=False, **settings)
