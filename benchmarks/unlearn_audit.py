@@ -122,22 +122,21 @@ class UnitEffects:
         self.lm, self.world, self.folder, self.effects = lm, world, Path(folder) if folder else None, {}
 
     def __getitem__(self, split: str) -> cu.AveragedEffects:
-        if split in self.effects:
-            return self.effects[split]
-        path = self.folder / f"{split}.pt" if self.folder else None
-        if path and path.exists():
-            self.effects[split] = torch.load(path, weights_only=False)
-            return self.effects[split]
-        rng = torch.random.get_rng_state()
+        if split not in self.effects:
+            path = self.folder / f"{split}.pt" if self.folder else None
+            self.effects[split] = torch.load(path, weights_only=False) if path and path.exists() else self._trace(split)
+            if path and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(self.effects[split], path)
+        return self.effects[split]
+
+    def _trace(self, split: str) -> cu.AveragedEffects:
+        rng = torch.random.get_rng_state()  # the runs' own randomness goes on as if nothing was traced
         torch.manual_seed(0)
         traces = cu.trace_facts(self.lm, self.world.facts_to_trace(split), kinds=("neuron", "head"),
                                 method="attribution", progress=False)
         torch.random.set_rng_state(rng)
-        self.effects[split] = cu.average_effects(traces)
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.effects[split], path)
-        return self.effects[split]
+        return cu.average_effects(traces)
 
     def ranking(self, specific: bool) -> cu.AveragedEffects:
         """The forget facts' mean effects per unit, or with `specific` those less the retain facts'."""
@@ -237,7 +236,8 @@ def main() -> None:
                 result.revert()
                 scores = cu.evaluate(edited, **task.scoring(), max_new_tokens=64, progress=False).to_dict()
                 audit = cu.audit(lm, edited, task, config=config, baseline=baseline, progress=False)
-                row = dict(method=name + (f" ({args.epochs} epochs)" if args.epochs else ""),
+                trained_for = f" ({args.epochs} epochs)" if args.epochs and name != CLOSED_FORM else ""
+                row = dict(method=name + trained_for,
                            layer_set=layer_set.split(" (")[0], layers=str(layers), seed=seed,
                            **{OFFICIAL[k]: scores[k] for k in OFFICIAL}, **audit_row(audit),
                            **{"city chance": original["city chance"], "edit s": result.seconds,
